@@ -1,0 +1,12 @@
+"""The cached steps the notebooks call: "give me subject 1's stage-1 predictions".
+
+Each function takes a :class:`~nsdlib.config.RunConfig`, asks the run's
+:class:`~nsdlib.store.Store` for its artifact and computes it (calling the algorithm
+modules) only when it is missing, so every chapter can run alone and a rerun costs nothing.
+
+- ``data``: mini-NSD generation on demand, subject preparation (betas, ids, stimuli, captions)
+- ``betas``: single-trial betas with ``nsdlib.glm`` written in NSD's layout (chapter 01)
+- ``stage1``: VDVAE latents, stage-1 regressors, first guesses (chapters 03-05)
+- ``stage2``: CLIP embeddings and their regressions, Versatile Diffusion (chapters 06-07)
+- ``evaluation``: noise sensitivity, metrics and the run's results file (chapters 08-10)
+"""

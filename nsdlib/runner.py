@@ -1,0 +1,235 @@
+"""Execute the book's chapters as a papermill chain, and build the book from a run.
+
+``run_chain`` converts each MyST notebook (``notebooks/NN_name.md``) with jupytext,
+executes it with papermill with the run's parameters injected, and writes the executed
+notebook to ``runs/<dataset>/subj0N/NN_name.ipynb``. It stops at the first notebook that
+fails and reports which one and why. A notebook already completed with the same
+parameters and the same source is skipped (``resume=True``), so an interrupted chain
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .config import RunConfig
+from .store import atomic_write, params_key
+
+__all__ = [
+    "NOTEBOOKS_DIR",
+    "REPO_ROOT",
+    "ChainResult",
+    "NotebookResult",
+    "build_book",
+    "list_notebooks",
+    "run_chain",
+    "select_notebooks",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+
+
+class RunnerError(RuntimeError):
+    """The chain could not be set up (no such notebook, bad selection)."""
+
+
+@dataclasses.dataclass
+class NotebookResult:
+    name: str
+    status: str  # "done", "skipped" (completed earlier, same parameters) or "failed"
+    output: Path
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclasses.dataclass
+class ChainResult:
+    """What a chain did: one :class:`NotebookResult` per notebook attempted."""
+
+    config: RunConfig
+    results: list[NotebookResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status != "failed" for r in self.results)
+
+    @property
+    def failed(self) -> NotebookResult | None:
+        return next((r for r in self.results if r.status == "failed"), None)
+
+    def summary(self) -> str:
+        head = f"dataset={self.config.dataset} subject={self.config.subject}"
+        lines = [f"{r.name}: {r.status}" + (f" ({r.seconds:.0f} s)" if r.status == "done" else "")
+                 for r in self.results]
+        if self.failed:
+            lines.append(f"FAILED at {self.failed.name}: {self.failed.error}\n  see {self.failed.output}")
+        return head + "\n" + "\n".join("  " + s for s in lines)
+
+
+def list_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """The chapter notebooks ``NN_name.md`` in order."""
+    nbs = sorted(p for p in Path(notebooks_dir).glob("[0-9][0-9]_*.md"))
+    if not nbs:
+        raise RunnerError(f"no chapter notebooks (NN_name.md) found in {notebooks_dir}")
+    return nbs
+
+
+def select_notebooks(spec: str | None, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """Pick notebooks by number: ``"01-10"``, ``"3"``, ``"01,04,09"`` or ``None`` for all."""
+    nbs = list_notebooks(notebooks_dir)
+    if spec in (None, "", "all"):
+        return nbs
+    by_num = {int(p.name[:2]): p for p in nbs}
+    wanted: list[int] = []
+    for part in str(spec).split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                a, b = (int(x) for x in part.split("-", 1))
+                wanted.extend(range(a, b + 1))
+            else:
+                wanted.append(int(part))
+        except ValueError:
+            raise RunnerError(f"--notebooks takes numbers like 01-10 or 1,3,4; found {spec!r}") from None
+    missing = [n for n in wanted if n not in by_num]
+    if missing:
+        raise RunnerError(f"no notebook numbered {', '.join(f'{n:02d}' for n in missing)} in {notebooks_dir}; "
+                          f"have {', '.join(f'{n:02d}' for n in sorted(by_num))}")
+    return [by_num[n] for n in dict.fromkeys(wanted)]
+
+
+def runs_dir(cfg: RunConfig, runs_root: Path | None = None) -> Path:
+    root = Path(runs_root) if runs_root is not None else REPO_ROOT / "runs"
+    return root / cfg.dataset / f"subj{cfg.subject:02d}"
+
+
+def _source_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _error_text(exc: BaseException) -> str:
+    ename = getattr(exc, "ename", None)
+    evalue = getattr(exc, "evalue", None)
+    if ename:
+        return f"{ename}: {evalue}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_chain(
+    cfg: RunConfig,
+    notebooks: str | None = None,
+    *,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    runs_root: Path | None = None,
+    resume: bool = True,
+    kernel_name: str = "python3",
+    cwd: Path | None = None,
+    log_output: bool = False,
+) -> ChainResult:
+    """Execute the selected chapter notebooks for one run, in order.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The run; its parameters are injected into each notebook's ``parameters`` cell.
+    notebooks : str, optional
+        Selection, e.g. ``"01-10"`` (default: all).
+    resume : bool
+        Skip a notebook whose executed copy is marked complete for the same parameters
+        and the same notebook source.
+    """
+    import jupytext
+    import papermill as pm
+
+    selected = select_notebooks(notebooks, notebooks_dir)
+    out_dir = runs_dir(cfg, runs_root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    params = cfg.params()
+    results: list[NotebookResult] = []
+    for md in selected:
+        name = md.stem
+        out = out_dir / f"{name}.ipynb"
+        done_marker = out_dir / f"{name}.done.json"
+        stamp = {"params_key": params_key(params), "source": _source_hash(md)}
+        if resume and out.exists() and done_marker.exists():
+            try:
+                prev = json.loads(done_marker.read_text())
+            except json.JSONDecodeError:
+                prev = {}
+            if all(prev.get(k) == v for k, v in stamp.items()):
+                results.append(NotebookResult(name, "skipped", out))
+                continue
+        done_marker.unlink(missing_ok=True)
+        start = _dt.datetime.now()
+        with tempfile.TemporaryDirectory(prefix="nsdlib-nb-") as tmp:
+            src = Path(tmp) / f"{name}.ipynb"
+            partial = out_dir / f".{name}.running.ipynb"
+            jupytext.write(jupytext.read(md), src)
+            try:
+                pm.execute_notebook(
+                    str(src), str(partial), parameters=params, kernel_name=kernel_name,
+                    cwd=str(cwd or md.parent), progress_bar=False, log_output=log_output,
+                )
+            except Exception as exc:  # papermill raises PapermillExecutionError with ename/evalue
+                failed = out_dir / f"{name}.failed.ipynb"
+                if partial.exists():
+                    os.replace(partial, failed)
+                results.append(NotebookResult(name, "failed", failed,
+                                              (_dt.datetime.now() - start).total_seconds(), _error_text(exc)))
+                break
+            os.replace(partial, out)
+        (out_dir / f"{name}.failed.ipynb").unlink(missing_ok=True)
+        secs = (_dt.datetime.now() - start).total_seconds()
+        with atomic_write(done_marker, "w") as fh:
+            json.dump({**stamp, "seconds": round(secs, 1), "params": params}, fh, indent=1)
+        results.append(NotebookResult(name, "done", out, secs))
+    return ChainResult(cfg, results)
+
+
+def build_book(run_dir: Path, *, book_root: Path = REPO_ROOT, output: Path | None = None) -> Path:
+    """Build the HTML book from the executed notebooks of one run.
+
+    The book's sources (``_config.yml``, ``_toc.yml``, ``book/``) are staged beside the
+    executed notebooks of ``run_dir`` (which replace the MyST sources of ``notebooks/``),
+    and Jupyter Book renders them without executing anything again: the book shows
+    exactly what the run computed. Returns the path of ``index.html``.
+    """
+    run_dir = Path(run_dir)
+    output = Path(output) if output is not None else book_root
+    chapters = list_notebooks(book_root / "notebooks")
+    missing = [p.stem for p in chapters if not (run_dir / f"{p.stem}.ipynb").exists()]
+    if missing:
+        raise RunnerError(f"run {run_dir} lacks executed notebooks {', '.join(missing)}; "
+                          "run `nsdlib run` for them first")
+    stage = output / "_build" / "src"
+    if stage.exists():
+        shutil.rmtree(stage)
+    (stage / "notebooks").mkdir(parents=True)
+    for item in ("_config.yml", "_toc.yml"):
+        shutil.copy2(book_root / item, stage / item)
+    shutil.copytree(book_root / "book", stage / "book")
+    for p in chapters:
+        shutil.copy2(run_dir / f"{p.stem}.ipynb", stage / "notebooks" / f"{p.stem}.ipynb")
+    for extra in sorted((book_root / "notebooks").glob("*.md")):
+        if extra not in chapters:  # non-chapter pages kept as they are
+            shutil.copy2(extra, stage / "notebooks" / extra.name)
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(stage), "--path-output", str(output),
+           "--builder", "html", "--warningiserror", "--keep-going"]
+    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    if jb:
+        cmd = [jb, *cmd[3:]]
+    subprocess.run(cmd, check=True)
+    index = output / "_build" / "html" / "index.html"
+    if not index.exists():
+        raise RunnerError(f"jupyter-book finished without writing {index}")
+    return index
