@@ -39,7 +39,10 @@ def _cmd_run(args) -> int:
     from .runner import run_chain
 
     cfg = _config(args)
+    from .runner import NOTEBOOKS_DIR
+
     result = run_chain(cfg, args.notebooks, resume=not args.no_resume,
+                       notebooks_dir=Path(args.notebooks_dir) if args.notebooks_dir else NOTEBOOKS_DIR,
                        runs_root=Path(args.runs) if args.runs else None, log_output=args.verbose)
     print(result.summary())
     return 0 if result.ok else 1
@@ -116,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(p)
     p.add_argument("--notebooks", default=None, help="selection such as 01-10 or 1,4 (default: all)")
     p.add_argument("--runs", default=None, help="where executed notebooks go (default: runs/)")
+    p.add_argument("--notebooks-dir", default=None, help="folder of NN_name.md chapters (default: notebooks/)")
     p.add_argument("--no-resume", action="store_true", help="re-execute notebooks completed earlier")
     p.add_argument("--verbose", action="store_true", help="stream notebook output")
     p.set_defaults(func=_cmd_run)
@@ -170,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, FileNotFoundError, ValueError) as exc:  # includes RunnerError, MissingAssetError
         print(f"nsdlib: error: {exc}", file=sys.stderr)
         return 2
 

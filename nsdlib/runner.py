@@ -29,6 +29,7 @@ __all__ = [
     "REPO_ROOT",
     "ChainResult",
     "NotebookResult",
+    "RunnerError",
     "build_book",
     "list_notebooks",
     "run_chain",
@@ -39,7 +40,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 
-class RunnerError(RuntimeError):
+class RunnerError(ValueError):
     """The chain could not be set up (no such notebook, bad selection)."""
 
 
@@ -135,6 +136,7 @@ def run_chain(
     kernel_name: str = "python3",
     cwd: Path | None = None,
     log_output: bool = False,
+    cell_timeout: int = 3600,
 ) -> ChainResult:
     """Execute the selected chapter notebooks for one run, in order.
 
@@ -147,6 +149,8 @@ def run_chain(
     resume : bool
         Skip a notebook whose executed copy is marked complete for the same parameters
         and the same notebook source.
+    cell_timeout : int
+        Seconds one cell may run before the notebook fails (sized for CPU runs).
     """
     import jupytext
     import papermill as pm
@@ -179,6 +183,7 @@ def run_chain(
                 pm.execute_notebook(
                     str(src), str(partial), parameters=params, kernel_name=kernel_name,
                     cwd=str(cwd or md.parent), progress_bar=False, log_output=log_output,
+                    execution_timeout=cell_timeout,
                 )
             except Exception as exc:  # papermill raises PapermillExecutionError with ename/evalue
                 failed = out_dir / f"{name}.failed.ipynb"

@@ -1,0 +1,33 @@
+# The doorway: `make book` (the main job) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+RUN    ?= runs/mini/subj01
+
+.PHONY: env book chain test bench lint clean
+
+env: $(STAMP)  ## a venv from the pinned requirements (once; again when they change)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+book: env  ## run the chapters on mini-NSD (subject 1, mini models), then build _build/html
+	$(PY) -m nsdlib run --dataset mini --subject 1
+	$(PY) -m nsdlib book --run $(RUN)
+
+test: env  ## the pytest suite: unit, mini-NSD integration, notebook smoke runs
+	$(PY) -m pytest -q
+
+bench: env  ## speed and memory benchmarks; results go to benchmarks/RESULTS.md by hand
+	@set -e; for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f; done
+
+lint: env
+	$(PY) -m ruff check nsdlib tests benchmarks
+
+clean:  ## generated things only: the built book, executed notebooks, artifacts, caches
+	rm -rf _build runs work .pytest_cache .ruff_cache

@@ -1,0 +1,131 @@
+"""The papermill chain: injection, resume, cache reuse and the failure report."""
+
+import json
+
+import nbformat
+import pytest
+
+from nsdlib.cli import main
+from nsdlib.config import RunConfig
+from nsdlib.runner import RunnerError, run_chain, select_notebooks
+from nsdlib.store import Store
+
+HEADER = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+# {title}
+
+```{{code-cell}} ipython3
+:tags: [parameters]
+
+dataset = "mini"
+subject = 1
+models = "mini"
+n_layers = 15
+regressor = "gru"
+device = "auto"
+seed = 0
+workdir = None
+nsd_root = None
+quick = False
+```
+
+```{{code-cell}} ipython3
+from nsdlib import RunConfig, Store
+cfg = RunConfig(dataset=dataset, subject=subject, models=models, n_layers=n_layers, regressor=regressor,
+                device=device, seed=seed, workdir=workdir, nsd_root=nsd_root, quick=quick)
+store = Store.for_config(cfg)
+```
+"""
+
+COMPUTE = """
+```{code-cell} ipython3
+import numpy as np
+out = store.arrays("squares", {"seed": cfg.seed}, lambda: {"x": np.arange(5) ** 2 + cfg.seed})
+print(int(out["x"].sum()))
+```
+"""
+
+FAIL = """
+```{code-cell} ipython3
+raise ValueError("boom: the simulated step failed")
+```
+"""
+
+
+@pytest.fixture
+def chapters(tmp_path):
+    nb = tmp_path / "notebooks"
+    nb.mkdir()
+    (nb / "01_compute.md").write_text(HEADER.format(title="Compute") + COMPUTE)
+    (nb / "02_fail.md").write_text(HEADER.format(title="Fail") + FAIL)
+    (nb / "03_after.md").write_text(HEADER.format(title="After") + COMPUTE)
+    return nb
+
+
+def test_selection(chapters):
+    assert [p.stem for p in select_notebooks("1,3", chapters)] == ["01_compute", "03_after"]
+    assert [p.stem for p in select_notebooks("01-02", chapters)] == ["01_compute", "02_fail"]
+    with pytest.raises(RunnerError, match="no notebook numbered 07"):
+        select_notebooks("07", chapters)
+    with pytest.raises(RunnerError, match="takes numbers like"):
+        select_notebooks("first", chapters)
+
+
+@pytest.mark.slow
+def test_injection_resume_and_reuse(chapters, tmp_path):
+    cfg = RunConfig(workdir=tmp_path / "w", subject=2, seed=4)
+    runs = tmp_path / "runs"
+    first = run_chain(cfg, "01", notebooks_dir=chapters, runs_root=runs)
+    assert first.ok and [r.status for r in first.results] == ["done"]
+    out = runs / "mini" / "subj02" / "01_compute.ipynb"
+    nb = nbformat.read(out, as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "subject = 2" in injected[0].source and "seed = 4" in injected[0].source
+    assert "50" in "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))  # 0+1+4+9+16 + 5*4
+
+    # an identical rerun skips the completed notebook
+    again = run_chain(cfg, "01", notebooks_dir=chapters, runs_root=runs)
+    assert [r.status for r in again.results] == ["skipped"]
+    # forced re-execution reuses the artifact: nothing is recomputed
+    store = Store.for_config(cfg)
+    mtime = store.path("squares", {"seed": 4}).stat().st_mtime_ns
+    forced = run_chain(cfg, "01", notebooks_dir=chapters, runs_root=runs, resume=False)
+    assert [r.status for r in forced.results] == ["done"]
+    assert [e["event"] for e in store.events()] == ["computed", "reused"]
+    assert store.path("squares", {"seed": 4}).stat().st_mtime_ns == mtime
+    # a changed parameter runs again and computes a new artifact
+    changed = run_chain(cfg.replace(seed=5), "01", notebooks_dir=chapters, runs_root=runs)
+    assert [r.status for r in changed.results] == ["done"]
+    assert store.events()[-1]["event"] == "computed"
+    marker = json.loads((runs / "mini" / "subj02" / "01_compute.done.json").read_text())
+    assert marker["params"]["seed"] == 5
+
+
+@pytest.mark.slow
+def test_failure_is_reported_and_stops_the_chain(chapters, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    argv = ["run", "--dataset", "mini", "--subject", "1", "--workdir", str(tmp_path / "w"),
+            "--notebooks-dir", str(chapters), "--runs", str(runs)]
+    assert main(argv) == 1
+    report = capsys.readouterr().out
+    assert "01_compute: done" in report
+    assert "FAILED at 02_fail: ValueError: boom: the simulated step failed" in report
+    assert "03_after" not in report  # the chain stopped
+    failed = runs / "mini" / "subj01" / "02_fail.failed.ipynb"
+    assert failed.exists() and not (runs / "mini" / "subj01" / "02_fail.ipynb").exists()
+
+
+def test_cli_reports_bad_parameters(capsys, tmp_path):
+    assert main(["run", "--dataset", "mini", "--subject", "3", "--workdir", str(tmp_path)]) == 2
+    assert "subject must be 1, 2, 5 or 7; found '3'" in capsys.readouterr().err
+    assert main(["run", "--param", "n_layers", "--workdir", str(tmp_path)]) == 2
+    assert "--param takes key=value" in capsys.readouterr().err
