@@ -220,8 +220,12 @@ def build_book(run_dir: Path, *, book_root: Path = REPO_ROOT, output: Path | Non
     if stage.exists():
         shutil.rmtree(stage)
     (stage / "notebooks").mkdir(parents=True)
-    for item in ("_config.yml", "_toc.yml"):
-        shutil.copy2(book_root / item, stage / item)
+    import yaml
+
+    config = yaml.safe_load((book_root / "_config.yml").read_text())
+    config.setdefault("execute", {})["execute_notebooks"] = "off"  # show what the run computed
+    (stage / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    shutil.copy2(book_root / "_toc.yml", stage / "_toc.yml")
     shutil.copytree(book_root / "book", stage / "book")
     for p in chapters:
         shutil.copy2(run_dir / f"{p.stem}.ipynb", stage / "notebooks" / f"{p.stem}.ipynb")

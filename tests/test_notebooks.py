@@ -1,0 +1,51 @@
+"""Smoke runs of every chapter through papermill with quick=True, on a small mini-NSD.
+
+The chain runs once per session, in order (each chapter reuses what the previous ones cached);
+each chapter is then reported as its own test.
+"""
+
+import nbformat
+import pytest
+
+from nsdlib.config import RunConfig
+from nsdlib.runner import list_notebooks, run_chain
+from nsdlib.store import Store
+
+CHAPTERS = [p.stem for p in list_notebooks()]
+
+
+@pytest.fixture(scope="session")
+def quick_chain(tmp_path_factory):
+    root = tmp_path_factory.mktemp("chain")
+    cfg = RunConfig(workdir=root / "work", quick=True, device="cpu")
+    result = run_chain(cfg, runs_root=root / "runs")
+    return cfg, root / "runs", result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_runs_quick(quick_chain, chapter):
+    cfg, runs, result = quick_chain
+    status = {r.name: r for r in result.results}
+    if chapter not in status:
+        pytest.fail(f"{chapter} was not reached: the chain stopped at {result.failed.name}: {result.failed.error}")
+    r = status[chapter]
+    assert r.status == "done", f"{chapter} failed: {r.error} (see {r.output})"
+    nb = nbformat.read(r.output, as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "quick = True" in injected[0].source
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{chapter} must have exactly one cell tagged parameters"
+
+
+@pytest.mark.slow
+def test_rerun_of_a_chapter_recomputes_nothing(quick_chain):
+    cfg, runs, result = quick_chain
+    assert result.ok, result.summary()
+    store = Store.for_config(cfg)
+    before = len(store.events())
+    again = run_chain(cfg, "01", runs_root=runs, resume=False)
+    assert again.ok, again.summary()
+    new = store.events()[before:]
+    assert new, "chapter 01 asked the store for nothing"
+    assert {e["event"] for e in new} == {"reused"}, new
