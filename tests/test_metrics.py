@@ -1,0 +1,286 @@
+"""Known-answer and mechanics tests of nsdlib.metrics (offline, small, seeded)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import correlation as scipy_correlation
+from skimage.color import rgb2gray
+from skimage.metrics import structural_similarity as sk_ssim
+
+from nsdlib import assets
+from nsdlib import metrics as M
+
+torch.set_num_threads(2)
+
+
+def _images(n=5, size=48, seed=0):
+    rng = np.random.default_rng(seed)
+    # smooth-ish random images so SSIM is far from both 0 and 1
+    base = rng.integers(0, 256, (n, size // 4, size // 4, 3), dtype=np.uint8)
+    return np.repeat(np.repeat(base, 4, axis=1), 4, axis=2)
+
+
+def _noisy(images, amount=40, seed=1):
+    rng = np.random.default_rng(seed)
+    return np.clip(images.astype(int) + rng.integers(-amount, amount + 1, images.shape), 0, 255).astype(np.uint8)
+
+
+def _sk(gt, rec, **kw):
+    a, b = rgb2gray(gt / 255.0), rgb2gray(rec / 255.0)
+    return sk_ssim(b, a, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0, **kw)
+
+
+# ---------------------------------------------------------------- low level
+def test_identical_images_score_one():
+    gt = _images()
+    np.testing.assert_allclose(M.pixcorr(gt, gt), 1.0, atol=1e-12)
+    np.testing.assert_allclose(M.ssim(gt, gt), 1.0, atol=1e-12)
+    np.testing.assert_allclose(M.ssim(gt, gt, mode="columns"), 1.0, atol=1e-12)
+
+
+def test_ssim_equals_scikit_image_2d_and_column_mode():
+    gt = _images(4, 40)
+    rec = _noisy(gt)
+    ours2d = M.ssim(gt, rec, batch_size=3)
+    ourscol = M.ssim(gt, rec, mode="columns", batch_size=3)
+    ref2d = [_sk(g, r) for g, r in zip(gt, rec)]
+    # Brain-Diffuser's call: a grayscale image with its columns as channels
+    refcol = [_sk(g, r, channel_axis=-1) for g, r in zip(gt, rec)]
+    np.testing.assert_allclose(ours2d, ref2d, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ourscol, refcol, rtol=0, atol=1e-12)
+    # the column mode really is the mean of 1-D SSIMs of the columns
+    a, b = rgb2gray(gt[0] / 255.0), rgb2gray(rec[0] / 255.0)
+    cols = [sk_ssim(b[:, c], a[:, c], gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                    data_range=1.0) for c in range(a.shape[1])]
+    assert ourscol[0] == pytest.approx(np.mean(cols), abs=1e-12)
+    assert not np.allclose(ours2d, ourscol)
+
+
+def test_pixcorr_equals_numpy_corrcoef():
+    gt = _images(3)
+    rec = _noisy(gt, 90)
+    ref = [np.corrcoef(g.ravel() / 255.0, r.ravel() / 255.0)[0, 1] for g, r in zip(gt, rec)]
+    np.testing.assert_allclose(M.pixcorr(gt, rec, batch_size=2), ref, atol=1e-12)
+
+
+def test_comparison_size_defaults_to_ground_truth_and_resizes_reconstructions():
+    gt = _images(3, 48)
+    big = M.resize_images(_noisy(gt), 64)
+    assert big.shape == (3, 64, 64, 3)
+    back = M.resize_images(big, 48)
+    np.testing.assert_allclose(M.ssim(gt, big), M.ssim(gt, back), atol=1e-12)
+    # an explicit size resizes both sides
+    np.testing.assert_allclose(M.pixcorr(gt, big, size=32),
+                               M.pixcorr(M.resize_images(gt, 32), M.resize_images(big, 32)), atol=1e-12)
+
+
+def test_bad_inputs_are_named():
+    gt = _images(3)
+    with pytest.raises(ValueError, match="uint8"):
+        M.ssim(gt.astype(np.float32), gt)
+    with pytest.raises(ValueError, match="3 ground-truth images and 2 reconstructions"):
+        M.pixcorr(gt, gt[:2])
+    with pytest.raises(ValueError, match="ssim_mode"):
+        M.ssim(gt, gt, mode="3d")
+    with pytest.raises(ValueError, match="at least 11 pixels"):
+        M.ssim(gt[:, :8, :8], gt[:, :8, :8])
+
+
+# ---------------------------------------------------------- identification
+def _brute_force_identification(gt, rec):
+    n = len(gt)
+    out = []
+    for j in range(n):
+        true = np.corrcoef(gt[j], rec[j])[0, 1]
+        wins = sum(np.corrcoef(gt[i], rec[j])[0, 1] < true for i in range(n) if i != j)
+        out.append(wins / (n - 1))
+    return np.array(out)
+
+
+def test_identification_equals_brute_force_with_ties_as_failures():
+    rng = np.random.default_rng(3)
+    gt = rng.integers(0, 3, (12, 6)).astype(np.float64)  # coarse values: many equal correlations
+    gt[5] = gt[2]  # a duplicated ground truth: an exact tie for reconstructions 2 and 5
+    rec = gt + rng.integers(0, 2, gt.shape)
+    rec[2] = gt[2]
+    ours = M.two_way_identification(gt, rec)
+    np.testing.assert_array_equal(ours, _brute_force_identification(gt, rec))
+    # reconstruction 2 equals its ground truth, but ground truth 5 ties with it: a failure
+    assert ours[2] <= 10 / 11
+
+
+def test_identification_identical_and_shuffled():
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal((300, 40))
+    assert M.two_way_identification(f, f).mean() == 1.0
+    shuffled = M.two_way_identification(f, f[rng.permutation(300)]).mean()
+    assert abs(shuffled - 0.5) < 0.05
+
+
+def test_correlation_distance_equals_scipy():
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((2, 7, 30))
+    np.testing.assert_allclose(M.correlation_distance(a, b), [scipy_correlation(x, y) for x, y in zip(a, b)],
+                               atol=1e-12)
+    np.testing.assert_allclose(M.correlation_distance(a, a), 0.0, atol=1e-12)
+    with pytest.raises(ValueError, match="same for ground truth"):
+        M.correlation_distance(a, b[:, :5])
+
+
+def test_latent_errors_known_answer():
+    t = np.zeros((2, 3))
+    p = np.array([[1.0, -1.0, 2.0], [0.0, 0.0, 2.0]])
+    assert M.latent_errors(t, p) == {"mse": pytest.approx(10 / 6), "mae": pytest.approx(1.0)}
+    with pytest.raises(ValueError, match="same shape"):
+        M.latent_errors(t, p[:, :2])
+
+
+# ------------------------------------------------------------- the evaluator
+def _pool(images):
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+
+
+def _pooled_network(trained=False):
+    """A tiny image->features callable (4x4 average pooling) as the CLIP metric: mechanics only."""
+    return M.clip_network(_pool, description="4x4 pooling (test)", trained=trained)
+
+
+def _pooled_distance_network():
+    """The same pooling serving a distance metric: mechanics only."""
+    return M.FeatureNetwork("pool", lambda x: {"efficientnet": _pool(x).numpy()}, ("efficientnet",),
+                            "4x4 pooling (test)", trained=False)
+
+
+def test_evaluator_identical_images_and_batch_invariance():
+    gt = _images(7, 32)
+    rec = _noisy(gt, 60)
+    nets = [M.alexnet_network(pretrained=False), _pooled_distance_network(), _pooled_network()]
+    metrics = ("ssim", "pixcorr", "alexnet2", "alexnet5", "efficientnet", "clip")
+    same = M.ImageEvaluator(gt, networks=nets, batch_size=3, progress=False).evaluate(gt, metrics)
+    for m in ("alexnet2", "alexnet5", "clip", "ssim", "pixcorr"):
+        np.testing.assert_allclose(same.per_image[m], 1.0, atol=1e-6)
+    np.testing.assert_allclose(same.per_image["efficientnet"], 0.0, atol=1e-6)
+    # random weights are mechanics only: flagged and never averaged into a metric
+    assert same.status["alexnet2"] == "random-weights" and "RANDOM" in same.sources["alexnet2"]
+    assert np.isnan(same.means["alexnet2"]) and same.means["ssim"] == pytest.approx(1.0)
+
+    ev = M.ImageEvaluator(gt, networks=nets, batch_size=3, progress=False)
+    a = ev.evaluate(rec, metrics)
+    b = M.ImageEvaluator(gt, networks=nets, batch_size=7, progress=False).evaluate(rec, metrics)
+    for m in metrics:
+        np.testing.assert_allclose(a.per_image[m], b.per_image[m], atol=1e-6)
+    # and the streaming identification equals the one-shot function on the full features
+    full_gt = nets[0].features(gt)["alexnet5"]
+    full_rec = nets[0].features(rec)["alexnet5"]
+    np.testing.assert_allclose(a.per_image["alexnet5"], M.two_way_identification(full_gt, full_rec), atol=1e-12)
+    np.testing.assert_allclose(a.per_image["ssim"], M.ssim(gt, rec), atol=1e-12)
+
+
+def test_evaluator_shuffled_pairs_near_chance():
+    gt = _images(120, 16, seed=4)
+    rng = np.random.default_rng(0)
+    report = M.ImageEvaluator(gt, networks=[_pooled_network(trained=True)], batch_size=50,
+                              progress=False).evaluate(gt[rng.permutation(120)], ("clip",))
+    assert report.status["clip"] == "ok"
+    assert abs(report.means["clip"] - 0.5) < 0.08
+
+
+def test_inception_builds_and_extracts_with_random_weights():
+    net = M.inception_network(pretrained=False)
+    assert net.features(_images(2, 40))["inceptionv3"].shape == (2, 2048)
+    assert not net.trained and "RANDOM" in net.description
+
+
+def test_mini_models_report_missing_weights_as_unavailable(tmp_path, monkeypatch):
+    monkeypatch.setenv("NSDLIB_ASSETS", str(tmp_path / "assets"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    nets, unavailable = M.feature_networks("mini")
+    assert nets == []
+    assert set(unavailable) == {"alexnet2", "alexnet5", "inceptionv3", "efficientnet", "swav", "clip"}
+    gt = _images(4, 32)
+    rep = M.evaluate_images(gt, _noisy(gt), models="mini", progress=False)
+    assert np.isnan(rep.means["swav"]) and rep.status["swav"] == "unavailable"
+    assert "not available" in rep.sources["alexnet2"] and "nsdlib fetch metrics" in rep.sources["alexnet2"]
+    assert np.isfinite(rep.means["ssim"])
+    # with the small CLIP given, CLIP is computed and says which CLIP it is
+    rep = M.evaluate_images(gt, gt, models="mini", clip=lambda x: x.reshape(len(x), -1)[:, ::7].astype(np.float32),
+                            metrics=("clip",), progress=False)
+    assert rep.means["clip"] == 1.0 and "small CLIP" in rep.sources["clip"]
+    with pytest.raises(assets.MissingAssetError, match="torchvision-metrics"):
+        M.feature_networks("pretrained")
+
+
+def test_torchvision_weights_load_from_local_cache_only(tmp_path, monkeypatch):
+    from torchvision.models import efficientnet_b1
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.manual_seed(0)
+    state = efficientnet_b1(weights=None).state_dict()
+    torch.save(state, cache / "efficientnet_b1_rwightman-bac287d4.pth")
+    for name in ("alexnet-owt-7be5be79.pth", "inception_v3_google-0cc3c7bd.pth"):
+        (cache / name).write_bytes(b"placeholder")  # only their presence is checked here
+    assert assets.available("torchvision-metrics")
+    nets, unavailable = M.feature_networks("mini", metrics=("efficientnet",))
+    assert [n.name for n in nets] == ["efficientnet"] and nets[0].trained and unavailable == {}
+    net = M.efficientnet_network(pretrained=True)
+    ims = _images(2, 32)
+    ref = efficientnet_b1(weights=None)
+    ref.load_state_dict(state)
+    ref.eval()
+    with torch.no_grad():
+        x = M._to_input(ims, 224, M.IMAGENET_MEAN, M.IMAGENET_STD, torch.device("cpu"))
+        want = ref.avgpool(ref.features(x)).flatten(1).numpy()
+    np.testing.assert_allclose(net.features(ims)["efficientnet"], want, rtol=1e-4, atol=1e-5)
+
+
+def test_swav_checkpoint_loading(tmp_path):
+    from torchvision.models import resnet50
+
+    torch.manual_seed(0)
+    src = resnet50(weights=None).state_dict()
+    ckpt = {f"module.{k}": v for k, v in src.items() if not k.startswith("fc.")}
+    ckpt["module.projection_head.0.weight"] = torch.zeros(2048, 2048)
+    ckpt["module.prototypes.weight"] = torch.zeros(3000, 128)
+    path = tmp_path / "swav.pth.tar"
+    torch.save(ckpt, path)
+    state = M.load_swav_state_dict(path)
+    assert "fc.weight" not in state and not any(k.startswith(("projection", "prototypes")) for k in state)
+    torch.testing.assert_close(state["layer4.2.conv3.weight"], src["layer4.2.conv3.weight"])
+    net = M.swav_network(path)
+    assert net.trained and net.features(_images(2, 32))["swav"].shape == (2, 2048)
+    del ckpt["module.layer1.0.conv1.weight"]
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match="layer1.0.conv1.weight"):
+        M.load_swav_state_dict(path)
+
+
+def test_clip_network_from_transformers_model(tmp_path):
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8, projection_dim=16)
+    torch.manual_seed(0)
+    model = CLIPVisionModelWithProjection(cfg).eval()
+    model.save_pretrained(tmp_path / "clip")
+    ims = _images(3, 48)
+    net = M.clip_network(tmp_path / "clip", description="tiny CLIP (test)", trained=False)
+    x = torch.from_numpy(ims).permute(0, 3, 1, 2).float() / 255
+    x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+    x = (x - torch.tensor(M.CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(M.CLIP_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        want = model(pixel_values=x).image_embeds.numpy()
+    np.testing.assert_allclose(net.features(ims)["clip"], want, rtol=1e-4, atol=1e-5)
+
+
+def test_report_round_trip_and_frame():
+    gt = _images(3, 24)
+    rep = M.evaluate_images(gt, _noisy(gt), metrics=("ssim", "pixcorr", "clip"), progress=False)
+    back = M.MetricReport.from_dict(rep.to_dict())
+    assert back.means["ssim"] == pytest.approx(rep.means["ssim"])
+    assert np.isnan(back.means["clip"]) and back.status["clip"] == "unavailable"
+    assert list(rep.frame().columns) == ["ssim", "pixcorr", "clip"]
