@@ -597,9 +597,9 @@ def clip_network(model, *, description: str, trained: bool = True, device=None, 
 
     Parameters
     ----------
-    model : transformers ``CLIPVisionModelWithProjection``, a path to one, or callable
-        A transformers model (or folder saved with ``save_pretrained``) gives the
-        projected class-token embedding (``image_embeds``, 768 values for ViT-L/14),
+    model : transformers ``CLIPModel`` or ``CLIPVisionModelWithProjection``, a folder, or callable
+        A transformers model (or a ``CLIPModel`` folder saved with ``save_pretrained``)
+        gives the projected class-token embedding (768 values for ViT-L/14),
         the output of OpenAI CLIP's ``model.visual``, from images resized to the model's
         ``image_size`` and normalised with ``mean``/``std``. A callable taking uint8
         images (b, h, w, 3) and returning (b, n_features) is used as it is (for example
@@ -622,19 +622,24 @@ def clip_network(model, *, description: str, trained: bool = True, device=None, 
 
         return FeatureNetwork("clip", extract, ("clip",), description, trained)
 
-    from transformers import CLIPVisionModelWithProjection
-
     if not isinstance(model, torch.nn.Module):
-        model = CLIPVisionModelWithProjection.from_pretrained(str(model))
-    model = model.float()
+        from transformers import CLIPModel
+
+        model = CLIPModel.from_pretrained(str(model), local_files_only=True)
+        model.text_model = None  # only the vision tower is needed
+    for attr in ("vision_model", "visual_projection"):
+        if not hasattr(model, attr):
+            raise TypeError(f"a CLIP model needs a {attr!r} (CLIPModel or CLIPVisionModelWithProjection); "
+                            f"found {type(model).__name__}")
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    model = model.to(dev).eval()
-    size = int(size or model.config.image_size)
+    model = model.float().to(dev).eval()
+    cfg = getattr(model.config, "vision_config", model.config)
+    size = int(size or cfg.image_size)
 
     def extract(images):
         with torch.inference_mode():
-            out = model(pixel_values=_to_input(images, size, mean, std, dev))
-        return {"clip": out.image_embeds.float().cpu().numpy()}
+            pooled = model.vision_model(pixel_values=_to_input(images, size, mean, std, dev)).pooler_output
+            return {"clip": model.visual_projection(pooled).float().cpu().numpy()}
 
     return FeatureNetwork("clip", extract, ("clip",), description, trained)
 

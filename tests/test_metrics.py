@@ -260,20 +260,22 @@ def test_swav_checkpoint_loading(tmp_path):
 
 
 def test_clip_network_from_transformers_model(tmp_path):
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+    from transformers import CLIPConfig, CLIPModel
 
-    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8, projection_dim=16)
+    tower = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2)
+    cfg = CLIPConfig(text_config=dict(num_hidden_layers=1, **tower), projection_dim=16,
+                     vision_config=dict(num_hidden_layers=2, image_size=32, patch_size=8, **tower))
     torch.manual_seed(0)
-    model = CLIPVisionModelWithProjection(cfg).eval()
-    model.save_pretrained(tmp_path / "clip")
+    model = CLIPModel(cfg).eval()
+    model.save_pretrained(tmp_path / "clip")  # a full CLIP folder, like the "clip" asset
     ims = _images(3, 48)
     net = M.clip_network(tmp_path / "clip", description="tiny CLIP (test)", trained=False)
     x = torch.from_numpy(ims).permute(0, 3, 1, 2).float() / 255
     x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
     x = (x - torch.tensor(M.CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(M.CLIP_STD).view(1, 3, 1, 1)
     with torch.no_grad():
-        want = model(pixel_values=x).image_embeds.numpy()
+        out = model.get_image_features(pixel_values=x)
+        want = (out if torch.is_tensor(out) else out.pooler_output).numpy()
     np.testing.assert_allclose(net.features(ims)["clip"], want, rtol=1e-4, atol=1e-5)
 
 
