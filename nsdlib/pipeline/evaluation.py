@@ -1,0 +1,498 @@
+"""Chapters 08-10: noise sensitivity, the eight metrics per run, and the run's results file.
+
+- :func:`noised_first_guesses` / :func:`noise_sensitivity`: the paper's noise protocol
+  (:mod:`nsdlib.noise`) applied to the run's first guesses, and the stage-2 images made
+  from each noised version (``nsdlib.pipeline.stage2.stage2_images``).
+- :func:`score`: one set of reconstructions against the run's test stimuli, every metric
+  per image, cached in the run's store (keyed by a hash of both image sets, the metric
+  settings and which networks could be used, so fetching weights later recomputes).
+- :func:`evaluate`: ridge vs GRU and 15 vs 31 layers (as the run allows) and, optionally,
+  noise levels; each result becomes a row of ``<run_dir>/results.json`` and
+  ``results.csv``, merged with the rows already there and written atomically.
+  ``nsdlib.cross_subject`` aggregates those files across subjects.
+
+Results rows (one per regressor, n_layers, noise)::
+
+    dataset, models, subject, regressor, n_layers, noise, n_images, size, ssim_mode,
+    ssim, pixcorr, alexnet2, alexnet5, inceptionv3, clip, efficientnet, swav,
+    ssim_2d, latent_mse, latent_mae, seed, quick
+
+``ssim`` is Brain-Diffuser's column SSIM (the mode behind the paper's numbers, so that
+the column compares with theirs); ``ssim_2d`` is the true 2-D SSIM. Identification scores
+are fractions in 0-1; ``efficientnet`` and ``swav`` are mean correlation distances. A
+metric that could not be computed is null (JSON) / empty (CSV), with the reason under
+``"sources"`` in the JSON file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .. import metrics as M
+from .. import noise as N
+from ..config import RunConfig
+from ..store import Store, atomic_write
+
+__all__ = [
+    "KEY_COLUMNS",
+    "RESULT_COLUMNS",
+    "best_and_worst",
+    "comparison_table",
+    "evaluate",
+    "ground_truth",
+    "metric_plan",
+    "noise_sensitivity",
+    "noise_table",
+    "noised_first_guesses",
+    "read_results",
+    "results_path",
+    "run_label",
+    "score",
+    "write_results",
+]
+
+_VERSION = 1
+KEY_COLUMNS = ("regressor", "n_layers", "noise")
+RESULT_COLUMNS = ("dataset", "models", "subject", "regressor", "n_layers", "noise", "n_images", "size", "ssim_mode",
+                  *M.IMAGE_METRICS, "ssim_2d", "latent_mse", "latent_mae", "seed", "quick")
+#: The SSIM mode of the ``ssim`` column: Brain-Diffuser's, as behind the paper's numbers.
+RESULTS_SSIM_MODE = "columns"
+
+
+# ------------------------------------------------------------------- inputs
+def run_label(cfg: RunConfig) -> str:
+    """A one-line description of the run for table captions."""
+    ds = {"mini": "mini-NSD (simulated)", "nsd": "NSD"}[cfg.dataset]
+    models = {"mini": "mini models", "pretrained": "pretrained models"}[cfg.models]
+    return f"{ds}, subject {cfg.subject}, {models}" + (", quick" if cfg.quick else "")
+
+
+def ground_truth(cfg: RunConfig) -> np.ndarray:
+    """The run's test stimuli at their stored size (425 for NSD, 128 for mini-NSD), uint8."""
+    from . import data
+
+    return data.stimuli(cfg, "test")
+
+
+def _test_ids(cfg: RunConfig) -> np.ndarray:
+    from . import data
+
+    return np.asarray(data.subject_data(cfg).test_ids)
+
+
+def _first_guesses(cfg: RunConfig) -> np.ndarray:
+    from . import stage1
+
+    return stage1.first_guesses(cfg)
+
+
+def _stage2(cfg: RunConfig, first_guesses=None, noise: str | None = None) -> np.ndarray:
+    from . import stage2
+
+    if first_guesses is None:
+        return stage2.stage2_images(cfg)
+    return stage2.stage2_images(cfg, first_guesses=first_guesses, noise=noise)
+
+
+def _images_key(images) -> str:
+    images = np.ascontiguousarray(images)
+    h = hashlib.sha256(str((images.shape, images.dtype.str)).encode())
+    h.update(memoryview(images).cast("B"))
+    return h.hexdigest()[:16]
+
+
+# -------------------------------------------------------------------- noise
+def noised_first_guesses(cfg: RunConfig, level, first_guesses=None, ids=None) -> np.ndarray:
+    """The run's first guesses with the paper's noise at ``level`` (seeded by ``cfg.seed``).
+
+    Parameters
+    ----------
+    level : {"none", 8, 16, 32, 64, 256}
+    first_guesses : ndarray of uint8, shape (n_images, h, w, 3), optional
+        Default: ``nsdlib.pipeline.stage1.first_guesses(cfg)``.
+    ids : array-like of int, optional
+        One stable key per image (default the run's test ids when they match in number,
+        else positions), so that an image gets the same noise in any subset.
+    """
+    fg = _first_guesses(cfg) if first_guesses is None else first_guesses
+    if ids is None:
+        try:
+            test_ids = _test_ids(cfg)
+            ids = test_ids if len(test_ids) == len(fg) else None
+        except Exception:  # noqa: BLE001 (no subject data: positions are the keys)
+            ids = None
+    return N.add_noise(fg, level, seed=cfg.seed, ids=ids)
+
+
+def noise_sensitivity(cfg: RunConfig, levels: Sequence = N.NOISE_LEVELS, *, first_guesses=None, ids=None,
+                      stage2: Callable | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Stage-2 images made from noised first guesses, one set per noise level.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The run (the paper uses the 15-layer GRU first guess).
+    levels : sequence
+        Noise levels (labels or amplitudes), default all of Table 6.
+    first_guesses : ndarray of uint8, optional
+        Default: ``nsdlib.pipeline.stage1.first_guesses(cfg)``.
+    stage2 : callable, optional
+        ``stage2(cfg, first_guesses=..., noise=label) -> uint8 images``; default
+        ``nsdlib.pipeline.stage2.stage2_images`` (which caches per noise label).
+
+    Returns
+    -------
+    dict
+        Label -> ``{"first_guess": noised first guesses, "final": stage-2 images}``.
+    """
+    fg = _first_guesses(cfg) if first_guesses is None else first_guesses
+    run = stage2 or _stage2
+    out = {}
+    for level in levels:
+        label = N.noise_label(level)
+        noised = noised_first_guesses(cfg, label, fg, ids)
+        final = run(cfg, first_guesses=noised, noise=label)
+        M._check_images(final, f"stage-2 images for noise {label}")
+        out[label] = {"first_guess": noised, "final": final}
+    return out
+
+
+# ------------------------------------------------------------------ scoring
+def metric_plan(cfg: RunConfig, clip=None) -> dict[str, str]:
+    """What each feature metric will be computed with in this run, without loading anything.
+
+    Returns metric -> ``"real"``, ``"small-clip"`` or ``"unavailable: <reason>"``. With
+    ``models="pretrained"`` every metric is ``"real"`` (a missing asset raises when the
+    networks are built).
+    """
+    from .. import assets
+
+    plan = {}
+    for metric, asset in (("alexnet2", "torchvision-metrics"), ("alexnet5", "torchvision-metrics"),
+                          ("inceptionv3", "torchvision-metrics"), ("efficientnet", "torchvision-metrics"),
+                          ("swav", "swav")):
+        ok = cfg.models == "pretrained" or assets.available(asset)
+        plan[metric] = "real" if ok else f"unavailable: asset {asset!r} absent"
+    if cfg.models == "pretrained":
+        plan["clip"] = "real" if clip is None else "given"
+    else:
+        plan["clip"] = "small-clip" if clip is not None else "unavailable: no small CLIP"
+    return plan
+
+
+def _default_clip(cfg: RunConfig):
+    """The CLIP of the run for the identification metric (None: ViT-L/14 from the assets, or unavailable).
+
+    For ``models="mini"`` this asks stage 2 for its small CLIP (``clip_embedder(cfg)``,
+    an :class:`nsdlib.clip.ClipEmbedder`) and uses its projected class token.
+    """
+    if cfg.models == "pretrained":
+        return None
+    try:
+        from .stage2 import clip_embedder
+    except ImportError:
+        return None
+    emb = clip_embedder(cfg)
+    return lambda images: emb.vision(images, progress=False)[:, 0]
+
+
+class _Scorer:
+    """One ImageEvaluator per run, built on the first cache miss (loading networks is slow)."""
+
+    def __init__(self, cfg: RunConfig, gt, clip, batch_size: int, progress: bool):
+        self.cfg, self.gt, self.clip, self.batch_size, self.progress = cfg, gt, clip, batch_size, progress
+        self._ev = None
+
+    def evaluator(self) -> M.ImageEvaluator:
+        if self._ev is None:
+            nets, unavailable = M.feature_networks(self.cfg.models, clip=self.clip, device=self.cfg.torch_device())
+            self._ev = M.ImageEvaluator(self.gt, networks=nets, unavailable=unavailable,
+                                        ssim_mode=RESULTS_SSIM_MODE, batch_size=self.batch_size,
+                                        device=self.cfg.torch_device(), progress=self.progress)
+        return self._ev
+
+
+def score(cfg: RunConfig, reconstructions, *, gt=None, clip=None, batch_size: int = 32, progress: bool = True,
+          _scorer: _Scorer | None = None) -> M.MetricReport:
+    """Every image metric of one set of reconstructions against the run's test stimuli, cached.
+
+    Parameters
+    ----------
+    reconstructions : ndarray of uint8, shape (n_images, h, w, 3)
+        In the order of the test ids.
+    gt : ndarray of uint8, optional
+        Ground truth (default :func:`ground_truth`).
+    clip : callable or model, optional
+        For the CLIP metric (default: ViT-L/14 for pretrained models, the run's small CLIP
+        for mini models).
+
+    Returns
+    -------
+    MetricReport
+        With an extra per-image entry ``"ssim_2d"`` (the true 2-D SSIM) beside ``"ssim"``
+        (Brain-Diffuser's column mode).
+    """
+    gt = ground_truth(cfg) if gt is None else gt
+    M._check_pair(gt, reconstructions)
+    if clip is None and _scorer is None:
+        clip = _default_clip(cfg)
+    scorer = _scorer or _Scorer(cfg, gt, clip, batch_size, progress)
+    params = {"v": _VERSION, "metrics_v": 1, "gt": _images_key(gt), "rec": _images_key(reconstructions),
+              "models": cfg.models, "plan": metric_plan(cfg, scorer.clip), "size": int(gt.shape[1]),
+              "ssim_mode": RESULTS_SSIM_MODE}
+
+    def compute():
+        rep = scorer.evaluator().evaluate(reconstructions)
+        d = rep.to_dict()
+        d["per_image"]["ssim_2d"] = [float(x) for x in M.ssim(gt, reconstructions, mode="2d",
+                                                               batch_size=batch_size, progress=progress)]
+        d["sources"]["ssim_2d"] = f"true 2-D SSIM, grayscale, Gaussian sigma 1.5, at {rep.size}x{rep.size}"
+        d["status"]["ssim_2d"] = "ok"
+        return d
+
+    return M.MetricReport.from_dict(Store.for_config(cfg).json("metrics", params, compute))
+
+
+def _latents(cfg: RunConfig):
+    """(true, predicted) test latents of stage 1 for the latent MSE/MAE, or None."""
+    try:
+        from .stage1 import test_latents
+    except ImportError:
+        return None
+    out = test_latents(cfg)
+    return None if out is None else (out["true"], out["pred"]) if isinstance(out, dict) else tuple(out)
+
+
+# ------------------------------------------------------------------ results
+def results_path(cfg: RunConfig, suffix: str = ".json") -> Path:
+    """``<run_dir>/results.json`` (or ``.csv``)."""
+    return cfg.run_dir / f"results{suffix}"
+
+
+def _clean(v):
+    if isinstance(v, (np.floating, float)):
+        return None if not np.isfinite(v) else float(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+def _row(cfg: RunConfig, regressor: str, n_layers: int, noise: str, rep: M.MetricReport, latents) -> dict:
+    means = rep.means
+    row = {"dataset": cfg.dataset, "models": cfg.models, "subject": cfg.subject, "regressor": regressor,
+           "n_layers": int(n_layers), "noise": noise, "n_images": rep.n_images, "size": rep.size,
+           "ssim_mode": rep.ssim_mode, **{m: means.get(m, float("nan")) for m in M.IMAGE_METRICS},
+           "ssim_2d": means.get("ssim_2d", float("nan")),
+           "latent_mse": latents["mse"] if latents else float("nan"),
+           "latent_mae": latents["mae"] if latents else float("nan"), "seed": cfg.seed, "quick": cfg.quick}
+    return {k: _clean(row[k]) for k in RESULT_COLUMNS}
+
+
+def write_results(cfg: RunConfig, rows: Sequence[dict], sources: dict | None = None) -> Path:
+    """Merge ``rows`` into the run's results file and write it (JSON and CSV) atomically.
+
+    A row replaces an earlier one with the same (regressor, n_layers, noise).
+
+    Returns
+    -------
+    Path of ``results.json``.
+    """
+    import pandas as pd
+
+    path = results_path(cfg)
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    keep = {tuple(r[k] for k in KEY_COLUMNS): r for r in old.get("rows", [])}
+    for r in rows:
+        missing = [c for c in RESULT_COLUMNS if c not in r]
+        if missing:
+            raise ValueError(f"a results row needs the columns {', '.join(missing)}")
+        keep[tuple(r[k] for k in KEY_COLUMNS)] = {k: _clean(r[k]) for k in RESULT_COLUMNS}
+    order = {"ridge": 0, "gru": 1, "cnn": 2, "transformer": 3}
+    noise_order = {lab: i for i, lab in enumerate(N.NOISE_LEVELS)}
+    merged = sorted(keep.values(), key=lambda r: (noise_order.get(r["noise"], 99), order.get(r["regressor"], 9),
+                                                  r["n_layers"]))
+    doc = {"schema": 1, "dataset": cfg.dataset, "models": cfg.models, "subject": cfg.subject,
+           "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "ssim_mode": RESULTS_SSIM_MODE, "sources": {**old.get("sources", {}), **(sources or {})},
+           "rows": merged}
+    with atomic_write(path, "w") as fh:
+        json.dump(doc, fh, indent=1)
+    with atomic_write(results_path(cfg, ".csv"), "w") as fh:
+        pd.DataFrame(merged, columns=list(RESULT_COLUMNS)).to_csv(fh, index=False)
+    return path
+
+
+def read_results(cfg_or_path) -> tuple[dict, object]:
+    """The results file of a run (a RunConfig or a path): ``(document, DataFrame of rows)``."""
+    import pandas as pd
+
+    path = results_path(cfg_or_path) if isinstance(cfg_or_path, RunConfig) else Path(cfg_or_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no results file at {path}; run chapter 09 (or evaluation.evaluate) for this run")
+    doc = json.loads(path.read_text())
+    return doc, pd.DataFrame(doc["rows"], columns=list(RESULT_COLUMNS))
+
+
+def _variants(cfg: RunConfig, variants) -> list[tuple[str, int]]:
+    if variants is not None:
+        return [(str(r), int(n)) for r, n in variants]
+    if cfg.quick:
+        return [(cfg.regressor, cfg.n_layers)]
+    out = [("ridge", 15), ("ridge", 31), ("gru", 15), ("gru", 31)]
+    if (cfg.regressor, cfg.n_layers) not in out:
+        out.append((cfg.regressor, cfg.n_layers))
+    return out
+
+
+def evaluate(cfg: RunConfig, *, variants: Sequence[tuple[str, int]] | None = None,
+             reconstructions: dict | None = None, noise_levels: Sequence = (), clip=None,
+             batch_size: int = 32, progress: bool = True, write: bool = True):
+    """Score the run's stage-2 reconstructions and write the run's results file.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+    variants : sequence of (regressor, n_layers), optional
+        Default: ridge and GRU at 15 and 31 layers (``quick``: the run's own only).
+    reconstructions : dict, optional
+        ``{(regressor, n_layers, noise): uint8 images}`` to score instead of asking
+        stage 2 (for tests, or images made elsewhere).
+    noise_levels : sequence
+        Also score :func:`noise_sensitivity` at these levels for the run's own
+        regressor and n_layers (chapter 08).
+    clip : optional
+        See :func:`score`.
+    write : bool
+        Merge the rows into ``<run_dir>/results.json`` / ``.csv``.
+
+    Returns
+    -------
+    rows : pandas.DataFrame
+        One row per (regressor, n_layers, noise) scored now (:data:`RESULT_COLUMNS`).
+    reports : dict
+        ``(regressor, n_layers, noise) -> MetricReport`` (per-image values for the chapters).
+    """
+    import pandas as pd
+
+    gt = ground_truth(cfg)
+    if clip is None:
+        clip = _default_clip(cfg)
+    scorer = _Scorer(cfg, gt, clip, batch_size, progress)
+    todo: dict[tuple[str, int, str], Callable[[], np.ndarray]] = {}
+    if reconstructions is not None:
+        for (r, n, lab), ims in reconstructions.items():
+            todo[(str(r), int(n), N.noise_label(lab))] = (lambda x=ims: x)
+    else:
+        def plain(c):
+            return lambda: _stage2(c)
+
+        for r, n in _variants(cfg, variants):
+            todo[(r, n, "none")] = plain(cfg.replace(regressor=r, n_layers=n))
+        levels = [N.noise_label(x) for x in noise_levels if N.noise_label(x) != "none"]
+        if levels:
+            def noisy(label):
+                return lambda: noise_sensitivity(cfg, [label])[label]["final"]
+
+            for lab in levels:
+                todo[(cfg.regressor, cfg.n_layers, lab)] = noisy(lab)
+    rows, reports, sources = [], {}, {}
+    for (r, n, lab), get in todo.items():
+        rep = score(cfg, get(), gt=gt, batch_size=batch_size, progress=progress, _scorer=scorer)
+        lat = None
+        if reconstructions is None and lab == "none":
+            pair = _latents(cfg.replace(regressor=r, n_layers=n))
+            lat = M.latent_errors(*pair) if pair is not None else None
+        rows.append(_row(cfg, r, n, lab, rep, lat))
+        reports[(r, n, lab)] = rep
+        sources.update(rep.sources)
+    if write and rows:
+        write_results(cfg, rows, sources)
+    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS)), reports
+
+
+# ----------------------------------------------------------- chapter tables
+def noise_table(rows, *, ours_label: str = "ours", with_paper: bool = True):
+    """The layout of the paper's Table 6: one row per noise level, ours beside the paper's.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Results rows (:data:`RESULT_COLUMNS`) of one regressor and n_layers.
+    ours_label : str
+        The ``source`` label of our rows (say which dataset and models).
+
+    Returns
+    -------
+    pandas.DataFrame indexed by (noise, source) with the eight metrics.
+    """
+    import pandas as pd
+
+    from .. import paper
+
+    ours = rows[["noise", *M.IMAGE_METRICS]].copy()
+    ours.insert(1, "source", ours_label)
+    parts = [ours]
+    if with_paper:
+        p = paper.table(6)[["noise", *M.IMAGE_METRICS]].copy()
+        p.insert(1, "source", "paper (Table 6, subject 1, NSD)")
+        parts.append(p)
+    out = pd.concat(parts, ignore_index=True)
+    order = {lab: i for i, lab in enumerate(N.NOISE_LEVELS)}
+    out["_o"] = out["noise"].map(order)
+    out["_s"] = (out["source"] != ours_label).astype(int)
+    out = out.sort_values(["_o", "_s"]).drop(columns=["_o", "_s"])
+    return out.set_index(["noise", "source"])
+
+
+def comparison_table(rows, *, table: int = 4, ours_label: str = "ours", with_paper: bool = True):
+    """The layout of the paper's Table 4 (or 5): models by rows, the eight metrics, paper beside.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Results rows with ``noise == "none"``.
+    table : {4, 5}
+        Which published table to put beside ours.
+
+    Returns
+    -------
+    pandas.DataFrame with columns source, model, n_layers and the eight metrics.
+    """
+    import pandas as pd
+
+    from .. import paper
+
+    labels = {"gru": "GRU", "ridge": "Ridge", "cnn": "CNN", "transformer": "Transformer"}
+    ours = rows[rows["noise"] == "none"].copy()
+    ours = pd.DataFrame({"source": ours_label, "model": [labels.get(r, r) for r in ours["regressor"]],
+                         "n_layers": ours["n_layers"].astype("Int64"),
+                         **{m: ours[m].to_numpy() for m in M.IMAGE_METRICS}})
+    parts = [ours]
+    if with_paper:
+        src = {4: "paper (Table 4, subject 1, NSD)", 5: "paper (Table 5, mean of subjects 1, 2, 5, 7, NSD)"}[table]
+        p = paper.table(table)
+        parts.append(pd.DataFrame({"source": src, "model": p["label"], "n_layers": p["n_layers"].astype("Int64"),
+                                   **{m: p[m].astype(float) for m in M.IMAGE_METRICS}}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def best_and_worst(values, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the ``k`` best and ``k`` worst images by a per-image metric (higher is better).
+
+    NaNs are ignored. For a distance, pass its negative.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    idx = np.flatnonzero(np.isfinite(v))
+    if idx.size == 0:
+        raise ValueError("no finite per-image values to rank")
+    order = idx[np.argsort(-v[idx], kind="stable")]
+    k = min(k, order.size)
+    return order[:k], order[::-1][:k]

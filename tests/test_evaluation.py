@@ -1,0 +1,118 @@
+"""nsdlib.pipeline.evaluation on random images (the stages are replaced by stand-ins)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nsdlib import RunConfig
+from nsdlib import noise as N
+from nsdlib.pipeline import evaluation as E
+
+
+def _images(n, size, seed):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (n, size // 4, size // 4, 3), dtype=np.uint8)
+    return np.repeat(np.repeat(base, 4, axis=1), 4, axis=2)
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    """A mini run whose stimuli, first guesses and stage 2 are stand-ins on random images."""
+    monkeypatch.setenv("NSDLIB_ASSETS", str(tmp_path / "assets"))  # no real weights here
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cfg = RunConfig(workdir=str(tmp_path / "work"), quick=True)
+    gt = _images(10, 32, 0)
+    first = np.clip(gt.astype(int) + 30, 0, 255).astype(np.uint8)  # a "blurry" guess: a brightened copy
+    calls = []
+
+    def stage2(c, first_guesses=None, noise=None):
+        calls.append(noise)
+        return first if first_guesses is None else first_guesses  # the identity as "stage 2"
+
+    monkeypatch.setattr(E, "ground_truth", lambda c: gt)
+    monkeypatch.setattr(E, "_first_guesses", lambda c: first)
+    monkeypatch.setattr(E, "_stage2", stage2)
+    monkeypatch.setattr(E, "_test_ids", lambda c: np.arange(100, 110))
+    monkeypatch.setattr(E, "_default_clip", lambda c: None)
+    return cfg, gt, first, calls
+
+
+def test_noise_sensitivity_uses_the_protocol(run):
+    cfg, gt, first, calls = run
+    out = E.noise_sensitivity(cfg, ["none", 16, 256])
+    assert list(out) == ["none", "16", "256"] and calls == ["none", "16", "256"]
+    np.testing.assert_array_equal(out["none"]["first_guess"], first)
+    np.testing.assert_array_equal(out["16"]["first_guess"], N.add_noise(first, 16, seed=cfg.seed,
+                                                                         ids=np.arange(100, 110)))
+    np.testing.assert_array_equal(out["256"]["final"], N.pure_noise(first.shape, seed=cfg.seed,
+                                                                     ids=np.arange(100, 110)))
+
+
+def test_evaluate_writes_and_merges_the_results_file(run):
+    cfg, gt, first, _ = run
+    rows, reports = E.evaluate(cfg, reconstructions={("gru", 15, "none"): gt, ("ridge", 15, "none"): first},
+                               progress=False)
+    assert list(rows.columns) == list(E.RESULT_COLUMNS)
+    gru = rows[rows.regressor == "gru"].iloc[0]
+    assert gru["ssim"] == pytest.approx(1.0) and gru["pixcorr"] == pytest.approx(1.0)
+    assert gru["ssim_2d"] == pytest.approx(1.0)
+    ridge = rows[rows.regressor == "ridge"].iloc[0]
+    assert 0 < ridge["ssim"] < 1 and ridge["ssim"] != pytest.approx(ridge["ssim_2d"])
+    # no real weights here: feature metrics are unavailable, null in the file, with the reason
+    doc, df = E.read_results(cfg)
+    assert doc["ssim_mode"] == "columns" and len(doc["rows"]) == 2
+    assert doc["rows"][0]["alexnet2"] is None and "not available" in doc["sources"]["alexnet2"]
+    assert {"dataset", "models", "subject"} <= set(doc["rows"][0]) and doc["rows"][0]["subject"] == 1
+    assert E.results_path(cfg, ".csv").is_file()
+    # the per-image values are cached; a second evaluation reuses them
+    n_computed = sum(e["event"] == "computed" for e in E.Store.for_config(cfg).events())
+    E.evaluate(cfg, reconstructions={("gru", 15, "none"): gt}, progress=False)
+    events = E.Store.for_config(cfg).events()
+    assert sum(e["event"] == "computed" for e in events) == n_computed and events[-1]["event"] == "reused"
+    # a new row merges with the old ones; the same key replaces
+    E.evaluate(cfg, reconstructions={("gru", 31, "none"): first, ("gru", 15, "none"): first}, progress=False)
+    doc, df = E.read_results(cfg)
+    assert len(df) == 3
+    assert df.set_index(["regressor", "n_layers"]).loc[("gru", 15), "ssim"] == pytest.approx(ridge["ssim"])
+    json.loads(E.results_path(cfg).read_text())  # strict JSON: no NaN tokens
+    assert "NaN" not in E.results_path(cfg).read_text()
+
+
+def test_results_file_is_read_by_the_cross_subject_report(run):
+    cross = pytest.importorskip("nsdlib.cross_subject")
+    cfg, gt, first, _ = run
+    E.evaluate(cfg, reconstructions={("gru", 15, "none"): first, ("gru", 15, "64"): gt}, progress=False)
+    df = cross.read_results(E.results_path(cfg))
+    assert set(df["noise"]) == {"none", "64"} and (df["subject"] == 1).all()
+
+
+def test_evaluate_noise_levels_degrade_low_level_metrics(run):
+    cfg, gt, first, _ = run
+    rows, _ = E.evaluate(cfg, noise_levels=["8", "64", "256"], progress=False)
+    assert list(rows["noise"]) == ["none", "8", "64", "256"]
+    ssim = rows.set_index("noise")["ssim"]
+    assert ssim["none"] > ssim["8"] > ssim["64"] > ssim["256"]
+    table = E.noise_table(rows, ours_label="ours (test)")
+    assert table.index.get_level_values("noise").tolist()[:2] == ["none", "none"]
+    assert table.loc[("256", "paper (Table 6, subject 1, NSD)"), "ssim"] == 0.140
+
+
+def test_comparison_table_and_ranking(run):
+    cfg, gt, first, _ = run
+    rows, reports = E.evaluate(cfg, reconstructions={("ridge", 15, "none"): first}, progress=False, write=False)
+    t = E.comparison_table(rows, table=4, ours_label="ours")
+    assert list(t["source"]).count("ours") == 1 and (t["source"] == "paper (Table 4, subject 1, NSD)").sum() == 5
+    assert not E.results_path(cfg).exists()
+    best, worst = E.best_and_worst([0.1, np.nan, 0.9, 0.5], k=2)
+    assert list(best) == [2, 3] and list(worst) == [0, 3]
+    with pytest.raises(ValueError, match="no finite"):
+        E.best_and_worst([np.nan])
+
+
+def test_count_mismatch_is_an_error(run):
+    cfg, gt, first, _ = run
+    with pytest.raises(ValueError, match="10 ground-truth images and 3 reconstructions"):
+        E.evaluate(cfg, reconstructions={("gru", 15, "none"): gt[:3]}, progress=False)
