@@ -75,6 +75,7 @@ __all__ = [
     "read_roi",
     "read_stim_info",
     "read_stimuli",
+    "resolve_sessions",
     "split_images",
     "trial_design",
     "write_synthetic_nsd",
@@ -503,6 +504,12 @@ class TrialDesign:
     shared: np.ndarray
     session: np.ndarray
 
+    def occurrences(self, image_id: int) -> list[tuple[int, int]]:
+        """Where an image was shown: (session, trial within the session) of each repeat."""
+        idx = np.flatnonzero(self.ids == int(image_id))
+        starts = np.searchsorted(self.session, self.session[idx])
+        return [(int(self.session[i]), int(i - s)) for i, s in zip(idx, starts)]
+
 
 def trial_design(design: ExpDesign, subject: int, n_sessions: int, trials_per_session: int) -> TrialDesign:
     """Map a subject's first ``n_sessions`` sessions of trials to 0-based 73k ids."""
@@ -844,8 +851,8 @@ class SubjectData:
         return cls(**kw, grid_shape=tuple(int(x) for x in a["grid_shape"]), info=json.loads(str(a["info"])))
 
 
-def _available_sessions(layout: NSDLayout, design: ExpDesign, subject: int, trials_per_session: int,
-                        sessions: int | None) -> int:
+def resolve_sessions(layout: NSDLayout, design: ExpDesign, trials_per_session: int, sessions: int | None) -> int:
+    """How many sessions to use: NSD 1-40 (default 37); mini-NSD up to all of its sessions (default all)."""
     in_design = design.masterordering.size // trials_per_session
     if layout.dataset == "mini":
         if sessions is None:
@@ -900,7 +907,7 @@ def prepare_subject(layout: NSDLayout, subject: int, sessions: int | None = None
         raise NSDDataError(f"split must be one of {', '.join(SPLITS)}; found {split!r}")
     design = read_expdesign(layout)
     first = read_beta_header(layout, subject, 1)
-    n_sessions = _available_sessions(layout, design, subject, first.n_trials, sessions)
+    n_sessions = resolve_sessions(layout, design, first.n_trials, sessions)
     roi = read_roi(layout, subject)
     if roi.shape != first.grid:
         raise NSDDataError(f"the nsdgeneral ROI {layout.display(layout.roi_file(subject))} has grid {roi.shape}, "
@@ -1007,15 +1014,24 @@ def write_synthetic_nsd(root, *, subjects: Sequence[int] = (1,), n_sessions: int
                         dtype: str = "int16", seed: int = 0, with_stimuli: bool = True) -> dict:
     """Write a small NSD-layout tree in NSD's formats, with known betas (tests, benchmarks).
 
+    ``with_stimuli=False`` writes only the design, the ROI and the betas (no imgBrick, stim
+    info or captions).
+
     Each image has a fixed voxel pattern; every trial stores pattern + Gaussian noise (in
     percent signal change) as ``round(300 x value)`` int16, or float32 with ``dtype="float32"``.
     Like NSD, ``masterordering`` is one sequence shared by all subjects, indexing each
     subject's row of ``subjectim`` (1-based), whose first ``n_shared`` columns are the shared
-    images. Returns the ground truth: ``patterns`` (n_images, X, Y, Z) and the design.
+    images. Image patterns are drawn from a generator seeded by ``(seed, image id)``, one trial
+    at a time, so NSD-sized grids can be written without holding every pattern.
+
+    Returns
+    -------
+    dict
+        ``pattern(i)`` -> (X, Y, Z) float32 true pattern of image ``i``; ``patterns``
+        (n_images, X, Y, Z) when that array is under 64 MB, else None; ``masterordering``,
+        ``subjectim``, ``sharedix`` as written (1-based).
     """
-    import h5py
     import nibabel as nib
-    import pandas as pd
     import scipy.io
 
     rng = np.random.default_rng(seed)
@@ -1040,6 +1056,39 @@ def write_synthetic_nsd(root, *, subjects: Sequence[int] = (1,), n_sessions: int
     scipy.io.savemat(ed, {"masterordering": mo[None, :].astype(np.float64),
                           "subjectim": subjectim.astype(np.float64),
                           "sharedix": shared[None, :].astype(np.float64)})
+    if with_stimuli:
+        _write_synthetic_stimuli(root, n_images, image_size)
+
+    def pattern(i: int) -> np.ndarray:
+        return np.random.default_rng([seed, 7, int(i)]).standard_normal(grid, dtype=np.float32)
+
+    affine = np.diag([1.8, 1.8, 1.8, 1.0])
+    for subj in subjects:
+        roi = np.where(rng.random(grid) < roi_fraction, 1, rng.choice([-1, 0], size=grid)).astype(np.int16)
+        rp = root / L.roi_file(subj)
+        rp.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(roi, affine), rp)
+        ids = subjectim[subj - 1, mo - 1] - 1
+        for s in range(1, n_sessions + 1):
+            sl = ids[(s - 1) * trials_per_session: s * trials_per_session]
+            vol = np.empty((*grid, sl.size), dtype=np.dtype(dtype))
+            for t, i in enumerate(sl):
+                v = (pattern(i) + noise * rng.standard_normal(grid, dtype=np.float32)) * np.float32(BETA_SCALE)
+                vol[..., t] = np.clip(np.rint(v), -32768, 32767) if vol.dtype.kind == "i" else v
+            bp = root / L.betas_file(subj, s)
+            bp.parent.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(vol, affine), bp)
+    small = n_images * int(np.prod(grid)) * 4 <= 64 << 20
+    return {"pattern": pattern, "patterns": np.stack([pattern(i) for i in range(n_images)]) if small else None,
+            "masterordering": mo, "subjectim": subjectim, "sharedix": shared}
+
+
+def _write_synthetic_stimuli(root: Path, n_images: int, image_size: int) -> None:
+    """imgBrick, stim info and COCO-style captions (5 or 6 per image) of a synthetic tree."""
+    import h5py
+    import pandas as pd
+
+    L = NSDLayout
     coco_ids = 1000 + np.arange(n_images) * 7
     coco_split = np.where(np.arange(n_images) % 5 == 0, "val2017", "train2017")
     pd.DataFrame({"cocoId": coco_ids, "cocoSplit": coco_split, "nsdId": np.arange(n_images)}).to_csv(
@@ -1053,30 +1102,9 @@ def write_synthetic_nsd(root, *, subjects: Sequence[int] = (1,), n_sessions: int
                              "caption": f"image {i} caption {c} "})
         with open(root / L.captions_file(split), "w") as fh:
             json.dump({"images": [], "annotations": anns[::-1]}, fh)
-    if with_stimuli:
-        st = root / L.STIMULI
-        st.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(st, "w") as f:
-            d = f.create_dataset("imgBrick", (n_images, image_size, image_size, 3), np.uint8)
-            for i in range(n_images):
-                d[i] = ((np.arange(image_size)[:, None, None] * 3 + i * 11 + np.arange(3) * 50) % 256).astype(np.uint8)
-    patterns = rng.normal(0, 1, (n_images, *grid)).astype(np.float32)
-    affine = np.diag([1.8, 1.8, 1.8, 1.0])
-    for subj in subjects:
-        roi = np.where(rng.random(grid) < roi_fraction, 1, rng.choice([-1, 0], size=grid)).astype(np.int16)
-        rp = root / L.roi_file(subj)
-        rp.parent.mkdir(parents=True, exist_ok=True)
-        nib.save(nib.Nifti1Image(roi, affine), rp)
-        ids = subjectim[subj - 1, mo - 1] - 1
-        for s in range(1, n_sessions + 1):
-            sl = ids[(s - 1) * trials_per_session: s * trials_per_session]
-            vals = patterns[sl] + noise * rng.normal(0, 1, (sl.size, *grid)).astype(np.float32)
-            vol = np.moveaxis(vals, 0, -1)
-            if dtype == "int16":
-                vol = np.clip(np.rint(vol * BETA_SCALE), -32768, 32767).astype(np.int16)
-            else:
-                vol = (vol * BETA_SCALE).astype(dtype)
-            bp = root / L.betas_file(subj, s)
-            bp.parent.mkdir(parents=True, exist_ok=True)
-            nib.save(nib.Nifti1Image(vol, affine), bp)
-    return {"patterns": patterns, "masterordering": mo, "subjectim": subjectim, "sharedix": shared}
+    st = root / L.STIMULI
+    st.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(st, "w") as f:
+        d = f.create_dataset("imgBrick", (n_images, image_size, image_size, 3), np.uint8)
+        for i in range(n_images):
+            d[i] = ((np.arange(image_size)[:, None, None] * 3 + i * 11 + np.arange(3) * 50) % 256).astype(np.uint8)

@@ -32,11 +32,16 @@ from ..nsd import (
     NSDDataError,
     NSDLayout,
     SubjectData,
+    TrialDesign,
     prepare_subject,
+    read_beta_header,
     read_beta_volume,
     read_captions,
+    read_expdesign,
     read_roi,
     read_stimuli,
+    resolve_sessions,
+    trial_design,
 )
 from ..store import Store, params_key
 
@@ -50,6 +55,7 @@ __all__ = [
     "roi_volume",
     "stimuli",
     "subject_data",
+    "trials",
 ]
 
 #: Seed of the mini-NSD world, the same for every run (see the module docstring).
@@ -210,3 +216,11 @@ def beta_volume(cfg: RunConfig, session: int = 1, trial: int = 0) -> np.ndarray:
 def roi_volume(cfg: RunConfig, name: str = "nsdgeneral") -> np.ndarray:
     """The subject's ROI volume (X, Y, Z), int (nsdgeneral: -1 outside the brain, 0, 1)."""
     return read_roi(ensure_dataset(cfg), cfg.subject, name)
+
+
+def trials(cfg: RunConfig, sessions: int | None = None) -> TrialDesign:
+    """The subject's trials in order: 0-based 73k id, shared flag and session of each."""
+    layout = ensure_dataset(cfg)
+    design = read_expdesign(layout)
+    per_session = read_beta_header(layout, cfg.subject, 1).n_trials
+    return trial_design(design, cfg.subject, resolve_sessions(layout, design, per_session, sessions), per_session)
