@@ -99,7 +99,7 @@ __all__ = [
 ]
 
 #: Version of the simulation; a root written by another version is not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: The simulated subjects (the four NSD subjects who completed all 40 sessions).
 SUBJECTS = (1, 2, 5, 7)
 #: Repetition time (s), stimulus duration (s) and trial duration (s: 3 on, 1 off).
@@ -649,12 +649,18 @@ def _master_ordering(spec: MiniSpec, seed: int) -> np.ndarray:
     keys = np.concatenate([first] + [first + rng.uniform(0, span, size=n) for _ in range(spec.n_repeats - 1)])
     ids = np.tile(np.arange(1, n + 1), spec.n_repeats)
     order = ids[np.argsort(keys, kind="stable")]
-    for i in range(1, order.size):  # no image on two consecutive trials
-        if order[i] == order[i - 1]:
-            j = next((j for j in range(i + 1, order.size) if order[j] != order[i] and order[j - 1] != order[i]
-                      and (j + 1 == order.size or order[j + 1] != order[i])), None)
-            if j is None:
-                j = next(j for j in range(i - 2, -1, -1) if order[j] != order[i])
+    n_tr = order.size
+
+    def clash(k):
+        return 0 < k < n_tr and order[k] == order[k - 1]
+
+    for i in range(1, n_tr):  # no image on two consecutive trials: swap with the nearest fitting trial
+        if not clash(i):
+            continue
+        for j in [*range(i + 1, n_tr), *range(i - 2, -1, -1)]:
+            order[i], order[j] = order[j], order[i]
+            if not any(clash(k) for k in (i, i + 1, j, j + 1)):
+                break
             order[i], order[j] = order[j], order[i]
     return order.astype(np.int64)
 
