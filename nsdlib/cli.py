@@ -156,15 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("batch", help="papermill chains for several subjects, locally or on Slurm")
     _run_args(p)
-    p.add_argument("--subjects", nargs="+", required=True)
+    p.add_argument("--subjects", nargs="+", help="e.g. 1 2 5 7 (one chain per subject)")
+    p.add_argument("--status", action="store_true", help="report on the latest batch of --dataset (and write "
+                   "the report once all subjects are done) instead of starting one")
     p.add_argument("--notebooks", default=None)
+    p.add_argument("--notebooks-dir", default=None, help="folder of NN_name.md chapters (default: notebooks/)")
+    p.add_argument("--no-resume", action="store_true", help="re-execute notebooks completed earlier")
     p.add_argument("--executor", choices=["local", "slurm", "debug"], default="local")
-    p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--gpus-per-job", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=None, help="local: subjects at once (default: one per GPU, else 1)")
+    p.add_argument("--gpus-per-job", type=int, default=None, help="default: 1 when GPUs are present (local) "
+                   "and on slurm, else 0")
     p.add_argument("--partition", default=None)
     p.add_argument("--time", type=int, default=720, help="minutes per job (slurm)")
     p.add_argument("--mem-gb", type=int, default=64)
-    p.add_argument("--detach", action="store_true", help="submit and return (slurm)")
+    p.add_argument("--cpus-per-job", type=int, default=8, help="CPU cores per job (slurm)")
+    p.add_argument("--detach", action="store_true", help="submit and return (slurm); check with --status")
     p.add_argument("--runs", default=None)
     p.set_defaults(func=_cmd_batch)
     return ap

@@ -1,0 +1,493 @@
+"""The cross-subject report: the layout of the paper's Table 5 from per-subject results.
+
+Chapter 09 of each run writes one results file per subject,
+``<workdir>/<dataset>/subjNN/results.json`` (or ``.csv``), with one row per
+(regressor, n_layers, noise) and the eight image metrics. This module reads those files,
+averages each model over the subjects that have it (the paper's Table 5) and keeps the
+per-subject rows beside the mean, with the paper's own numbers next to ours, labelled as
+the paper's. :func:`write_report` writes the result as ``report.csv`` and ``report.md``
+(atomically); ``nsdlib batch`` calls it after a batch.
+
+The module is also a small Sphinx extension (:func:`setup`, listed in ``_config.yml``):
+when the book is built, the page ``book/cross_subject.md`` receives the latest
+``runs/<dataset>/report.md`` in place of its "no batch report yet" note, so the book builds
+whether or not a batch has run, and never shows a table that no run produced.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from .store import atomic_write
+
+__all__ = [
+    "IDENTITY_COLUMNS",
+    "METRICS",
+    "REPORT_MARKERS",
+    "ResultsFormatError",
+    "collect_results",
+    "collect_timings",
+    "cross_subject_table",
+    "fill_report_page",
+    "read_results",
+    "render_markdown",
+    "setup",
+    "write_report",
+]
+
+#: The eight image metrics in the paper's column order (keys of :mod:`nsdlib.paper`).
+METRICS = ("ssim", "pixcorr", "alexnet2", "alexnet5", "inceptionv3", "clip", "efficientnet", "swav")
+#: Identification scores: fractions in 0-1 (the paper prints .942, not 94.2).
+_FRACTIONS = ("alexnet2", "alexnet5", "inceptionv3", "clip")
+#: The columns that name a result row.
+IDENTITY_COLUMNS = ("dataset", "models", "quick", "ssim_mode", "subject", "regressor", "n_layers", "noise")
+
+_HEADERS = {"ssim": "SSIM ↑", "pixcorr": "PixCorr ↑", "alexnet2": "Alex(2) ↑", "alexnet5": "Alex(5) ↑",
+            "inceptionv3": "Incep ↑", "clip": "CLIP ↑", "efficientnet": "Eff ↓", "swav": "SwAV ↓"}
+_REGRESSOR_LABELS = {"gru": "GRU", "ridge": "Ridge", "cnn": "CNN", "transformer": "Transformer"}
+_SSIM_MODES = {"columns": "Brain-Diffuser's column SSIM (as in the paper)", "2d": "the true 2-D SSIM",
+               "unknown": "of an unrecorded variant"}
+_DATASET_LABELS = {"mini": "mini-NSD (simulated)", "nsd": "NSD"}
+
+#: Column names a results file may use for each metric (compared lower-case, letters and digits only).
+_ALIASES = {
+    "ssim": "ssim", "pixcorr": "pixcorr",
+    "alex2": "alexnet2", "alexnet2": "alexnet2", "alex5": "alexnet5", "alexnet5": "alexnet5",
+    "incep": "inceptionv3", "inception": "inceptionv3", "inceptionv3": "inceptionv3",
+    "clip": "clip", "eff": "efficientnet", "efficientnet": "efficientnet", "efficientnetb": "efficientnet",
+    "efficientnetb1": "efficientnet", "swav": "swav", "swavresnet50": "swav",
+}
+
+#: The page the Sphinx hook fills, and the comments around its "no report yet" note.
+REPORT_PAGE = "book/cross_subject"
+REPORT_MARKERS = ("<!-- cross-subject-report: start -->", "<!-- cross-subject-report: end -->")
+
+
+class ResultsFormatError(ValueError):
+    """A results file does not have the columns or values the report needs."""
+
+
+def _subject_from_path(path: Path) -> int | None:
+    m = re.fullmatch(r"subj0*(\d+)", path.parent.name)
+    return int(m.group(1)) if m else None
+
+
+def _noise_label(value) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "none"
+    text = str(value).strip().lower()
+    if text in ("", "none", "0", "0.0", "no", "no noise"):
+        return "none"
+    try:
+        return str(int(float(text)))
+    except ValueError:
+        return text
+
+
+def read_results(path: str | os.PathLike):
+    """Read one per-subject results file into the report's columns.
+
+    This is the one place that knows the results file's format (written by chapter 09,
+    :mod:`nsdlib.pipeline.evaluation`): a JSON list of row objects (or an object holding
+    one under ``"rows"`` or ``"results"``), or a CSV with one row per
+    (regressor, n_layers, noise). Metric columns may use the paper's short names
+    (``SSIM``, ``Alex2``, ``Incep``, ``Eff``...) or :mod:`nsdlib.metrics` keys.
+
+    Parameters
+    ----------
+    path : path
+        ``<workdir>/<dataset>/subjNN/results.json`` or ``results.csv``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`IDENTITY_COLUMNS` then :data:`METRICS`; identification scores are
+        fractions in 0-1, distances are correlation distances. ``subject`` is an int,
+        ``noise`` a label (``"none"``, ``"8"``...), ``quick`` a bool (False when absent),
+        ``ssim_mode`` the SSIM variant behind ``ssim`` (``"columns"`` for Brain-Diffuser's,
+        ``"2d"``; ``"unknown"`` when absent). A metric the file lacks is NaN.
+
+    Raises
+    ------
+    ResultsFormatError
+        No rows, no metric column, a missing regressor or n_layers column, or an
+        identification score outside 0-1 (a percentage, say).
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if path.suffix == ".csv":
+        df = pd.read_csv(path)
+    elif path.suffix == ".json":
+        data = json.loads(path.read_text())
+        if isinstance(data, dict):
+            data = data.get("rows", data.get("results"))
+        if not isinstance(data, list):
+            raise ResultsFormatError(f"{path}: expected a JSON list of result rows (or {{'rows': [...]}}); "
+                                     f"found {type(data).__name__}")
+        df = pd.DataFrame(data)
+    else:
+        raise ResultsFormatError(f"{path}: expected a results .json or .csv file; found {path.suffix or 'no suffix'}")
+    if df.empty:
+        raise ResultsFormatError(f"{path}: the results file has no rows")
+    renames = {}
+    for col in df.columns:
+        key = re.sub(r"[^a-z0-9]", "", str(col).lower())
+        if key in _ALIASES:
+            renames[col] = _ALIASES[key]
+    df = df.rename(columns=renames)
+    metrics = [m for m in METRICS if m in df.columns]
+    if not metrics:
+        raise ResultsFormatError(f"{path}: no metric columns; expected some of {', '.join(METRICS)}; "
+                                 f"found {', '.join(map(str, df.columns))}")
+    for col in ("regressor", "n_layers"):
+        if col not in df.columns:
+            raise ResultsFormatError(f"{path}: a results row needs a {col!r} column; found "
+                                     f"{', '.join(map(str, df.columns))}")
+    if "subject" not in df.columns:
+        subject = _subject_from_path(path)
+        if subject is None:
+            raise ResultsFormatError(f"{path}: no 'subject' column and the folder is not named subjNN")
+        df["subject"] = subject
+    if "dataset" not in df.columns:
+        df["dataset"] = path.parent.parent.name
+    if "models" not in df.columns:
+        df["models"] = "unknown"
+    df["quick"] = [str(v).strip().lower() in ("true", "1", "1.0") for v in df["quick"]] \
+        if "quick" in df.columns else False
+    if "ssim_mode" not in df.columns:
+        df["ssim_mode"] = "unknown"
+    df["ssim_mode"] = df["ssim_mode"].fillna("unknown").astype(str)
+    df["noise"] = [_noise_label(v) for v in df["noise"]] if "noise" in df.columns else "none"
+    df["subject"] = df["subject"].astype(int)
+    df["n_layers"] = df["n_layers"].astype(int)
+    df["regressor"] = df["regressor"].astype(str)
+    for m in METRICS:
+        df[m] = pd.to_numeric(df[m], errors="coerce") if m in df.columns else float("nan")
+    for m in _FRACTIONS:
+        bad = df[m][(df[m] < 0) | (df[m] > 1)]
+        if len(bad):
+            raise ResultsFormatError(f"{path}: {m} is a 2-way identification score, a fraction in 0-1; "
+                                     f"found {float(bad.iloc[0]):g} (a percentage?)")
+    return df[list(IDENTITY_COLUMNS) + list(METRICS)].reset_index(drop=True)
+
+
+def collect_results(workdir: str | os.PathLike, dataset: str):
+    """All per-subject results of one dataset under a workdir.
+
+    Reads ``<workdir>/<dataset>/subj*/results.json`` (or ``results.csv`` where there is no
+    JSON). Returns an empty frame with the report's columns when there is none.
+    """
+    import pandas as pd
+
+    base = Path(workdir) / dataset
+    frames = []
+    for subj in sorted(base.glob("subj[0-9]*")):
+        for name in ("results.json", "results.csv"):
+            if (subj / name).is_file():
+                frames.append(read_results(subj / name))
+                break
+    if not frames:
+        return pd.DataFrame(columns=list(IDENTITY_COLUMNS) + list(METRICS))
+    return pd.concat(frames, ignore_index=True)
+
+
+def collect_timings(batch_dir: str | os.PathLike):
+    """Seconds each notebook took per subject, from the runner's done markers.
+
+    Reads ``<batch_dir>/subjNN/NN_name.done.json`` (``runs/<dataset>/...``): the wall-clock
+    time of the notebook's last real execution (a skipped notebook keeps the time of the run
+    that completed it), with the device asked for and, where the batch recorded it, the
+    host and the GPUs the subject was given.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``subject``, ``notebook``, ``seconds``, ``device``, ``host``, ``gpus``.
+    """
+    import pandas as pd
+
+    rows = []
+    for subj in sorted(Path(batch_dir).glob("subj[0-9]*")):
+        subject = _subject_from_path(subj / "x")
+        try:
+            chain = json.loads((subj / "chain.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            chain = {}
+        for marker in sorted(subj.glob("[0-9][0-9]_*.done.json")):
+            try:
+                done = json.loads(marker.read_text())
+            except json.JSONDecodeError:
+                continue
+            if "seconds" not in done:
+                continue
+            rows.append({"subject": subject, "notebook": marker.name.removesuffix(".done.json"),
+                         "seconds": float(done["seconds"]), "device": done.get("params", {}).get("device"),
+                         "host": chain.get("host"), "gpus": chain.get("cuda_visible_devices")})
+    return pd.DataFrame(rows, columns=["subject", "notebook", "seconds", "device", "host", "gpus"])
+
+
+def _timings_markdown(timings) -> list[str]:
+    wide = timings.pivot_table(index="notebook", columns="subject", values="seconds", aggfunc="last")
+    subjects = list(wide.columns)
+    lines = ["## Time per notebook", "",
+             "Wall-clock seconds of each notebook's last execution, as the runner measured it (a notebook "
+             "skipped on a rerun keeps the time of the run that completed it). Hosts: "
+             + ", ".join(sorted({str(h) for h in timings["host"].dropna()}) or ["not recorded"])
+             + "; devices asked for: " + ", ".join(sorted({str(d) for d in timings["device"].dropna()})) + ".", "",
+             "| notebook | " + " | ".join(f"subject {s}" for s in subjects) + " |",
+             "|" + "---|" * (len(subjects) + 1)]
+    for nb, r in wide.iterrows():
+        lines.append(f"| {nb} | " + " | ".join("–" if r[s] != r[s] else f"{r[s]:.0f}" for s in subjects) + " |")
+    return lines + [""]
+
+
+def _paper_rows(table: int):
+    from . import paper
+
+    rows = []
+    for r in {4: paper.TABLE4, 5: paper.TABLE5}[table]:
+        subjects = r.get("subjects", "")
+        rows.append({"source": f"paper (Table {table})", "dataset": "nsd", "models": "pretrained", "quick": False,
+                     "ssim_mode": "columns",
+                     "model": r["label"], "regressor": r.get("regressor"), "n_layers": r.get("n_layers"),
+                     "noise": "none", "subject": "mean" if "," in subjects else subjects,
+                     "subjects": subjects, "n_subjects": len([s for s in subjects.split(",") if s]),
+                     **{m: r.get(m) for m in METRICS}})
+    return rows
+
+
+def cross_subject_table(results, *, with_paper: bool = True):
+    """The report as one table: per-subject rows, their mean, and the paper's numbers.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        Rows from :func:`read_results` / :func:`collect_results`.
+    with_paper : bool
+        Append the paper's Table 5 (mean of subjects 1, 2, 5, 7, with the other systems
+        it lists) and Table 4 (subject 1), labelled ``"paper (Table N)"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``source`` (``"ours"`` or ``"paper (Table N)"``), ``dataset``, ``models``,
+        ``quick``, ``ssim_mode``, ``model`` (display name), ``regressor``, ``n_layers``, ``noise``, ``subject`` (a
+        subject number, or ``"mean"``), ``subjects`` (those averaged), ``n_subjects`` and
+        the eight metrics. A subject that has the same row twice counts once (the last).
+    """
+    import pandas as pd
+
+    keys = ["dataset", "models", "quick", "ssim_mode", "regressor", "n_layers", "noise"]
+    rows = []
+    if len(results):
+        res = results.drop_duplicates(subset=keys + ["subject"], keep="last")
+        res = res.sort_values(keys + ["subject"], kind="stable")
+        for key, grp in res.groupby(keys, sort=False):
+            ident = dict(zip(keys, key))
+            model = _REGRESSOR_LABELS.get(ident["regressor"], ident["regressor"])
+            subjects = ",".join(str(s) for s in grp["subject"])
+            for _, r in grp.iterrows():
+                rows.append({"source": "ours", **ident, "model": model, "subject": str(r["subject"]),
+                             "subjects": str(r["subject"]), "n_subjects": 1, **{m: r[m] for m in METRICS}})
+            rows.append({"source": "ours", **ident, "model": model, "subject": "mean", "subjects": subjects,
+                         "n_subjects": len(grp), **{m: grp[m].mean() for m in METRICS}})
+    if with_paper:
+        rows += _paper_rows(5) + _paper_rows(4)
+    cols = ["source", "dataset", "models", "quick", "ssim_mode", "model", "regressor", "n_layers", "noise",
+            "subject", "subjects", "n_subjects", *METRICS]
+    table = pd.DataFrame(rows, columns=cols)
+    table["n_layers"] = table["n_layers"].astype("Int64")  # None for the other systems
+    return table
+
+
+def _fmt(v) -> str:
+    try:
+        if v is None or v != v:
+            return "–"
+    except TypeError:
+        return str(v)
+    return f"{float(v):.3f}"
+
+
+def _md_table(df, first: list[tuple[str, str]]) -> list[str]:
+    import pandas as pd
+
+    head = [h for _, h in first] + [_HEADERS[m] for m in METRICS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in df.iterrows():
+        cells = []
+        for col, _ in first:
+            v = r[col]
+            cells.append("–" if v is None or pd.isna(v) else str(v).replace(",", ", "))
+        lines.append("| " + " | ".join(cells + [_fmt(r[m]) for m in METRICS]) + " |")
+    return lines
+
+
+def render_markdown(table, *, title: str, note: str = "", timings=None) -> str:
+    """The report as Markdown: Table 5's layout (mean over subjects), then per subject.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`cross_subject_table`.
+    title : str
+        The first-level heading.
+    note : str
+        A paragraph placed under the heading (provenance: when, which workdir).
+    timings : pandas.DataFrame, optional
+        From :func:`collect_timings`; adds a table of seconds per notebook and subject.
+    """
+    out = [f"# {title}", ""]
+    if note:
+        out += [note, ""]
+    ours = table[table["source"] == "ours"]
+    papers = table[table["source"] != "ours"]
+    noisy = ours[ours["noise"] != "none"]
+    ours = ours[ours["noise"] == "none"]
+    if ours.empty:
+        out += ["No results file was found for this dataset: the runs have not reached chapter 09 "
+                "(evaluation) yet, so there is nothing of ours to show.", ""]
+    for (dataset, models, quick, ssim_mode), grp in ours.groupby(["dataset", "models", "quick", "ssim_mode"],
+                                                                 sort=True):
+        label = f"{_DATASET_LABELS.get(dataset, dataset)}, models={models}" + (", quick=True" if quick else "")
+        out += [f"## Mean over subjects: {label}", ""]
+        out += [f"SSIM in our rows: {_SSIM_MODES.get(ssim_mode, ssim_mode)}."
+                + ("" if ssim_mode == "columns" else " The paper's rows use Brain-Diffuser's column SSIM.")
+                + (" A quick run: a small, fast variant of every step, for smoke tests, "
+                                  "not for comparison." if quick else ""), ""]
+        mean = grp[grp["subject"] == "mean"]
+        paper5 = papers[papers["source"] == "paper (Table 5)"]
+        out += _md_table(mean, [("source", "source"), ("model", "model"), ("n_layers", "layers"),
+                                ("subjects", "subjects")])
+        out += _md_table(paper5, [("source", "source"), ("model", "model"), ("n_layers", "layers"),
+                                  ("subjects", "subjects")])[2:]
+        out += [""]
+        out += [f"## Per subject: {label}", ""]
+        per = grp[grp["subject"] != "mean"].sort_values(["subject", "regressor", "n_layers"], kind="stable")
+        paper4 = papers[papers["source"] == "paper (Table 4)"]
+        out += _md_table(per, [("source", "source"), ("subject", "subject"), ("model", "model"),
+                               ("n_layers", "layers")])
+        out += _md_table(paper4, [("source", "source"), ("subject", "subject"), ("model", "model"),
+                                  ("n_layers", "layers")])[2:]
+        out += [""]
+    out += ["Rows marked *paper* are the published numbers (real NSD, pretrained models); rows marked "
+            "*ours* were computed by the runs named above. On mini-NSD the two are not comparable in "
+            "absolute value: the data and the models are small simulations. Identification scores "
+            "(Alex, Incep, CLIP) are 2-way identification fractions; Eff and SwAV are correlation "
+            "distances (lower is better); a dash means the source reports no value."]
+    if timings is not None and len(timings):
+        out += ["", *_timings_markdown(timings)]
+    noisy = noisy[noisy["subject"] != "mean"]
+    if len(noisy):
+        out += ["", f"{len(noisy)} per-subject rows with noise added to the first guess (chapter 08) are in "
+                "`report.csv`; the paper's Table 6 compares them."]
+    return "\n".join(out) + "\n"
+
+
+def write_report(results, out_dir: str | os.PathLike, *, dataset: str, sources: Iterable[str] = (),
+                 timings=None) -> tuple[Path, Path]:
+    """Write ``report.csv`` and ``report.md`` into ``out_dir`` atomically.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        Per-subject rows (:func:`collect_results`).
+    out_dir : path
+        Normally ``runs/<dataset>``.
+    dataset : str
+        The dataset the report is about (for its title).
+    sources : iterable of str
+        Where the results came from (workdirs), named in the report.
+    timings : pandas.DataFrame, optional
+        Seconds per notebook (:func:`collect_timings`), shown in ``report.md``.
+
+    Returns
+    -------
+    (csv_path, md_path)
+    """
+    out_dir = Path(out_dir)
+    table = cross_subject_table(results)
+    when = _dt.datetime.now().isoformat(timespec="seconds")
+    srcs = ", ".join(f"`{s}`" for s in sources)
+    note = (f"Written by `nsdlib batch` on {when} from the per-subject results files"
+            + (f" under {srcs}" if srcs else "") + ".")
+    md = render_markdown(table, title=f"Cross-subject report: {_DATASET_LABELS.get(dataset, dataset)}", note=note,
+                         timings=timings)
+    csv_path, md_path = out_dir / "report.csv", out_dir / "report.md"
+    with atomic_write(csv_path, "w") as fh:
+        table.to_csv(fh, index=False)
+    with atomic_write(md_path, "w") as fh:
+        fh.write(md)
+    return csv_path, md_path
+
+
+# ---------------------------------------------------------------- the book page
+
+
+def fill_report_page(source: str, reports: Iterable[str | os.PathLike]) -> str:
+    """Put the reports' Markdown between the page's markers.
+
+    Parameters
+    ----------
+    source : str
+        The page's Markdown, holding :data:`REPORT_MARKERS` around a "no report yet" note.
+    reports : iterable of path
+        ``report.md`` files; those that exist replace the note (their headings one level
+        deeper). When none exists the note stays.
+    """
+    start, end = REPORT_MARKERS
+    i, j = source.find(start), source.find(end)
+    if i < 0 or j < i:
+        raise ValueError(f"the cross-subject page lacks the markers {start!r} ... {end!r}")
+    bodies = []
+    for rep in reports:
+        rep = Path(rep)
+        if rep.is_file():
+            text = rep.read_text()
+            bodies.append(re.sub(r"^(#+) ", r"#\1 ", text, flags=re.MULTILINE).strip())
+    if not bodies:
+        return source
+    return source[: i + len(start)] + "\n\n" + "\n\n".join(bodies) + "\n\n" + source[j:]
+
+
+def _report_files(app) -> list[Path]:
+    roots = []
+    configured = app.config.nsdlib_runs_dir or os.environ.get("NSDLIB_RUNS")
+    if configured:
+        roots.append(Path(configured))
+    roots.append(Path(app.confdir) / "runs")
+    from .runner import REPO_ROOT
+
+    roots.append(REPO_ROOT / "runs")
+    for root in roots:
+        found = [root / ds / "report.md" for ds in ("nsd", "mini") if (root / ds / "report.md").is_file()]
+        if found:
+            return found
+    return []
+
+
+def _on_source_read(app, docname, source) -> None:
+    if docname == REPORT_PAGE:
+        source[0] = fill_report_page(source[0], _report_files(app))
+
+
+def _always_reread(app, env, added, changed, removed) -> list[str]:
+    return [REPORT_PAGE] if REPORT_PAGE in env.found_docs else []
+
+
+def setup(app) -> dict:
+    """Sphinx hook: fill ``book/cross_subject.md`` with the latest reports at build time.
+
+    Reports are looked for in ``nsdlib_runs_dir`` (a Sphinx setting), ``$NSDLIB_RUNS``,
+    ``<book>/runs`` and the checkout's ``runs/``, first folder with a report wins.
+    """
+    app.add_config_value("nsdlib_runs_dir", "", "env")
+    app.connect("source-read", _on_source_read)
+    app.connect("env-get-outdated", _always_reread)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
