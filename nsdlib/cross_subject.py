@@ -376,11 +376,12 @@ def render_markdown(table, *, title: str, note: str = "", timings=None) -> str:
         out += _md_table(paper4, [("source", "source"), ("subject", "subject"), ("model", "model"),
                                   ("n_layers", "layers")])[2:]
         out += [""]
-    out += ["Rows marked *paper* are the published numbers (real NSD, pretrained models); rows marked "
-            "*ours* were computed by the runs named above. On mini-NSD the two are not comparable in "
-            "absolute value: the data and the models are small simulations. Identification scores "
-            "(Alex, Incep, CLIP) are 2-way identification fractions; Eff and SwAV are correlation "
-            "distances (lower is better); a dash means the source reports no value."]
+    if not ours.empty:
+        out += ["Rows marked *paper* are the published numbers (real NSD, pretrained models); rows marked "
+                "*ours* were computed by the runs named above. On mini-NSD the two are not comparable in "
+                "absolute value: the data and the models are small simulations. Identification scores "
+                "(Alex, Incep, CLIP) are 2-way identification fractions; Eff and SwAV are correlation "
+                "distances (lower is better); a dash means the source reports no value."]
     if timings is not None and len(timings):
         out += ["", *_timings_markdown(timings)]
     noisy = noisy[noisy["subject"] != "mean"]
