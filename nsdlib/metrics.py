@@ -191,75 +191,106 @@ def _gaussian_taps() -> np.ndarray:
     return w / w.sum()
 
 
-def _valid_filter(z, taps, axis: int):
-    """Weighted sum of shifted slices: the 'valid' part of a 1-D correlation along ``axis``."""
-    n = z.shape[axis] - len(taps) + 1
-    out = None
-    for k, w in enumerate(taps):
-        part = z.narrow(axis, k, n) * float(w)
-        out = part if out is None else out.add_(part)
-    return out
+def _filter_valid(z, axes):
+    """Gaussian-filter ``z`` (B, H, W) along ``axes`` and keep the part skimage keeps.
+
+    skimage filters the whole image (reflect padding) and then discards a border of the
+    filter's radius; the pixels kept depend only on pixels inside the image. On numpy
+    arrays this runs scipy's ``correlate1d`` (skimage's own filter) and crops; on torch
+    tensors (GPU) a weighted sum of shifted slices computes only the kept part.
+    """
+    taps = _gaussian_taps()
+    pad = len(taps) // 2
+    if isinstance(z, np.ndarray):
+        from scipy.ndimage import correlate1d
+
+        for ax in axes:
+            z = correlate1d(z, taps, axis=ax, mode="reflect")
+        index = [slice(None)] * z.ndim
+        for ax in axes:
+            index[ax] = slice(pad, z.shape[ax] - pad)
+        return z[tuple(index)]
+    for ax in axes:
+        n = z.shape[ax] - 2 * pad
+        out = z.narrow(ax, 0, n) * float(taps[0])
+        for k in range(1, len(taps)):
+            out.add_(z.narrow(ax, k, n), alpha=float(taps[k]))
+        z = out
+    return z
 
 
 def _ssim_batch(x, y, mode: str):
-    """Mean SSIM per image for float64 torch tensors (B, H, W) in 0-1.
-
-    skimage filters the whole image (reflect padding) and then discards a border of the
-    filter's radius; the pixels kept depend only on pixels inside the image, so the
-    'valid' filtering here gives the same numbers without padding.
-    """
-    taps = _gaussian_taps()
+    """Mean SSIM per image of grayscale float64 batches (B, H, W) in 0-1 (numpy or torch)."""
     axes = (1, 2) if mode == "2d" else (1,)
-    need = len(taps)
+    need = len(_gaussian_taps())
     for ax in axes:
         if x.shape[ax] < need:
             raise ValueError(f"SSIM needs images of at least {need} pixels along each filtered axis; "
                              f"found shape {tuple(x.shape[1:])}")
-
-    def filt(z):
-        for ax in axes:
-            z = _valid_filter(z, taps, ax)
-        return z
-
-    ux, uy = filt(x), filt(y)
-    vx = filt(x * x) - ux * ux
-    vy = filt(y * y) - uy * uy
-    vxy = filt(x * y) - ux * uy
+    ux, uy = _filter_valid(x, axes), _filter_valid(y, axes)
+    vx = _filter_valid(x * x, axes) - ux * ux
+    vy = _filter_valid(y * y, axes) - uy * uy
+    vxy = _filter_valid(x * y, axes) - ux * uy
     c1, c2 = _K1**2, _K2**2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return s.flatten(1).mean(1)
+    return s.reshape(s.shape[0], -1).mean(1)
 
 
 def _pixcorr_batch(a, b):
-    a = a.flatten(1)
-    b = b.flatten(1)
-    a = a - a.mean(1, keepdim=True)
-    b = b - b.mean(1, keepdim=True)
-    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+    a = a.reshape(a.shape[0], -1)
+    b = b.reshape(b.shape[0], -1)
+    a = a - a.mean(1, keepdims=True) if isinstance(a, np.ndarray) else a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdims=True) if isinstance(b, np.ndarray) else b - b.mean(1, keepdim=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(1) / ((a * a).sum(1) * (b * b).sum(1)) ** 0.5
 
 
-def _low_level(gt, rec, *, size, which, ssim_mode, batch_size, device, progress):
-    import torch
+def _low_level(gt, rec, *, size, pixcorr: bool = False, ssim_modes: Sequence[str] = (), batch_size: int = 16,
+               device=None, progress: bool = False) -> dict[str, np.ndarray]:
+    """PixCorr and SSIM (any modes) in one pass over the image pairs.
 
-    if ssim_mode not in SSIM_MODES:
-        raise ValueError(f"ssim_mode must be one of {', '.join(SSIM_MODES)}; found {ssim_mode!r}")
+    Runs in numpy/scipy on the CPU (``device`` None or CPU) and in torch on a GPU, both
+    in float64. Returns ``{"pixcorr": ..., "ssim:2d": ..., "ssim:columns": ...}``
+    (those asked for), each of shape (n_images,).
+    """
+    for mode in ssim_modes:
+        if mode not in SSIM_MODES:
+            raise ValueError(f"ssim_mode must be one of {', '.join(SSIM_MODES)}; found {mode!r}")
     _check_pair(gt, rec)
     size = int(size or gt.shape[1])
-    out = {m: np.empty(len(gt)) for m in which}
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    gray = torch.tensor(_GRAY, dtype=torch.float64, device=dev)
+    keys = (["pixcorr"] if pixcorr else []) + [f"ssim:{m}" for m in ssim_modes]
+    out = {k: np.empty(len(gt)) for k in keys}
+    use_torch = device is not None and str(device) != "cpu"
+    if use_torch:
+        import torch
+
+        dev = torch.device(device)
     n_batches = math.ceil(len(gt) / batch_size)
     for sl in _progress(_batches(len(gt), batch_size), n_batches, "pixel metrics", progress):
-        g = torch.from_numpy(resize_images(np.asarray(gt[sl]), size)).to(dev, torch.float64) / 255.0
-        r = torch.from_numpy(resize_images(np.asarray(rec[sl]), size)).to(dev, torch.float64) / 255.0
-        if "pixcorr" in which:
-            out["pixcorr"][sl] = _pixcorr_batch(g, r).cpu().numpy()
-        if "ssim" in which:
-            out["ssim"][sl] = _ssim_batch(g @ gray, r @ gray, ssim_mode).cpu().numpy()
+        g = resize_images(np.asarray(gt[sl]), size)
+        r = resize_images(np.asarray(rec[sl]), size)
+        if use_torch:
+            g = torch.from_numpy(g).to(dev, torch.float64) / 255.0
+            r = torch.from_numpy(r).to(dev, torch.float64) / 255.0
+            gray = torch.tensor(_GRAY, dtype=torch.float64, device=dev)
+        else:
+            g = g.astype(np.float64) / 255.0
+            r = r.astype(np.float64) / 255.0
+            gray = _GRAY
+        if pixcorr:
+            out["pixcorr"][sl] = _as_numpy(_pixcorr_batch(g, r))
+        if ssim_modes:
+            gg, rg = g @ gray, r @ gray
+            for mode in ssim_modes:
+                out[f"ssim:{mode}"][sl] = _as_numpy(_ssim_batch(gg, rg, mode))
     return out
 
 
-def pixcorr(ground_truth, reconstructions, *, size: int | None = None, batch_size: int = 32,
+def _as_numpy(x) -> np.ndarray:
+    return x if isinstance(x, np.ndarray) else x.cpu().numpy()
+
+
+def pixcorr(ground_truth, reconstructions, *, size: int | None = None, batch_size: int = 16,
             device=None, progress: bool = False) -> np.ndarray:
     """Pixel correlation: Pearson r over all RGB values, one value per image pair.
 
@@ -279,11 +310,11 @@ def pixcorr(ground_truth, reconstructions, *, size: int | None = None, batch_siz
     ndarray of float64, shape (n_images,)
         NaN for an image pair where one image is constant.
     """
-    return _low_level(ground_truth, reconstructions, size=size, which=("pixcorr",), ssim_mode="2d",
-                      batch_size=batch_size, device=device, progress=progress)["pixcorr"]
+    return _low_level(ground_truth, reconstructions, size=size, pixcorr=True, batch_size=batch_size,
+                      device=device, progress=progress)["pixcorr"]
 
 
-def ssim(ground_truth, reconstructions, *, mode: str = "2d", size: int | None = None, batch_size: int = 32,
+def ssim(ground_truth, reconstructions, *, mode: str = "2d", size: int | None = None, batch_size: int = 16,
          device=None, progress: bool = False) -> np.ndarray:
     """Grayscale SSIM per image pair (Gaussian weights, sigma 1.5, data range 1).
 
@@ -301,8 +332,8 @@ def ssim(ground_truth, reconstructions, *, mode: str = "2d", size: int | None = 
     -------
     ndarray of float64, shape (n_images,)
     """
-    return _low_level(ground_truth, reconstructions, size=size, which=("ssim",), ssim_mode=mode,
-                      batch_size=batch_size, device=device, progress=progress)["ssim"]
+    return _low_level(ground_truth, reconstructions, size=size, ssim_modes=(mode,), batch_size=batch_size,
+                      device=device, progress=progress)[f"ssim:{mode}"]
 
 
 # ------------------------------------------------------------------ features
@@ -782,11 +813,14 @@ class ImageEvaluator:
         Where the pixel metrics run (feature networks run where they were built).
     progress : bool
         Show tqdm progress bars.
+    also_ssim_2d : bool
+        With ``ssim_mode="columns"``, also report the true 2-D SSIM per image under
+        ``"ssim_2d"`` (same pass over the images).
     """
 
     def __init__(self, ground_truth, *, networks: Sequence[FeatureNetwork] = (), unavailable: dict | None = None,
                  size: int | None = None, ssim_mode: str = "2d", batch_size: int = 32, device=None,
-                 progress: bool = True):
+                 progress: bool = True, also_ssim_2d: bool = False):
         _check_images(ground_truth, "ground truth")
         if ssim_mode not in SSIM_MODES:
             raise ValueError(f"ssim_mode must be one of {', '.join(SSIM_MODES)}; found {ssim_mode!r}")
@@ -798,6 +832,7 @@ class ImageEvaluator:
         self.batch_size = int(batch_size)
         self.device = device
         self.progress = progress
+        self.also_ssim_2d = also_ssim_2d
         self._gt_features: dict[str, np.ndarray] = {}
         served = [m for net in self.networks for m in net.metrics]
         if len(served) != len(set(served)):
@@ -839,18 +874,22 @@ class ImageEvaluator:
         _check_pair(self.ground_truth, reconstructions)
         n = self.n_images
         per_image, sources, status = {}, {}, {}
-        low = tuple(m for m in LOW_LEVEL_METRICS if m in metrics)
-        if low:
-            vals = _low_level(self.ground_truth, reconstructions, size=self.size, which=low, ssim_mode=self.ssim_mode,
-                              batch_size=self.batch_size, device=self.device, progress=self.progress)
-            for m in low:
-                per_image[m] = vals[m]
-                status[m] = "ok"
-            if "pixcorr" in low:
-                sources["pixcorr"] = f"Pearson r over RGB values at {self.size}x{self.size}"
-            if "ssim" in low:
-                kind = "true 2-D SSIM" if self.ssim_mode == "2d" else "Brain-Diffuser column SSIM (mean of 1-D SSIMs)"
-                sources["ssim"] = f"{kind}, grayscale, Gaussian sigma 1.5, at {self.size}x{self.size}"
+        if "pixcorr" in metrics or "ssim" in metrics:
+            modes = [self.ssim_mode] if "ssim" in metrics else []
+            if modes and self.also_ssim_2d and self.ssim_mode != "2d":
+                modes.append("2d")
+            vals = _low_level(self.ground_truth, reconstructions, size=self.size, pixcorr="pixcorr" in metrics,
+                              ssim_modes=modes, batch_size=min(self.batch_size, 16), device=self.device,
+                              progress=self.progress)
+            at = f"at {self.size}x{self.size}"
+            if "pixcorr" in metrics:
+                per_image["pixcorr"], status["pixcorr"] = vals["pixcorr"], "ok"
+                sources["pixcorr"] = f"Pearson r over RGB values {at}"
+            for mode in modes:
+                key = "ssim" if mode == self.ssim_mode else "ssim_2d"
+                kind = "true 2-D SSIM" if mode == "2d" else "Brain-Diffuser column SSIM (mean of 1-D SSIMs)"
+                per_image[key], status[key] = vals[f"ssim:{mode}"], "ok"
+                sources[key] = f"{kind}, grayscale, Gaussian sigma 1.5, {at}"
         by_metric = {m: net for net in self.networks for m in net.metrics}
         for net in self.networks:
             todo = [m for m in net.metrics if m in metrics]
@@ -889,7 +928,7 @@ class ImageEvaluator:
                 sources[m] = "not computed"
             else:
                 sources[m] = "not available: no network was given for this metric"
-        order = [m for m in IMAGE_METRICS if m in per_image]
+        order = [m for m in (*IMAGE_METRICS, "ssim_2d") if m in per_image]
         return MetricReport({m: per_image[m] for m in order}, {m: sources[m] for m in order},
                             {m: status[m] for m in order}, self.size, self.ssim_mode)
 

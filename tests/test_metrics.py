@@ -58,6 +58,31 @@ def test_ssim_equals_scikit_image_2d_and_column_mode():
     assert not np.allclose(ours2d, ourscol)
 
 
+def test_torch_path_equals_numpy_path():
+    """The GPU code path (torch tensors) computes the same numbers as the CPU one (scipy)."""
+    gt = _images(3, 40)
+    rec = _noisy(gt)
+    g = M.to_gray(gt)
+    r = M.to_gray(rec)
+    for mode in M.SSIM_MODES:
+        np.testing.assert_allclose(M._ssim_batch(torch.from_numpy(g), torch.from_numpy(r), mode).numpy(),
+                                   M._ssim_batch(g, r, mode), atol=1e-12)
+    a = torch.from_numpy(gt / 255.0)
+    b = torch.from_numpy(rec / 255.0)
+    np.testing.assert_allclose(M._pixcorr_batch(a, b).numpy(), M._pixcorr_batch(gt / 255.0, rec / 255.0),
+                               atol=1e-12)
+
+
+def test_evaluator_reports_both_ssim_modes_in_one_pass():
+    gt = _images(3, 32)
+    rec = _noisy(gt)
+    rep = M.ImageEvaluator(gt, ssim_mode="columns", also_ssim_2d=True, progress=False).evaluate(
+        rec, ("ssim", "pixcorr"))
+    np.testing.assert_allclose(rep.per_image["ssim"], M.ssim(gt, rec, mode="columns"), atol=1e-12)
+    np.testing.assert_allclose(rep.per_image["ssim_2d"], M.ssim(gt, rec, mode="2d"), atol=1e-12)
+    assert "column" in rep.sources["ssim"] and "2-D" in rep.sources["ssim_2d"]
+
+
 def test_pixcorr_equals_numpy_corrcoef():
     gt = _images(3)
     rec = _noisy(gt, 90)

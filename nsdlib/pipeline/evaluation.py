@@ -214,7 +214,8 @@ class _Scorer:
             nets, unavailable = M.feature_networks(self.cfg.models, clip=self.clip, device=self.cfg.torch_device())
             self._ev = M.ImageEvaluator(self.gt, networks=nets, unavailable=unavailable,
                                         ssim_mode=RESULTS_SSIM_MODE, batch_size=self.batch_size,
-                                        device=self.cfg.torch_device(), progress=self.progress)
+                                        device=self.cfg.torch_device(), progress=self.progress,
+                                        also_ssim_2d=True)
         return self._ev
 
 
@@ -248,13 +249,7 @@ def score(cfg: RunConfig, reconstructions, *, gt=None, clip=None, batch_size: in
               "ssim_mode": RESULTS_SSIM_MODE}
 
     def compute():
-        rep = scorer.evaluator().evaluate(reconstructions)
-        d = rep.to_dict()
-        d["per_image"]["ssim_2d"] = [float(x) for x in M.ssim(gt, reconstructions, mode="2d",
-                                                               batch_size=batch_size, progress=progress)]
-        d["sources"]["ssim_2d"] = f"true 2-D SSIM, grayscale, Gaussian sigma 1.5, at {rep.size}x{rep.size}"
-        d["status"]["ssim_2d"] = "ok"
-        return d
+        return scorer.evaluator().evaluate(reconstructions).to_dict()
 
     return M.MetricReport.from_dict(Store.for_config(cfg).json("metrics", params, compute))
 
