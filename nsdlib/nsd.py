@@ -851,6 +851,19 @@ class SubjectData:
         return cls(**kw, grid_shape=tuple(int(x) for x in a["grid_shape"]), info=json.loads(str(a["info"])))
 
 
+def _drop_columns_inplace(a: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``a[:, keep]`` packed into ``a``'s own buffer, row by row (no second copy of ``a``).
+
+    ``keep`` must be increasing. Row ``i`` is written to flat positions ``[i*k, (i+1)*k)``,
+    which lie before row ``i + 1``'s data, so no row is overwritten before it is read.
+    """
+    n, k = a.shape[0], keep.size
+    flat = a.reshape(-1)  # a is C-contiguous: a view
+    for i in range(n):
+        flat[i * k:(i + 1) * k] = a[i, keep]
+    return flat[: n * k].reshape(n, k)
+
+
 def resolve_sessions(layout: NSDLayout, design: ExpDesign, trials_per_session: int, sessions: int | None) -> int:
     """How many sessions to use: NSD 1-40 (default 37); mini-NSD up to all of its sessions (default all)."""
     in_design = design.masterordering.size // trials_per_session
@@ -960,10 +973,10 @@ def prepare_subject(layout: NSDLayout, subject: int, sessions: int | None = None
 
     mean = np.zeros(n_roi, np.float64)
     std = np.zeros(n_roi, np.float64)
-    for a in range(0, n_roi, 4096):  # column blocks keep float64 temporaries small
-        block = train[:, a:a + 4096].astype(np.float64)
-        mean[a:a + 4096] = block.mean(axis=0)
-        std[a:a + 4096] = block.std(axis=0, ddof=1)
+    for a in range(0, n_roi, 1024):  # column blocks keep float64 temporaries small
+        block = train[:, a:a + 1024].astype(np.float64)
+        mean[a:a + 1024] = block.mean(axis=0)
+        std[a:a + 1024] = block.std(axis=0, ddof=1)
     bad_nan = nonfinite > 0
     bad_const = ~bad_nan & (~np.isfinite(std) | (std == 0))
     n_bad = int(bad_nan.sum() + bad_const.sum())
@@ -973,8 +986,9 @@ def prepare_subject(layout: NSDLayout, subject: int, sessions: int | None = None
     bad = bad_nan | bad_const
     if nan_policy == "exclude":
         keep = np.flatnonzero(~bad)
-        if bad.any():  # a copy of the output; skipped when every voxel is usable
-            train, test, mean, std = train[:, keep], test[:, keep], mean[keep], std[keep]
+        if bad.any():
+            train, test = _drop_columns_inplace(train, keep), _drop_columns_inplace(test, keep)
+            mean, std = mean[keep], std[keep]
     else:
         keep = np.arange(n_roi)
         mean[bad], std[bad] = 0.0, 1.0

@@ -184,3 +184,19 @@ def test_nsd_dataset_reads_a_local_nsd_tree(tmp_path):
     with pytest.raises(nsd.NSDFileError, match=f"betas_session02.nii.gz; fetch it with `nsdlib fetch nsd --subject 1 "
                                                f"--root {root}`"):
         data.subject_data(cfg, sessions=3, progress=False)
+
+
+@pytest.mark.slow
+def test_glm_betas_of_mini_nsd_average_close_to_the_truth(world, tmp_path):
+    """The real chain: mini-NSD time series -> pipeline.betas (GLM) -> the same reader as NSD."""
+    root = tmp_path / "mini-nsd"
+    shutil.copytree(world, root)
+    shutil.rmtree(root / "nsddata_betas")  # drop the truth betas: the GLM must write its own
+    d = data.subject_data(_cfg(root, tmp_path), progress=False)
+    assert len(nsd.NSDLayout(root).sessions(1)) == mini.spec_for("small").n_sessions
+    t = mini.truth(root, 1)
+    for split, ids in (("train", d.train_ids), ("test", d.test_ids)):
+        truth = np.stack([t.amplitudes[t.trial_nsd_id == i].mean(0) for i in ids])
+        est = d.unscaled(split)
+        r = [np.corrcoef(est[:, v], truth[:, v])[0, 1] for v in range(truth.shape[1])]
+        assert np.median(r) > 0.8, (split, np.median(r))
