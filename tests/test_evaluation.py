@@ -33,7 +33,7 @@ def run(tmp_path, monkeypatch):
         return first if first_guesses is None else first_guesses  # the identity as "stage 2"
 
     monkeypatch.setattr(E, "ground_truth", lambda c: gt)
-    monkeypatch.setattr(E, "_first_guesses", lambda c: first)
+    monkeypatch.setattr(E, "first_guesses", lambda c: first)
     monkeypatch.setattr(E, "_stage2", stage2)
     monkeypatch.setattr(E, "_test_ids", lambda c: np.arange(100, 110))
     monkeypatch.setattr(E, "_default_clip", lambda c: None)

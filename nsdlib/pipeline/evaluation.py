@@ -45,7 +45,10 @@ __all__ = [
     "best_and_worst",
     "comparison_table",
     "evaluate",
+    "final_images",
+    "first_guesses",
     "ground_truth",
+    "image_grid",
     "metric_plan",
     "noise_sensitivity",
     "noise_table",
@@ -54,6 +57,7 @@ __all__ = [
     "results_path",
     "run_label",
     "score",
+    "styled",
     "write_results",
 ]
 
@@ -86,10 +90,16 @@ def _test_ids(cfg: RunConfig) -> np.ndarray:
     return np.asarray(data.subject_data(cfg).test_ids)
 
 
-def _first_guesses(cfg: RunConfig) -> np.ndarray:
+def first_guesses(cfg: RunConfig) -> np.ndarray:
+    """The run's stage-1 first guesses of the test images (``stage1.first_guesses``), uint8."""
     from . import stage1
 
     return stage1.first_guesses(cfg)
+
+
+def final_images(cfg: RunConfig) -> np.ndarray:
+    """The run's stage-2 reconstructions of the test images (``stage2.stage2_images``), uint8."""
+    return _stage2(cfg)
 
 
 def _stage2(cfg: RunConfig, first_guesses=None, noise: str | None = None) -> np.ndarray:
@@ -108,19 +118,19 @@ def _images_key(images) -> str:
 
 
 # -------------------------------------------------------------------- noise
-def noised_first_guesses(cfg: RunConfig, level, first_guesses=None, ids=None) -> np.ndarray:
+def noised_first_guesses(cfg: RunConfig, level, guesses=None, ids=None) -> np.ndarray:
     """The run's first guesses with the paper's noise at ``level`` (seeded by ``cfg.seed``).
 
     Parameters
     ----------
     level : {"none", 8, 16, 32, 64, 256}
-    first_guesses : ndarray of uint8, shape (n_images, h, w, 3), optional
+    guesses : ndarray of uint8, shape (n_images, h, w, 3), optional
         Default: ``nsdlib.pipeline.stage1.first_guesses(cfg)``.
     ids : array-like of int, optional
         One stable key per image (default the run's test ids when they match in number,
         else positions), so that an image gets the same noise in any subset.
     """
-    fg = _first_guesses(cfg) if first_guesses is None else first_guesses
+    fg = first_guesses(cfg) if guesses is None else guesses
     if ids is None:
         try:
             test_ids = _test_ids(cfg)
@@ -130,7 +140,7 @@ def noised_first_guesses(cfg: RunConfig, level, first_guesses=None, ids=None) ->
     return N.add_noise(fg, level, seed=cfg.seed, ids=ids)
 
 
-def noise_sensitivity(cfg: RunConfig, levels: Sequence = N.NOISE_LEVELS, *, first_guesses=None, ids=None,
+def noise_sensitivity(cfg: RunConfig, levels: Sequence = N.NOISE_LEVELS, *, guesses=None, ids=None,
                       stage2: Callable | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Stage-2 images made from noised first guesses, one set per noise level.
 
@@ -140,8 +150,8 @@ def noise_sensitivity(cfg: RunConfig, levels: Sequence = N.NOISE_LEVELS, *, firs
         The run (the paper uses the 15-layer GRU first guess).
     levels : sequence
         Noise levels (labels or amplitudes), default all of Table 6.
-    first_guesses : ndarray of uint8, optional
-        Default: ``nsdlib.pipeline.stage1.first_guesses(cfg)``.
+    guesses : ndarray of uint8, optional
+        First guesses; default: ``nsdlib.pipeline.stage1.first_guesses(cfg)``.
     stage2 : callable, optional
         ``stage2(cfg, first_guesses=..., noise=label) -> uint8 images``; default
         ``nsdlib.pipeline.stage2.stage2_images`` (which caches per noise label).
@@ -151,7 +161,7 @@ def noise_sensitivity(cfg: RunConfig, levels: Sequence = N.NOISE_LEVELS, *, firs
     dict
         Label -> ``{"first_guess": noised first guesses, "final": stage-2 images}``.
     """
-    fg = _first_guesses(cfg) if first_guesses is None else first_guesses
+    fg = first_guesses(cfg) if guesses is None else guesses
     run = stage2 or _stage2
     out = {}
     for level in levels:
@@ -491,3 +501,50 @@ def best_and_worst(values, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
     order = idx[np.argsort(-v[idx], kind="stable")]
     k = min(k, order.size)
     return order[:k], order[::-1][:k]
+
+
+# ---------------------------------------------------------- chapter figures
+def styled(table, caption: str | None = None):
+    """A table for display: three decimals, missing values as "n/a", an optional caption."""
+    sty = table.style.format(precision=3, na_rep="n/a")
+    return sty.set_caption(caption) if caption else sty
+
+
+def image_grid(columns: dict, indices, *, row_labels=None, col_titles: dict | None = None, size: float = 1.9):
+    """A figure of images: one row per index, one column per entry of ``columns``.
+
+    Parameters
+    ----------
+    columns : dict
+        Column title -> uint8 images of shape (n_images, h, w, 3) (any sizes).
+    indices : sequence of int
+        Which images, one figure row each.
+    row_labels : sequence of str, optional
+        Label left of each row.
+    col_titles : dict, optional
+        (row position, column title) -> text under that panel (for per-image scores).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    indices = list(indices)
+    names = list(columns)
+    fig, axes = plt.subplots(len(indices), len(names), figsize=(size * len(names), size * len(indices) + 0.3),
+                             squeeze=False)
+    for i, idx in enumerate(indices):
+        for j, name in enumerate(names):
+            ax = axes[i, j]
+            ax.imshow(columns[name][idx])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=8)
+            if col_titles and (i, name) in col_titles:
+                ax.set_xlabel(col_titles[(i, name)], fontsize=7)
+        if row_labels is not None:
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
+    fig.tight_layout()
+    return fig
