@@ -1,0 +1,637 @@
+"""Stage-1 regressors: fMRI betas -> VDVAE latents (the paper's Table 1 and its ablation).
+
+Four regressors behind one scikit-learn-like interface (``fit(X, Y)`` / ``predict(X)``,
+fitted attributes ending in ``_``):
+
+- :class:`NeuralRegressor` with ``arch="gru"``: the paper's network (Table 1). The whole voxel
+  vector is one time step of a sequence of length 1: bidirectional GRU (100 per direction)
+  -> LayerNorm -> Dropout(0.5) -> bidirectional GRU -> LayerNorm -> Linear(200, 200) ->
+  BatchNorm -> ReLU -> Dropout(0.5) -> Linear(200, n_latents). For subject 1 (15,724 voxels)
+  and 15 VDVAE blocks (13,344 latents) it has exactly 12,400,344 parameters.
+- ``arch="cnn"``: the paper's convolutional variant: between the two GRUs a block of two
+  Conv1d + ReLU + MaxPool layers over the 200 GRU features (treated as a 1-channel signal).
+- ``arch="transformer"``: the paper's Transformer variant: between the two GRUs one
+  multi-head self-attention encoder layer (residual connections, LayerNorm) over the 200
+  GRU features cut into tokens.
+  The paper gives no sizes for the two variants; ours are listed in :class:`CNNNet` and
+  :class:`TransformerNet`, chosen so the second GRU and the head keep the GRU network's shapes.
+- :class:`RidgeRegressor`: ridge regression (:class:`nsdlib.ridge.Ridge`), the paper's
+  baseline from Brain-Diffuser.
+
+Training (:meth:`NeuralRegressor.fit`): a validation split carved from the training rows
+(:func:`validation_split`), AdamW on the mean squared error of *standardised* targets
+(each latent dimension z-scored with the training split's mean and standard deviation;
+predictions are mapped back, so every reported error is in the latents' own units, as the
+paper reports them), a learning rate halved when the validation loss stalls
+(``ReduceLROnPlateau``), early stopping that keeps the best epoch's weights, and a
+checkpoint after every epoch written atomically and loadable with
+``torch.load(weights_only=True)``. A fit interrupted at any point and started again with
+the same ``checkpoint_dir`` resumes after the last completed epoch and ends with the same
+weights as an uninterrupted fit (shuffling and dropout are seeded per epoch).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "ARCHITECTURES",
+    "CNNNet",
+    "GRUNet",
+    "NeuralRegressor",
+    "RidgeRegressor",
+    "TransformerNet",
+    "build_network",
+    "count_parameters",
+    "make_regressor",
+    "regression_metrics",
+    "validation_split",
+]
+
+ARCHITECTURES = ("gru", "cnn", "transformer")
+
+
+# ------------------------------------------------------------------------------ networks
+class _Head(nn.Module):
+    """Linear -> BatchNorm1d -> ReLU -> Dropout -> Linear."""
+
+    def __init__(self, n_in: int, n_hidden: int, n_out: int, dropout: float):
+        super().__init__()
+        self.fc1 = nn.Linear(n_in, n_hidden)
+        self.bn = nn.BatchNorm1d(n_hidden)
+        self.act = nn.ReLU()
+        self.drop = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(n_hidden, n_out)
+
+    def forward(self, h):
+        return self.fc2(self.drop(self.act(self.bn(self.fc1(h)))))
+
+
+class _TwoGRU(nn.Module):
+    """GRU -> LayerNorm -> Dropout -> [middle] -> GRU -> LayerNorm -> head, on one time step."""
+
+    def __init__(self, n_inputs: int, n_outputs: int, hidden: int, fc: int, dropout: float,
+                 middle: nn.Module | None, middle_out: int):
+        super().__init__()
+        if n_inputs < 1 or n_outputs < 1:
+            raise ValueError(f"n_inputs and n_outputs must be positive; found {n_inputs}, {n_outputs}")
+        self.n_inputs, self.n_outputs = n_inputs, n_outputs
+        self.gru1 = nn.GRU(n_inputs, hidden, batch_first=True, bidirectional=True)
+        self.norm1 = nn.LayerNorm(2 * hidden)
+        self.drop1 = nn.Dropout(dropout)
+        self.middle = middle
+        self.gru2 = nn.GRU(middle_out, hidden, batch_first=True, bidirectional=True)
+        self.norm2 = nn.LayerNorm(2 * hidden)
+        self.head = _Head(2 * hidden, fc, n_outputs, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` of shape (batch, n_inputs) or (batch, 1, n_inputs) -> (batch, n_outputs)."""
+        if x.ndim == 2:
+            x = x.unsqueeze(1)
+        h, _ = self.gru1(x)
+        h = self.drop1(self.norm1(h))
+        if self.middle is not None:
+            h = self.middle(h)
+        h, _ = self.gru2(h)
+        h = self.norm2(h)
+        return self.head(h.flatten(1))
+
+
+class GRUNet(_TwoGRU):
+    """The paper's GRU network (Table 1).
+
+    Parameters
+    ----------
+    n_inputs : int
+        Voxels (subject 1: 15,724).
+    n_outputs : int
+        Latent values (15 VDVAE blocks: 13,344).
+    hidden : int
+        GRU units per direction (100).
+    fc : int
+        Units of the first fully connected layer (200).
+    dropout : float
+        Dropout after the first LayerNorm and in the head (0.5).
+    """
+
+    def __init__(self, n_inputs: int, n_outputs: int, *, hidden: int = 100, fc: int = 200, dropout: float = 0.5):
+        super().__init__(n_inputs, n_outputs, hidden, fc, dropout, None, 2 * hidden)
+
+
+class _ConvBlock(nn.Module):
+    def __init__(self, length: int, channels: int, kernel: int):
+        super().__init__()
+        if length % 4:
+            raise ValueError(f"the convolutional block halves its input twice; {length} features is not divisible by 4")
+        self.conv1 = nn.Conv1d(1, channels, kernel, padding=kernel // 2)
+        self.conv2 = nn.Conv1d(channels, channels, kernel, padding=kernel // 2)
+        self.act = nn.ReLU()
+        self.pool = nn.MaxPool1d(2)
+
+    def forward(self, h):  # (B, 1, L) -> (B, 1, channels * L / 4)
+        h = self.pool(self.act(self.conv1(h)))
+        h = self.pool(self.act(self.conv2(h)))
+        return h.flatten(1).unsqueeze(1)
+
+
+class CNNNet(_TwoGRU):
+    """The paper's convolutional variant.
+
+    Between the GRUs: the 200 features of the first GRU as a one-channel signal ->
+    Conv1d(1, ``channels``, ``kernel``) -> ReLU -> MaxPool(2) -> Conv1d(``channels``,
+    ``channels``, ``kernel``) -> ReLU -> MaxPool(2), flattened (``channels * 50`` features;
+    200 with the default 4 channels) into the second GRU.
+
+    Parameters
+    ----------
+    n_inputs, n_outputs, hidden, fc, dropout
+        As in :class:`GRUNet`.
+    channels : int
+        Convolution channels (4).
+    kernel : int
+        Convolution width (5).
+    """
+
+    def __init__(self, n_inputs: int, n_outputs: int, *, hidden: int = 100, fc: int = 200, dropout: float = 0.5,
+                 channels: int = 4, kernel: int = 5):
+        length = 2 * hidden
+        super().__init__(n_inputs, n_outputs, hidden, fc, dropout, _ConvBlock(length, channels, kernel),
+                         channels * (length // 4))
+
+
+class _AttentionBlock(nn.Module):
+    def __init__(self, length: int, n_tokens: int, d_model: int, n_heads: int, ff: int, dropout: float):
+        super().__init__()
+        if length % n_tokens:
+            raise ValueError(f"{length} features cannot be cut into {n_tokens} equal tokens")
+        self.n_tokens, self.token_dim = n_tokens, length // n_tokens
+        self.embed = nn.Linear(self.token_dim, d_model)
+        self.pos = nn.Parameter(torch.zeros(1, n_tokens, d_model))
+        nn.init.normal_(self.pos, std=0.02)
+        self.layer = nn.TransformerEncoderLayer(d_model, n_heads, dim_feedforward=ff, dropout=dropout,
+                                                batch_first=True)
+        self.unembed = nn.Linear(d_model, self.token_dim)
+
+    def forward(self, h):  # (B, 1, L) -> (B, 1, L)
+        b = h.shape[0]
+        t = self.embed(h.reshape(b, self.n_tokens, self.token_dim)) + self.pos
+        t = self.unembed(self.layer(t))
+        return h + t.reshape(b, 1, -1)
+
+
+class TransformerNet(_TwoGRU):
+    """The paper's Transformer variant.
+
+    Between the GRUs: the 200 features cut into ``n_tokens`` tokens, embedded to
+    ``d_model`` with a learned position embedding, one Transformer encoder layer
+    (``n_heads``-head self-attention and a feed-forward layer, each with a residual
+    connection and LayerNorm), projected back and added to its input (a residual around
+    the whole module).
+
+    Parameters
+    ----------
+    n_inputs, n_outputs, hidden, fc, dropout
+        As in :class:`GRUNet`.
+    n_tokens : int
+        Tokens the 200 features are cut into (20, of 10 features each).
+    d_model, n_heads, ff : int
+        Width (32), heads (4) and feed-forward width (64) of the encoder layer.
+    attn_dropout : float
+        Dropout inside the encoder layer (0.1).
+    """
+
+    def __init__(self, n_inputs: int, n_outputs: int, *, hidden: int = 100, fc: int = 200, dropout: float = 0.5,
+                 n_tokens: int = 20, d_model: int = 32, n_heads: int = 4, ff: int = 64, attn_dropout: float = 0.1):
+        length = 2 * hidden
+        super().__init__(n_inputs, n_outputs, hidden, fc, dropout,
+                         _AttentionBlock(length, n_tokens, d_model, n_heads, ff, attn_dropout), length)
+
+
+_NETWORKS = {"gru": GRUNet, "cnn": CNNNet, "transformer": TransformerNet}
+
+
+def build_network(arch: str, n_inputs: int, n_outputs: int, **options) -> nn.Module:
+    """A stage-1 network by name: ``"gru"``, ``"cnn"`` or ``"transformer"``."""
+    if arch not in _NETWORKS:
+        raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}; found {arch!r}")
+    return _NETWORKS[arch](n_inputs, n_outputs, **options)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameter values (buffers such as BatchNorm statistics excluded)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+# ------------------------------------------------------------------------------ helpers
+def validation_split(n: int, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Carve a validation set from ``n`` training rows.
+
+    Returns
+    -------
+    train_idx, val_idx : ndarray of int64, sorted
+        ``round(val_fraction * n)`` (at least 1 when ``val_fraction > 0``) random rows for
+        validation, the rest for training.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1); found {val_fraction!r}")
+    n_val = int(round(val_fraction * n))
+    if val_fraction > 0:
+        n_val = max(n_val, 1)
+    if n - n_val < 2:
+        raise ValueError(f"{n} training rows leave fewer than 2 for training after a "
+                         f"{val_fraction:.0%} validation split")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]).astype(np.int64), np.sort(perm[:n_val]).astype(np.int64)
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, *, chunk: int = 256) -> dict[str, float]:
+    """Mean squared and mean absolute error over every value, in the targets' units.
+
+    Parameters
+    ----------
+    y_true, y_pred : ndarray of shape (n, n_targets)
+
+    Returns
+    -------
+    dict with ``mse`` and ``mae`` (float)
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true and y_pred must have the same shape; found {y_true.shape} and {y_pred.shape}")
+    se = ae = 0.0
+    for s in range(0, len(y_true), chunk):
+        d = y_true[s:s + chunk].astype(np.float64) - y_pred[s:s + chunk]
+        se += float(np.square(d).sum())
+        ae += float(np.abs(d).sum())
+    n = max(y_true.size, 1)
+    return {"mse": se / n, "mae": ae / n}
+
+
+def _check_xy(X, Y=None):
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X (betas) must have shape (n_samples, n_voxels); found {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("X (betas) contains NaN or infinite values")
+    if Y is None:
+        return X
+    Y = np.asarray(Y)
+    if Y.ndim != 2 or len(Y) != len(X):
+        raise ValueError(f"Y (latents) must have shape ({len(X)}, n_targets) to match X {X.shape}; found {Y.shape}")
+    if not np.all(np.isfinite(Y)):
+        raise ValueError("Y (latents) contains NaN or infinite values")
+    return X, Y
+
+
+def _fingerprint(*arrays) -> str:
+    """A cheap identity of the training data (shapes, sums and a few rows)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.asarray(a)
+        h.update(repr((a.shape, str(a.dtype))).encode())
+        h.update(np.float64(a.sum(dtype=np.float64)).tobytes())
+        h.update(np.ascontiguousarray(a[:: max(1, len(a) // 8)][:8]).tobytes())
+    return h.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------ neural
+class NeuralRegressor:
+    """Train a stage-1 network (GRU, CNN or Transformer variant) from betas to latents.
+
+    Parameters
+    ----------
+    arch : {"gru", "cnn", "transformer"}
+    network_options : dict, optional
+        Keyword arguments of the network class (e.g. ``hidden``, ``dropout``).
+    max_epochs : int
+        Upper bound on epochs (early stopping usually ends sooner).
+    batch_size : int
+    lr : float
+        Initial AdamW learning rate.
+    weight_decay : float
+        AdamW decoupled weight decay.
+    patience : int
+        Stop after this many epochs without a better validation loss.
+    lr_factor, lr_patience, min_lr : float, int, float
+        ``ReduceLROnPlateau``: multiply the learning rate by ``lr_factor`` after
+        ``lr_patience`` epochs without improvement, down to ``min_lr``.
+    val_fraction : float
+        Share of the training rows kept for validation (see :func:`validation_split`).
+    standardize : bool
+        Train on per-dimension z-scored targets (the predictions are mapped back).
+    seed : int
+        Seeds the split, the initial weights, shuffling and dropout.
+    device : str or torch.device
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+    amp : bool
+        bfloat16 autocast on CUDA (ignored on the CPU).
+    checkpoint_dir : path, optional
+        Where ``checkpoint.pt`` is written after each epoch and read to resume.
+    progress : bool
+        Show a tqdm bar over epochs.
+
+    Attributes
+    ----------
+    model_ : nn.Module
+        The network with the weights of the best validation epoch, in eval mode.
+    history_ : list of dict
+        Per epoch: ``epoch``, ``train_loss``, ``val_loss`` (MSE of standardised targets), ``lr``, ``seconds``.
+    best_epoch_ : int
+    train_indices_, val_indices_ : ndarray of int64
+        Rows of ``X`` used for training and for validation.
+    target_mean_, target_scale_ : ndarray of shape (n_targets,)
+    n_features_in_ : int
+    resumed_from_epoch_ : int or None
+        The last epoch read from a checkpoint, if the fit resumed.
+    """
+
+    def __init__(self, arch: str = "gru", *, network_options: dict | None = None, max_epochs: int = 50,
+                 batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 1e-2, patience: int = 6,
+                 lr_factor: float = 0.5, lr_patience: int = 2, min_lr: float = 1e-6, val_fraction: float = 0.1,
+                 standardize: bool = True, seed: int = 0, device="cpu", amp: bool = False,
+                 checkpoint_dir: str | Path | None = None, progress: bool = True):
+        self.arch = arch
+        self.network_options = network_options
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.lr_factor = lr_factor
+        self.lr_patience = lr_patience
+        self.min_lr = min_lr
+        self.val_fraction = val_fraction
+        self.standardize = standardize
+        self.seed = seed
+        self.device = device
+        self.amp = amp
+        self.checkpoint_dir = checkpoint_dir
+        self.progress = progress
+
+    # -------------------------------------------------------------- internals
+    def _device(self) -> torch.device:
+        if str(self.device) == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = torch.device(self.device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r} was asked for, but no CUDA GPU is visible")
+        return dev
+
+    def _signature(self, X, Y, val_idx) -> dict:
+        """What must match for a checkpoint to be resumed (max_epochs, device, progress may change)."""
+        return {"arch": self.arch, "network_options": repr(sorted((self.network_options or {}).items())),
+                "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
+                "patience": self.patience, "lr_factor": self.lr_factor, "lr_patience": self.lr_patience,
+                "min_lr": self.min_lr, "standardize": self.standardize, "seed": self.seed,
+                "data": _fingerprint(X, Y, val_idx)}
+
+    def _epoch_seed(self, epoch: int) -> int:
+        return int(np.random.SeedSequence([int(self.seed) & 0xFFFFFFFF, 7, epoch]).generate_state(1)[0])
+
+    def _on_epoch_end(self, epoch: int) -> None:
+        """Called after each epoch's checkpoint is written (a hook for tests and callers)."""
+
+    def _autocast(self, dev):
+        import contextlib
+
+        if self.amp and dev.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _predict_std(self, model, X_t: torch.Tensor, dev, batch: int = 512) -> torch.Tensor:
+        model.eval()
+        outs = []
+        with torch.no_grad():
+            for s in range(0, len(X_t), batch):
+                with self._autocast(dev):
+                    outs.append(model(X_t[s:s + batch].to(dev, non_blocking=True)).float())
+        return torch.cat(outs) if outs else torch.empty(0)
+
+    # -------------------------------------------------------------- public API
+    def fit(self, X: np.ndarray, Y: np.ndarray, *, val_indices: Sequence[int] | None = None) -> NeuralRegressor:
+        """Train on betas ``X`` (n, n_voxels) and latents ``Y`` (n, n_targets), float.
+
+        ``val_indices`` (rows of ``X`` to validate on) overrides the seeded split, so that
+        several regressors can share one validation set.
+        """
+        from tqdm.auto import tqdm
+
+        from .store import atomic_path
+
+        X, Y = _check_xy(X, Y)
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}; found {self.arch!r}")
+        n = len(X)
+        if val_indices is None:
+            tr_idx, val_idx = validation_split(n, self.val_fraction, self.seed)
+        else:
+            val_idx = np.unique(np.asarray(val_indices, dtype=np.int64))
+            if len(val_idx) == 0 or val_idx.min() < 0 or val_idx.max() >= n:
+                raise ValueError(f"val_indices must be non-empty rows of X (0 to {n - 1})")
+            tr_idx = np.setdiff1d(np.arange(n), val_idx)
+        self.train_indices_, self.val_indices_ = tr_idx, val_idx
+        self.n_features_in_ = X.shape[1]
+        dev = self._device()
+
+        Y_tr = Y[tr_idx].astype(np.float64)
+        mean = Y_tr.mean(0) if self.standardize else np.zeros(Y.shape[1])
+        scale = Y_tr.std(0) if self.standardize else np.ones(Y.shape[1])
+        scale = np.where(scale > 1e-8, scale, 1.0)
+        del Y_tr
+        self.target_mean_, self.target_scale_ = mean.astype(np.float32), scale.astype(np.float32)
+        mean_t = torch.from_numpy(self.target_mean_).to(dev)
+        scale_t = torch.from_numpy(self.target_scale_).to(dev)
+
+        X_t = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        Y_t = torch.from_numpy(np.ascontiguousarray(Y, dtype=np.float32))
+        tr_t, val_t = torch.from_numpy(tr_idx), torch.from_numpy(val_idx)
+        X_val = X_t[val_t]
+        Y_val_std = (Y_t[val_t].to(dev) - mean_t) / scale_t
+
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            model = build_network(self.arch, X.shape[1], Y.shape[1], **(self.network_options or {})).to(dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=self.lr_factor, patience=self.lr_patience,
+                                                           min_lr=self.min_lr)
+        signature = self._signature(X, Y, val_idx)
+        state = {"epoch": -1, "best_val": float("inf"), "best_epoch": -1, "bad_epochs": 0,
+                 "stopped_early": False, "history": []}
+        best_state = copy.deepcopy(model.state_dict())
+        ckpt = Path(self.checkpoint_dir) / "checkpoint.pt" if self.checkpoint_dir is not None else None
+        self.resumed_from_epoch_ = None
+        if ckpt is not None and ckpt.exists():
+            saved = torch.load(ckpt, map_location=dev, weights_only=True)
+            if saved.get("signature") != signature:
+                diff = sorted(k for k in signature if saved.get("signature", {}).get(k) != signature[k])
+                raise ValueError(f"checkpoint {ckpt} was written by a fit with other settings or data "
+                                 f"(differs in: {', '.join(diff)}); delete it or use another checkpoint_dir")
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            sched.load_state_dict(saved["scheduler"])
+            best_state = saved["best_state"]
+            state = {k: saved[k] for k in state}
+            self.resumed_from_epoch_ = state["epoch"]
+
+        n_tr = len(tr_idx)
+        bs = self.batch_size
+        epochs = range(state["epoch"] + 1, self.max_epochs)
+        if state["stopped_early"]:
+            epochs = range(0)
+        bar = tqdm(epochs, desc=f"{self.arch} training", disable=not self.progress)
+        for epoch in bar:
+            t0 = time.perf_counter()
+            seed = self._epoch_seed(epoch)
+            perm = tr_t[torch.randperm(n_tr, generator=torch.Generator().manual_seed(seed))]
+            model.train()
+            total, count = 0.0, 0
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                torch.manual_seed(seed)
+                for s in range(0, n_tr, bs):
+                    rows = perm[s:s + bs]
+                    if len(rows) < 2:  # BatchNorm needs two samples; a lone last row waits for the next epoch
+                        continue
+                    xb = X_t[rows].to(dev, non_blocking=True)
+                    yb = (Y_t[rows].to(dev, non_blocking=True) - mean_t) / scale_t
+                    with self._autocast(dev):
+                        loss = torch.mean((model(xb).float() - yb) ** 2)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach()) * len(rows)
+                    count += len(rows)
+            val_loss = float(torch.mean((self._predict_std(model, X_val, dev) - Y_val_std) ** 2))
+            sched.step(val_loss)
+            if val_loss < state["best_val"]:
+                state.update(best_val=val_loss, best_epoch=epoch, bad_epochs=0)
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                state["bad_epochs"] += 1
+            state["epoch"] = epoch
+            state["stopped_early"] = state["bad_epochs"] >= self.patience
+            state["history"].append({"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss,
+                                     "lr": float(opt.param_groups[0]["lr"]), "seconds": time.perf_counter() - t0})
+            bar.set_postfix(train=f"{total / max(count, 1):.4f}", val=f"{val_loss:.4f}")
+            if ckpt is not None:
+                with atomic_path(ckpt) as tmp:
+                    torch.save({"format": 1, "signature": signature, "model": model.state_dict(),
+                                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                "best_state": best_state, **state}, tmp)
+            self._on_epoch_end(epoch)
+            if state["stopped_early"]:
+                break
+        bar.close()
+        model.load_state_dict(best_state)
+        self.model_ = model.eval()
+        self.history_ = list(state["history"])
+        self.best_epoch_ = int(state["best_epoch"])
+        self.best_val_loss_ = float(state["best_val"])
+        return self
+
+    def predict(self, X: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
+        """Latents (n, n_targets), float32, in the units of the training targets."""
+        if not hasattr(self, "model_"):
+            raise RuntimeError("this NeuralRegressor is not fitted yet; call fit(X, Y) first")
+        X = _check_xy(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X must have {self.n_features_in_} columns (voxels) like the training betas; "
+                             f"found {X.shape[1]}")
+        dev = next(self.model_.parameters()).device
+        pred = self._predict_std(self.model_, torch.from_numpy(np.ascontiguousarray(X, np.float32)), dev, batch_size)
+        return (pred.cpu().numpy() * self.target_scale_ + self.target_mean_).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ ridge
+class RidgeRegressor:
+    """Ridge regression from betas to latents (the paper's baseline, after Brain-Diffuser).
+
+    A thin wrapper of :class:`nsdlib.ridge.Ridge` that holds out the same kind of
+    validation split as :class:`NeuralRegressor`, so that both report validation errors on
+    rows they never fitted.
+
+    Parameters
+    ----------
+    alpha : float
+        Fixed regularisation when ``alphas`` is None. Brain-Diffuser uses 50,000 for the
+        VDVAE latents of NSD.
+    alphas : sequence of float, optional
+        A grid chosen by cross-validation (``cv``) within the training split.
+    cv : int, 'loo' or 'gcv'
+        As in :class:`nsdlib.ridge.Ridge`.
+    normalize : {None, 'test', 'train', 'loo'}
+        Re-standardisation of each predicted dimension to the training targets' mean and
+        standard deviation; ``'test'`` is Brain-Diffuser's rule (statistics of the
+        predicted batch itself). See :class:`nsdlib.ridge.Ridge`.
+    val_fraction : float
+        Share of the training rows held out for validation; the ridge is fitted on the rest.
+    seed : int
+        Seeds the validation split.
+    device : str
+        Where the ridge's products run (``"auto"``, ``"cpu"``, ``"cuda"``).
+    verbose : bool
+        Progress bars of the ridge solver.
+
+    Attributes
+    ----------
+    estimator_ : nsdlib.ridge.Ridge
+    alpha_ : float
+    train_indices_, val_indices_ : ndarray of int64
+    n_features_in_ : int
+    """
+
+    def __init__(self, alpha: float = 50_000.0, *, alphas: Sequence[float] | None = None, cv=5,
+                 normalize: str | None = None, val_fraction: float = 0.1, seed: int = 0, device="auto",
+                 verbose: bool = False):
+        self.alpha = alpha
+        self.alphas = alphas
+        self.cv = cv
+        self.normalize = normalize
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.device = device
+        self.verbose = verbose
+
+    def fit(self, X: np.ndarray, Y: np.ndarray, *, val_indices: Sequence[int] | None = None) -> RidgeRegressor:
+        """Fit on betas ``X`` (n, n_voxels) and latents ``Y`` (n, n_targets)."""
+        from .ridge import Ridge
+
+        X, Y = _check_xy(X, Y)
+        n = len(X)
+        if val_indices is None:
+            tr_idx, val_idx = validation_split(n, self.val_fraction, self.seed)
+        else:
+            val_idx = np.unique(np.asarray(val_indices, dtype=np.int64))
+            tr_idx = np.setdiff1d(np.arange(n), val_idx)
+        self.train_indices_, self.val_indices_ = tr_idx, val_idx
+        self.n_features_in_ = X.shape[1]
+        self.estimator_ = Ridge(self.alpha, alphas=self.alphas, cv=self.cv, normalize=self.normalize,
+                                device=self.device, verbose=self.verbose).fit(X[tr_idx], Y[tr_idx])
+        self.alpha_ = float(np.asarray(self.estimator_.alpha_).ravel()[0])
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Latents (n, n_targets), float32."""
+        if not hasattr(self, "estimator_"):
+            raise RuntimeError("this RidgeRegressor is not fitted yet; call fit(X, Y) first")
+        X = _check_xy(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X must have {self.n_features_in_} columns (voxels) like the training betas; "
+                             f"found {X.shape[1]}")
+        return np.asarray(self.estimator_.predict(X), dtype=np.float32)
+
+
+def make_regressor(name: str, **options):
+    """A stage-1 regressor by name: ``"ridge"``, ``"gru"``, ``"cnn"`` or ``"transformer"``."""
+    if name == "ridge":
+        return RidgeRegressor(**options)
+    if name in ARCHITECTURES:
+        return NeuralRegressor(name, **options)
+    raise ValueError(f"regressor must be one of ridge, {', '.join(ARCHITECTURES)}; found {name!r}")
