@@ -14,7 +14,15 @@ from nsdlib.clip import (
     random_clip,
 )
 
-torch.set_num_threads(2)
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny models: one thread avoids OpenMP spin-waiting on a shared 2-core machine
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,218 @@
+"""nsdlib.diffusion on small randomly initialised Versatile Diffusion components.
+
+The components are diffusers' own classes (AutoencoderKL, UNet2DConditionModel,
+UNetFlatConditionModel, DualTransformer2DModel) with tiny widths; contexts have the real
+token counts (77 text, 257 vision).
+"""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from nsdlib import assets
+from nsdlib.diffusion import (
+    DualGuidedDiffusion,
+    load_components,
+    make_dual_guided,
+    random_components,
+    save_components,
+    set_mixing,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny models: one thread avoids OpenMP spin-waiting on a shared 2-core machine
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+D = 16  # cross-attention width (the CLIP projection size of a small model)
+SIZE = 32  # output side in pixels: latents of 8 x 8
+
+
+@pytest.fixture(scope="module")
+def components():
+    return random_components(cross_attention_dim=D, image_size=SIZE, seed=3)
+
+
+@pytest.fixture(scope="module")
+def vd(components):
+    return DualGuidedDiffusion(**copy.deepcopy(components))
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    rng = np.random.default_rng(0)
+    n = 3
+    return dict(
+        first_guesses=rng.integers(0, 256, (n, 20, 20, 3), dtype=np.uint8),
+        text_embeds=rng.normal(size=(n, 77, D)).astype(np.float32),
+        vision_embeds=rng.normal(size=(n, 257, D)).astype(np.float32),
+        uncond_text=rng.normal(size=(77, D)).astype(np.float32),
+        uncond_vision=rng.normal(size=(257, D)).astype(np.float32),
+    )
+
+
+FAST = dict(num_steps=4, strength=0.75, progress=False)  # 3 steps run
+
+
+def test_every_transformer_is_paired(components):
+    from diffusers.models import DualTransformer2DModel, Transformer2DModel
+
+    comps = copy.deepcopy(components)
+    names = [n for n, m in comps["image_unet"].named_modules() if type(m) is Transformer2DModel]
+    text_tf = {n: comps["text_unet"].get_submodule(n) for n in names}
+    unet = make_dual_guided(comps["image_unet"], comps["text_unet"])
+    assert unet.config.dual_cross_attention
+    for n in names:
+        dual = unet.get_submodule(n)
+        assert isinstance(dual, DualTransformer2DModel)
+        assert dual.transformers[1] is text_tf[n]
+        assert all(p.device.type == "cpu" for p in dual.parameters())  # no meta placeholders left
+    set_mixing(unet, 0.4)
+    assert {unet.get_submodule(n).mix_ratio for n in names} == {0.4}
+    assert unet.get_submodule(names[0]).condition_lengths == [77, 257]
+    with pytest.raises(ValueError, match="text_weight"):
+        set_mixing(unet, 1.5)
+
+
+def test_mismatched_unets_are_refused(components):
+    small = random_components(cross_attention_dim=D + 8, image_size=SIZE)
+    with pytest.raises(ValueError, match="cross_attention_dim"):
+        make_dual_guided(copy.deepcopy(components["image_unet"]), small["text_unet"])
+
+
+def test_output_shape_and_dtype(vd, inputs):
+    out = vd.reconstruct(**inputs, **FAST)
+    assert vd.image_size == SIZE
+    assert out.shape == (3, SIZE, SIZE, 3) and out.dtype == np.uint8
+
+
+def test_deterministic_and_seeded_per_image_not_per_position(vd, inputs):
+    a = vd.reconstruct(**inputs, seed=5, batch_size=3, **FAST)
+    b = vd.reconstruct(**inputs, seed=5, batch_size=3, **FAST)
+    np.testing.assert_array_equal(a, b)
+    c = vd.reconstruct(**inputs, seed=6, batch_size=3, **FAST)
+    assert np.abs(a.astype(int) - c).max() > 0
+    # image 2 alone, told it is image 2 of the dataset, in a batch of one: the same result
+    sub = {k: (v[2:] if k not in ("uncond_text", "uncond_vision") else v) for k, v in inputs.items()}
+    alone = vd.reconstruct(**sub, seed=5, indices=[2], batch_size=1, **FAST)
+    assert np.abs(alone[0].astype(int) - a[2]).max() <= 1
+    # the seed rule is documented: seed + index, one CPU generator per image
+    noise = vd.initial_noise([2, 7], seed=5)
+    torch.testing.assert_close(noise[1:], torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(12)))
+
+
+def test_strength_zero_is_the_vae_round_trip(vd, inputs):
+    out = vd.reconstruct(**inputs, strength=0.0, progress=False)
+    np.testing.assert_array_equal(out, vd.vae_round_trip(inputs["first_guesses"]))
+
+
+def _count_unet_calls(vd):
+    calls = []
+    handle = vd.unet.register_forward_pre_hook(lambda mod, args: calls.append(args[0].shape[0]))
+    return calls, handle
+
+
+def test_strength_075_of_50_steps_runs_37(vd, inputs):
+    calls, handle = _count_unet_calls(vd)
+    try:
+        one = {k: (v[:1] if k not in ("uncond_text", "uncond_vision") else v) for k, v in inputs.items()}
+        vd.reconstruct(**one, num_steps=50, strength=0.75, progress=False)
+        assert len(calls) == 37 and set(calls) == {2}  # guided: unconditional + conditional in one batch
+        calls.clear()
+        vd.reconstruct(**one, num_steps=50, strength=0.75, guidance_scale=1.0, progress=False)
+        assert len(calls) == 37 and set(calls) == {1}
+    finally:
+        handle.remove()
+
+
+def _reference_single_guided(components, transformer_source, first_guesses, cond, uncond, *, num_steps, strength,
+                             guidance_scale, seed):
+    """Image-to-image with a plain (single-context) UNet, written with diffusers' parts only.
+
+    ``transformer_source``: "text" puts the text UNet's transformers into the image UNet (the
+    text-guided model), "image" keeps the image UNet as it is (the vision-guided model).
+    """
+    from diffusers import DDIMScheduler
+    from diffusers.models import Transformer2DModel
+
+    comps = copy.deepcopy(components)
+    unet = comps["image_unet"].eval()
+    if transformer_source == "text":
+        for name in [n for n, m in unet.named_modules() if type(m) is Transformer2DModel]:
+            parent, idx = name.rsplit(".", 1)
+            unet.get_submodule(parent)[int(idx)] = comps["text_unet"].get_submodule(name)
+    vae = comps["vae"].eval()
+    sched = DDIMScheduler(**comps["scheduler_config"], clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    sched.set_timesteps(num_steps)
+    n_run = int(num_steps * strength)
+    timesteps = sched.timesteps[num_steps - n_run:]
+    x = torch.from_numpy(first_guesses).permute(0, 3, 1, 2).float() / 255
+    x = torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bicubic", antialias=True).clamp(0, 1) * 2 - 1
+    out = []
+    with torch.no_grad():
+        for i in range(len(x)):
+            lat = vae.encode(x[i:i + 1]).latent_dist.mode() * vae.config.scaling_factor
+            noise = torch.randn((1, 4, SIZE // 4, SIZE // 4), generator=torch.Generator().manual_seed(seed + i))
+            lat = sched.add_noise(lat, noise, timesteps[:1])
+            ctx = torch.cat([torch.from_numpy(uncond)[None], torch.from_numpy(cond[i:i + 1])])
+            for t in timesteps:
+                eps_u, eps_c = unet(torch.cat([lat, lat]), t, encoder_hidden_states=ctx).sample.chunk(2)
+                lat = sched.step(eps_u + guidance_scale * (eps_c - eps_u), t, lat, eta=0.0).prev_sample
+            img = vae.decode(lat / vae.config.scaling_factor).sample
+            out.append(((img / 2 + 0.5).clamp(0, 1) * 255).round().permute(0, 2, 3, 1).numpy().astype(np.uint8))
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("text_weight, source", [(1.0, "text"), (0.0, "image")])
+def test_text_weight_one_or_zero_is_single_guidance(components, vd, inputs, text_weight, source):
+    settings = dict(num_steps=6, strength=0.75, guidance_scale=7.5, seed=11)
+    ours = vd.reconstruct(**inputs, text_weight=text_weight, progress=False, **settings)
+    cond, uncond = ((inputs["text_embeds"], inputs["uncond_text"]) if source == "text"
+                    else (inputs["vision_embeds"], inputs["uncond_vision"]))
+    ref = _reference_single_guided(components, source, inputs["first_guesses"], cond, uncond, **settings)
+    assert np.abs(ours.astype(int) - ref).max() <= 1
+    other = vd.reconstruct(**inputs, text_weight=1.0 - text_weight, progress=False, **settings)
+    assert np.abs(other.astype(int) - ours).mean() > 1  # the two guidances really differ
+
+
+def test_mixed_weight_differs_from_both_ends(vd, inputs):
+    outs = [vd.reconstruct(**inputs, text_weight=w, seed=2, **FAST) for w in (0.0, 0.4, 1.0)]
+    assert np.abs(outs[1].astype(int) - outs[0]).max() > 0
+    assert np.abs(outs[1].astype(int) - outs[2]).max() > 0
+
+
+def test_saved_components_load_back(components, vd, inputs, tmp_path):
+    save_components(components, tmp_path / "vd")
+    back = DualGuidedDiffusion.from_pretrained(tmp_path / "vd")
+    assert back.scheduler_config["beta_schedule"] == "scaled_linear"
+    np.testing.assert_array_equal(back.reconstruct(**inputs, **FAST), vd.reconstruct(**inputs, **FAST))
+
+
+def test_missing_asset_and_incomplete_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("NSDLIB_ASSETS", str(tmp_path))
+    with pytest.raises(assets.MissingAssetError, match="nsdlib fetch vd"):
+        DualGuidedDiffusion.from_pretrained()
+    (tmp_path / "partial" / "vae").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="image_unet"):
+        load_components(tmp_path / "partial")
+
+
+def test_bad_inputs_are_refused(vd, inputs):
+    bad = dict(inputs, text_embeds=inputs["text_embeds"][:, :, :8])
+    with pytest.raises(ValueError, match=r"text_embeds must have shape \(3, 77, 16\)"):
+        vd.reconstruct(**bad, **FAST)
+    nan = dict(inputs, vision_embeds=np.full_like(inputs["vision_embeds"], np.nan))
+    with pytest.raises(ValueError, match="NaN"):
+        vd.reconstruct(**nan, **FAST)
+    with pytest.raises(ValueError, match="strength"):
+        vd.reconstruct(**inputs, num_steps=4, strength=1.5, progress=False)
+    with pytest.raises(ValueError, match="uint8"):
+        vd.reconstruct(**dict(inputs, first_guesses=inputs["first_guesses"] / 255.0), **FAST)
+    with pytest.raises(ValueError, match="one index per image"):
+        vd.reconstruct(**inputs, indices=[0, 1], **FAST)
