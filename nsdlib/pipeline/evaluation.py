@@ -457,7 +457,8 @@ def noise_table(rows, *, ours_label: str = "ours", with_paper: bool = True):
     return out.set_index(["noise", "source"])
 
 
-def comparison_table(rows, *, table: int = 4, ours_label: str = "ours", with_paper: bool = True):
+def comparison_table(rows, *, table: int = 4, ours_label: str = "ours", with_paper: bool = True,
+                     extra_columns: Sequence[str] = ()):
     """The layout of the paper's Table 4 (or 5): models by rows, the eight metrics, paper beside.
 
     Parameters
@@ -466,6 +467,8 @@ def comparison_table(rows, *, table: int = 4, ours_label: str = "ours", with_pap
         Results rows with ``noise == "none"``.
     table : {4, 5}
         Which published table to put beside ours.
+    extra_columns : sequence of str
+        Columns of ours to append (``"ssim_2d"``); empty for the paper's rows.
 
     Returns
     -------
@@ -479,7 +482,7 @@ def comparison_table(rows, *, table: int = 4, ours_label: str = "ours", with_pap
     ours = rows[rows["noise"] == "none"].copy()
     ours = pd.DataFrame({"source": ours_label, "model": [labels.get(r, r) for r in ours["regressor"]],
                          "n_layers": ours["n_layers"].astype("Int64"),
-                         **{m: ours[m].to_numpy() for m in M.IMAGE_METRICS}})
+                         **{m: ours[m].to_numpy() for m in (*M.IMAGE_METRICS, *extra_columns)}})
     parts = [ours]
     if with_paper:
         src = {4: "paper (Table 4, subject 1, NSD)", 5: "paper (Table 5, mean of subjects 1, 2, 5, 7, NSD)"}[table]
