@@ -948,14 +948,14 @@ def generate(root, seed: int = 0, size: str = "default", overwrite: bool = False
     try:
         _write_all(tmp, spec, seed, progress)
         _write_json(tmp / _MANIFEST, _manifest(spec, seed))
-        _move_into_place(tmp, root, seed, size)
+        _move_into_place(tmp, root, seed, size, overwrite)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 
-def _move_into_place(tmp: Path, root: Path, seed: int, size: str) -> None:
+def _move_into_place(tmp: Path, root: Path, seed: int, size: str, overwrite: bool) -> None:
     if root.exists() and not any(root.iterdir()):
         root.rmdir()
     if not root.exists():
@@ -966,8 +966,12 @@ def _move_into_place(tmp: Path, root: Path, seed: int, size: str) -> None:
             if not root.exists():
                 raise
     # root appeared meanwhile (another process) or is being replaced
-    if _same(read_manifest(root), seed, size):
+    man = read_manifest(root)
+    if _same(man, seed, size):
         return
+    if man is None or not overwrite:
+        raise MiniRootError(f"{root} was written by someone else while this mini-NSD was generated; "
+                            "left it as it is")
     old = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.old-"))
     os.rename(root, old / "data")
     os.rename(tmp, root)
