@@ -486,7 +486,8 @@ class _Engine:
     # ---- the streamed solve
 
     def solve(self, alpha_t: np.ndarray, *, Z=None, weights: bool = False, train_stats: str | None = None):
-        """Stream the targets through the smoothers of each distinct alpha.
+        """Stream the targets through the smoothers of each distinct alpha (call once: ``X``
+        and its Gram matrix are released before the last alpha's targets are streamed).
 
         Returns a dict with ``pred`` (n_z, t) when ``Z`` is given, ``coef`` (t, p) when
         ``weights`` (both in the working dtype), and ``pred_mean``/``pred_std`` (t,) float64 of the
@@ -517,6 +518,8 @@ class _Engine:
                 H = Hd.to(self.dtype)
                 del Hd
             del solver
+            if a == uniq[-1]:  # the factorisations are no longer needed: free them before streaming
+                self._G = self.Xc = Kz = Zc = None
             cols_all = np.arange(self.t) if len(uniq) == 1 else np.flatnonzero(alpha_t == a)
             for s, e in self._batches(cols_all.size, f"targets (alpha={a:g})"):
                 if len(uniq) == 1:
