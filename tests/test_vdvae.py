@@ -110,6 +110,17 @@ def test_decode_deterministic_under_seed_and_uses_given_latents():
     np.testing.assert_array_equal(t0a, t0b)
 
 
+def test_reconstruct_equals_encode_then_decode():
+    model = _random_model()
+    imgs = _images(5, 8)
+    lat = vdvae.encode_latents(model, imgs, 3, seed=4, progress=False)
+    want = vdvae.decode_latents(model, lat, 3, seed=4, progress=False)
+    np.testing.assert_array_equal(vdvae.reconstruct_images(model, imgs, 3, seed=4, batch_size=2, progress=False),
+                                  want)
+    full = vdvae.reconstruct_images(model, imgs, progress=False)
+    assert full.shape == imgs.shape and full.dtype == np.uint8
+
+
 def test_decode_all_blocks_given_needs_no_noise():
     model = _random_model()
     lat = vdvae.encode_latents(model, _images(3, 8), TINY.n_dec_blocks, progress=False)

@@ -1,0 +1,455 @@
+"""Stage 1 as cached steps: VDVAE latents of the stimuli, regressors, first guesses.
+
+Chapters 03-05 call these; later stages call :func:`first_guesses` and :func:`test_latents`.
+
+- :func:`vdvae_model` / :func:`vdvae_info`: which VDVAE a run uses. ``models="pretrained"``:
+  the public ImageNet-64 checkpoint (``nsdlib fetch vdvae``). ``models="mini"``: the mini
+  model zoo's small VDVAE trained on mini-NSD (:mod:`nsdlib.minimodels`) when it has been
+  trained, otherwise a *randomly initialised* small VDVAE (seeded by the run's seed), whose
+  latents and images carry no learned structure; :func:`vdvae_info` says which, in words
+  the chapters print.
+- :func:`latents`: posterior latents of the first ``n_layers`` decoder blocks for the
+  training and test stimuli (posterior samples, as Brain-Diffuser and the paper regress on).
+- :func:`fit_regressor`: one stage-1 regressor trained on the training betas, with a
+  validation split carved from the training images (the same split for every regressor of
+  a run); MSE/MAE on validation and test in the latents' own units (as the paper reports
+  them) and in z-units (each latent dimension divided by its training standard deviation).
+- :func:`first_guesses`: the test images decoded from predicted latents (the remaining
+  blocks sampled from the prior at temperature 1, seeded), uint8.
+- :func:`reconstructions`: the test images decoded from their *true* latents of the first
+  N blocks (the ceiling of stage 1); N=0 gives pure prior samples, N=all the VDVAE's own
+  reconstruction.
+
+``quick=True`` uses at most :data:`QUICK_TRAIN_IMAGES` training images and two epochs per
+network. Every result is cached in the run's store under a key of everything that
+shapes it (VDVAE identity, layers, regressor settings, data, seed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..config import RunConfig
+from ..store import Store, params_key
+
+__all__ = [
+    "QUICK_TRAIN_IMAGES",
+    "baseline_metrics",
+    "first_guesses",
+    "fit_regressor",
+    "latents",
+    "reconstructions",
+    "regressor_options",
+    "test_latents",
+    "vdvae_info",
+    "vdvae_model",
+]
+
+_VERSION = 1
+#: Training images used by quick runs (the smoke-test variant).
+QUICK_TRAIN_IMAGES = 256
+_MODELS: dict[tuple, object] = {}
+_SUBJECT: dict = {}
+
+
+# ------------------------------------------------------------------------------ the VDVAE
+def _file_key(path: Path, full_hash: bool) -> str:
+    if full_hash:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+        return h.hexdigest()[:16]
+    st = path.stat()
+    return f"{path.name}:{st.st_size}"
+
+
+def vdvae_info(cfg: RunConfig) -> dict:
+    """Which VDVAE the run uses.
+
+    Returns
+    -------
+    dict
+        ``source`` ("pretrained", "mini-trained" or "mini-random"), ``path`` (checkpoint or
+        None), ``config`` (:class:`~nsdlib.vdvae.VDVAEConfig`), ``key`` (its identity in cache
+        keys) and ``description`` (a sentence for the chapters).
+
+    Raises
+    ------
+    nsdlib.assets.MissingAssetError
+        ``models="pretrained"`` and the checkpoint is not on this machine.
+    """
+    from ..vdvae import IMAGENET64, MINI
+
+    if cfg.models == "pretrained":
+        from .. import assets
+
+        path = assets.require("vdvae")
+        return {"source": "pretrained", "path": str(path), "config": IMAGENET64,
+                "key": f"pretrained:{_file_key(path, full_hash=False)}",
+                "description": "the pretrained ImageNet-64 VDVAE (Child 2021, EMA weights, 75 decoder blocks, "
+                               "64 x 64 images)"}
+    path = None
+    if cfg.dataset == "mini":
+        try:
+            from .. import minimodels
+            from . import data
+
+            data.ensure_dataset(cfg, progress=False)
+            folder = minimodels.locate(cfg.nsd_root, cfg.workdir, quick=cfg.quick)
+            path = folder / "vdvae.pt" if (folder / "vdvae.pt").is_file() else None
+        except (ImportError, FileNotFoundError):
+            path = None
+    if path is not None:
+        from ..vdvae import load_vdvae
+
+        config = load_vdvae(path).config
+        return {"source": "mini-trained", "path": str(path), "config": config,
+                "key": f"mini:{_file_key(path, full_hash=True)}",
+                "description": f"the small VDVAE of the mini model zoo, trained on mini-NSD's training stimuli "
+                               f"({config.n_dec_blocks} decoder blocks, {config.image_size} x {config.image_size} "
+                               f"images; {path})"}
+    return {"source": "mini-random", "path": None, "config": MINI, "key": f"random:{cfg.seed}",
+            "description": f"a RANDOMLY INITIALISED small VDVAE (seed {cfg.seed}; {MINI.n_dec_blocks} decoder "
+                           f"blocks, {MINI.image_size} x {MINI.image_size} images): the mini model zoo has not "
+                           "been trained here (`nsdlib mini train-models --root <mini-NSD root>`), so its latents "
+                           "and images carry no learned structure; the numbers below test the code path, not "
+                           "the method"}
+
+
+def vdvae_model(cfg: RunConfig):
+    """The run's VDVAE (see :func:`vdvae_info`), in eval mode on the run's device.
+
+    Kept in memory for the process, so chapters and steps share one copy.
+    """
+    import torch
+
+    from ..vdvae import VDVAE, load_vdvae
+
+    info = vdvae_info(cfg)
+    device = cfg.torch_device()
+    cache_key = (info["key"], str(device))
+    if cache_key not in _MODELS:
+        _MODELS.clear()  # one model at a time: the pretrained one is 500 MB
+        if info["path"] is not None:
+            model = load_vdvae(info["path"], None if info["source"] == "mini-trained" else info["config"],
+                               device=device)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                model = VDVAE(info["config"])
+            model = model.to(device).eval()
+        _MODELS[cache_key] = model
+    return _MODELS[cache_key]
+
+
+# ------------------------------------------------------------------------------ latents
+def _split_seed(seed: int, split: str) -> int:
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0 if split == "train" else 1]).generate_state(1)[0])
+
+
+def _n_train(cfg: RunConfig, n: int) -> int:
+    return min(n, QUICK_TRAIN_IMAGES) if cfg.quick else n
+
+
+def _array_key(a: np.ndarray) -> str:
+    a = np.asarray(a)
+    h = hashlib.sha256(repr((a.shape, str(a.dtype))).encode())
+    h.update(np.float64(a.sum(dtype=np.float64)).tobytes())
+    h.update(np.ascontiguousarray(a[:: max(1, len(a) // 16)][:16]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _subject(cfg: RunConfig):
+    """``data.subject_data(cfg)``, kept for the process (NSD's betas are 600 MB to read)."""
+    from . import data
+
+    key = (cfg, data.subject_data)
+    if _SUBJECT.get("key") != key:
+        _SUBJECT.clear()
+        _SUBJECT.update(key=key, value=data.subject_data(cfg))
+    return _SUBJECT["value"]
+
+
+def _latent_params(cfg: RunConfig, n_layers: int) -> tuple[dict, object]:
+    sd = _subject(cfg)
+    info = vdvae_info(cfg)
+    n_tr = _n_train(cfg, len(sd.train_ids))
+    params = {"v": _VERSION, "vdvae": info["key"], "n_layers": int(n_layers), "posterior": "sample",
+              "seed": cfg.seed, "train_ids": params_key({"ids": sd.train_ids[:n_tr].tolist()}),
+              "test_ids": params_key({"ids": sd.test_ids.tolist()})}
+    return params, sd
+
+
+def _layers(cfg: RunConfig, n_layers) -> int:
+    n = cfg.n_layers if n_layers is None else int(n_layers)
+    if n not in (15, 31):
+        raise ValueError(f"n_layers must be 15 or 31 (the paper's two choices); found {n_layers!r}")
+    return n
+
+
+def latents(cfg: RunConfig, n_layers: int | None = None) -> dict[str, np.ndarray]:
+    """VDVAE posterior latents of the run's stimuli, first ``n_layers`` decoder blocks.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+    n_layers : {15, 31}, optional
+        Default ``cfg.n_layers``.
+
+    Returns
+    -------
+    dict
+        ``train`` (n_train, n_latents) and ``test`` (n_test, n_latents), float32, in the
+        order of the subject's ``train_ids`` / ``test_ids`` (quick runs: the first
+        :data:`QUICK_TRAIN_IMAGES` training images).
+    """
+    from ..vdvae import encode_latents
+    from . import data
+
+    n = _layers(cfg, n_layers)
+    params, sd = _latent_params(cfg, n)
+
+    def compute():
+        model = vdvae_model(cfg)
+        size = model.config.image_size
+        n_tr = _n_train(cfg, len(sd.train_ids))
+        out = {}
+        for split in ("train", "test"):
+            imgs = data.stimuli(cfg, split, size)
+            if split == "train":
+                imgs = imgs[:n_tr]
+            out[split] = encode_latents(model, imgs, n, seed=_split_seed(cfg.seed, split))
+        return out
+
+    return Store.for_config(cfg).arrays("stage1_latents", params, compute)
+
+
+def reconstructions(cfg: RunConfig, n_blocks: int | str | None = None, *, temperature: float = 1.0) -> np.ndarray:
+    """The test stimuli decoded from their own latents of the first ``n_blocks`` blocks.
+
+    The remaining blocks are sampled from the prior (``temperature``), with the same seeds
+    as :func:`first_guesses`, so the two differ only by true versus predicted latents.
+
+    Parameters
+    ----------
+    n_blocks : int or "all", optional
+        Default ``cfg.n_layers``; 0 gives prior samples, "all" the full reconstruction.
+
+    Returns
+    -------
+    ndarray of shape (n_test, S, S, 3), uint8 (S: the VDVAE's image size)
+    """
+    from ..vdvae import reconstruct_images
+    from . import data
+
+    info = vdvae_info(cfg)
+    total = info["config"].n_dec_blocks
+    n = cfg.n_layers if n_blocks is None else (total if n_blocks == "all" else int(n_blocks))
+    if not 0 <= n <= total:
+        raise ValueError(f"n_blocks must be from 0 to {total} or 'all'; found {n_blocks!r}")
+    sd = _subject(cfg)
+    params = {"v": _VERSION, "vdvae": info["key"], "n_blocks": n, "temperature": float(temperature),
+              "seed": cfg.seed, "test_ids": params_key({"ids": sd.test_ids.tolist()})}
+
+    def compute():
+        model = vdvae_model(cfg)
+        imgs = data.stimuli(cfg, "test", model.config.image_size)
+        seed = _split_seed(cfg.seed, "test")
+        return {"images": reconstruct_images(model, imgs, n, temperature=temperature, seed=seed)}
+
+    return Store.for_config(cfg).arrays("stage1_reconstructions", params, compute)["images"]
+
+
+# ------------------------------------------------------------------------------ regressors
+def regressor_options(cfg: RunConfig, regressor: str) -> dict:
+    """The settings a run trains ``regressor`` with (all of them enter the cache key).
+
+    Ridge: alpha 50,000 on NSD (Brain-Diffuser's value for the VDVAE latents); on mini-NSD
+    (fewer voxels and images) alpha is chosen by 5-fold cross-validation within the
+    training split from 10^0 to 10^6. Both re-standardise the predictions the way
+    Brain-Diffuser does before decoding (``normalize="test"``). Networks: AdamW, learning
+    rate 1e-3, early stopping (patience 6 on NSD, 10 on mini-NSD), at most 50 epochs
+    (mini-NSD: 100, batch 32), two epochs in quick runs.
+    """
+    if regressor == "ridge":
+        if cfg.dataset == "nsd":
+            return {"alpha": 50_000.0, "normalize": "test"}
+        return {"alphas": [float(a) for a in np.logspace(0, 6, 13)], "cv": 5, "normalize": "test"}
+    from ..regressors import ARCHITECTURES
+
+    if regressor not in ARCHITECTURES:
+        raise ValueError(f"regressor must be one of ridge, {', '.join(ARCHITECTURES)}; found {regressor!r}")
+    if cfg.dataset == "nsd":
+        opts = {"max_epochs": 50, "batch_size": 64, "lr": 1e-3, "patience": 6}
+    else:
+        opts = {"max_epochs": 100, "batch_size": 32, "lr": 1e-3, "patience": 10}
+    if cfg.quick:
+        opts["max_epochs"] = 2
+    return opts
+
+
+def _fit_params(cfg: RunConfig, regressor: str, n: int) -> tuple[dict, object]:
+    lat_params, sd = _latent_params(cfg, n)
+    n_tr = _n_train(cfg, len(sd.train_ids))
+    params = {"v": _VERSION, "regressor": regressor, "options": regressor_options(cfg, regressor),
+              "latents": params_key(lat_params), "betas": _array_key(sd.train_betas[:n_tr]),
+              "test_betas": _array_key(sd.test_betas), "val_fraction": 0.1, "seed": cfg.seed}
+    return params, sd
+
+
+def _z_metrics(true, pred, mean, scale) -> dict:
+    from ..regressors import regression_metrics
+
+    return regression_metrics((true - mean) / scale, (pred - mean) / scale)
+
+
+def fit_regressor(cfg: RunConfig, regressor: str | None = None, n_layers: int | None = None) -> dict:
+    """Train one stage-1 regressor (or reuse it) and report its errors.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+    regressor : {"gru", "ridge", "cnn", "transformer"}, optional
+        Default ``cfg.regressor``.
+    n_layers : {15, 31}, optional
+        Default ``cfg.n_layers``.
+
+    Returns
+    -------
+    dict
+        ``metrics``: ``val_mse``, ``val_mae``, ``test_mse``, ``test_mae`` (latent units),
+        the same with ``_z`` (z-units), ``n_params``, ``best_epoch``, ``epochs``, ``alpha``,
+        ``seconds``, ``n_train``, ``n_val``, ``n_test``, ``n_latents``; for ridge also the
+        errors of its predictions before re-standardisation (``*_raw``).
+        ``test_pred`` (n_test, n_latents) and ``val_pred`` (n_val, n_latents), float32;
+        ``val_indices`` (rows of the training images); ``train_loss`` / ``val_loss`` per
+        epoch (networks); ``key``: the cache key.
+    """
+    from ..config import resolve_device
+    from ..regressors import count_parameters, make_regressor, regression_metrics, validation_split
+
+    reg_name = regressor or cfg.regressor
+    n = _layers(cfg, n_layers)
+    params, sd = _fit_params(cfg, reg_name, n)
+    store = Store.for_config(cfg)
+    ckpt_dir = store.root / "stage1_checkpoints" / params_key(params)
+
+    def compute():
+        lat = latents(cfg, n)
+        Y = lat["train"]
+        X = sd.train_betas[: len(Y)]
+        _, val_idx = validation_split(len(X), 0.1, cfg.seed)
+        tr_idx = np.setdiff1d(np.arange(len(X)), val_idx)
+        opts = dict(regressor_options(cfg, reg_name))
+        device = str(resolve_device(cfg.device))
+        if reg_name == "ridge":
+            opts.update(device=device, verbose=False)
+        else:
+            opts.update(device=device, seed=cfg.seed, checkpoint_dir=ckpt_dir)
+        t0 = time.perf_counter()
+        est = make_regressor(reg_name, **opts).fit(X, Y, val_indices=val_idx)
+        seconds = time.perf_counter() - t0
+        val_pred, test_pred = est.predict(X[val_idx]), est.predict(sd.test_betas)
+        mean, scale = Y[tr_idx].mean(0), Y[tr_idx].std(0)
+        scale = np.where(scale > 1e-8, scale, 1.0)
+        m = {}
+        for split, true, pred in (("val", Y[val_idx], val_pred), ("test", lat["test"], test_pred)):
+            for k, v in regression_metrics(true, pred).items():
+                m[f"{split}_{k}"] = v
+            for k, v in _z_metrics(true, pred, mean, scale).items():
+                m[f"{split}_{k}_z"] = v
+        out = {"val_pred": val_pred, "test_pred": test_pred, "val_indices": val_idx}
+        if reg_name == "ridge":
+            ridge = est.estimator_
+            ridge.set_params(normalize=None)
+            for split, true, xs in (("val", Y[val_idx], X[val_idx]), ("test", lat["test"], sd.test_betas)):
+                for k, v in regression_metrics(true, np.asarray(ridge.predict(xs), np.float32)).items():
+                    m[f"{split}_{k}_raw"] = v
+            ridge.set_params(normalize=opts["normalize"])
+            m.update(alpha=float(est.alpha_), n_params=int(X.shape[1] * Y.shape[1] + Y.shape[1]),
+                     best_epoch=None, epochs=None)
+        else:
+            m.update(alpha=None, n_params=count_parameters(est.model_), best_epoch=est.best_epoch_,
+                     epochs=len(est.history_))
+            out["train_loss"] = np.array([h["train_loss"] for h in est.history_], np.float64)
+            out["val_loss"] = np.array([h["val_loss"] for h in est.history_], np.float64)
+        m.update(seconds=seconds, n_train=int(len(tr_idx)), n_val=int(len(val_idx)), n_test=int(len(test_pred)),
+                 n_latents=int(Y.shape[1]), n_voxels=int(X.shape[1]))
+        out["metrics_json"] = np.array(json.dumps(m))
+        return out
+
+    res = store.arrays("stage1_fit", params, compute)
+    if ckpt_dir.exists():  # the fit is stored; its training checkpoint is no longer needed
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    out = {k: v for k, v in res.items() if k != "metrics_json"}
+    out["metrics"] = json.loads(str(res["metrics_json"]))
+    out["key"] = params_key(params)
+    return out
+
+
+def baseline_metrics(cfg: RunConfig, n_layers: int | None = None) -> dict:
+    """Errors of predicting every image's latents as the training mean (no brain data at all).
+
+    Same validation split and units as :func:`fit_regressor`.
+    """
+    from ..regressors import regression_metrics, validation_split
+
+    n = _layers(cfg, n_layers)
+    lat = latents(cfg, n)
+    Y = lat["train"]
+    _, val_idx = validation_split(len(Y), 0.1, cfg.seed)
+    tr_idx = np.setdiff1d(np.arange(len(Y)), val_idx)
+    mean, scale = Y[tr_idx].mean(0), Y[tr_idx].std(0)
+    scale = np.where(scale > 1e-8, scale, 1.0)
+    m = {}
+    for split, true in (("val", Y[val_idx]), ("test", lat["test"])):
+        pred = np.broadcast_to(mean, true.shape)
+        for k, v in regression_metrics(true, pred).items():
+            m[f"{split}_{k}"] = v
+        for k, v in _z_metrics(true, pred, mean, scale).items():
+            m[f"{split}_{k}_z"] = v
+    return m
+
+
+def test_latents(cfg: RunConfig) -> dict[str, np.ndarray]:
+    """True and predicted test latents of the run's regressor and layers (for the latent MSE/MAE)."""
+    return {"true": latents(cfg)["test"], "pred": fit_regressor(cfg)["test_pred"]}
+
+
+test_latents.__test__ = False  # not a pytest test despite its name
+
+
+def first_guesses(cfg: RunConfig, regressor: str | None = None, n_layers: int | None = None, *,
+                  temperature: float = 1.0) -> np.ndarray:
+    """Stage 1's output: the test images decoded from predicted latents.
+
+    The first ``n_layers`` decoder blocks take the regressor's predicted latents; the rest
+    are sampled from the prior at ``temperature`` (1: the prior itself), one seeded random
+    stream per image, so the result is deterministic.
+
+    Returns
+    -------
+    ndarray of shape (n_test, S, S, 3), uint8 (S = 64 for the pretrained VDVAE, 32 for mini)
+    """
+    from ..vdvae import decode_latents
+
+    reg_name = regressor or cfg.regressor
+    n = _layers(cfg, n_layers)
+    fit_params, _ = _fit_params(cfg, reg_name, n)
+    params = {"v": _VERSION, "fit": params_key(fit_params), "vdvae": vdvae_info(cfg)["key"], "n_layers": n,
+              "temperature": float(temperature), "seed": cfg.seed}
+
+    def compute():
+        pred = fit_regressor(cfg, reg_name, n)["test_pred"]
+        model = vdvae_model(cfg)
+        return {"images": decode_latents(model, pred, n, temperature=temperature,
+                                         seed=_split_seed(cfg.seed, "test"))}
+
+    return Store.for_config(cfg).arrays("stage1_first_guesses", params, compute)["images"]

@@ -1,0 +1,127 @@
+"""Tests of nsdlib.pipeline.stage1 on random subject data (no mini-NSD needed)."""
+
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from nsdlib import RunConfig, assets, vdvae
+from nsdlib.pipeline import data, stage1
+
+torch.set_num_threads(1)  # the test machine is shared; one thread avoids oversubscription
+
+
+def _fake_subject(n_train=48, n_test=6, n_vox=30, seed=0):
+    rng = np.random.default_rng(seed)
+    return types.SimpleNamespace(
+        train_betas=rng.standard_normal((n_train, n_vox)).astype(np.float32),
+        test_betas=rng.standard_normal((n_test, n_vox)).astype(np.float32),
+        train_ids=np.arange(n_train, dtype=np.int64) + 1000, test_ids=np.arange(n_test, dtype=np.int64),
+        n_voxels=n_vox)
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    """A quick mini run whose data module serves random betas and images."""
+    monkeypatch.setenv("NSDLIB_ASSETS", str(tmp_path / "assets"))
+    sd = _fake_subject()
+    rng = np.random.default_rng(1)
+    images = {"train": rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8),
+              "test": rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)}
+    calls = {"stimuli": 0}
+
+    def stimuli(cfg, split, size=None, **kw):
+        calls["stimuli"] += 1
+        assert size == 32
+        return images[split]
+
+    monkeypatch.setattr(data, "subject_data", lambda cfg, **kw: sd)
+    monkeypatch.setattr(data, "stimuli", stimuli)
+    monkeypatch.setattr(data, "ensure_dataset", lambda cfg, progress=True: None)
+    stage1._MODELS.clear()
+    cfg = RunConfig(workdir=str(tmp_path / "work"), nsd_root=str(tmp_path / "no-mini"), quick=True)
+    return types.SimpleNamespace(cfg=cfg, sd=sd, images=images, calls=calls)
+
+
+def test_random_mini_vdvae_is_labelled_as_such(run):
+    info = stage1.vdvae_info(run.cfg)
+    assert info["source"] == "mini-random" and info["config"] == vdvae.MINI
+    assert "RANDOMLY INITIALISED" in info["description"]
+    m1 = stage1.vdvae_model(run.cfg)
+    stage1._MODELS.clear()
+    m2 = stage1.vdvae_model(run.cfg)
+    for a, b in zip(m1.parameters(), m2.parameters()):  # seeded: the same random model every time
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_trained_mini_vdvae_is_used_when_the_zoo_has_one(run, tmp_path, monkeypatch):
+    from nsdlib import minimodels
+
+    folder = tmp_path / "zoo"
+    torch.manual_seed(3)
+    vdvae.save_vdvae(vdvae.VDVAE(vdvae.MINI), folder / "vdvae.pt")
+    monkeypatch.setattr(minimodels, "locate", lambda root, workdir=None, quick=False: folder)
+    info = stage1.vdvae_info(run.cfg)
+    assert info["source"] == "mini-trained" and str(folder) in info["description"]
+    assert info["key"].startswith("mini:")  # a hash of the checkpoint's content
+    torch.testing.assert_close(stage1.vdvae_model(run.cfg).decoder.gain, torch.ones(1, 64, 1, 1))
+
+
+def test_pretrained_without_checkpoint_names_the_fetch_command(run):
+    with pytest.raises(assets.MissingAssetError, match="nsdlib fetch vdvae"):
+        stage1.latents(run.cfg.replace(models="pretrained"))
+
+
+def test_latents_shapes_cache_and_ceiling(run):
+    lat15 = stage1.latents(run.cfg, 15)
+    assert lat15["train"].shape == (48, vdvae.n_latents(vdvae.MINI, 15)) == (48, 1680)
+    assert lat15["test"].shape == (6, 1680)
+    lat31 = stage1.latents(run.cfg, 31)
+    assert lat31["train"].shape == (48, 11_408)
+    np.testing.assert_array_equal(lat31["test"][:, :1680], lat15["test"])  # coarse blocks first
+    n_calls = run.calls["stimuli"]
+    again = stage1.latents(run.cfg, 15)
+    assert run.calls["stimuli"] == n_calls  # reused from the store, not recomputed
+    np.testing.assert_array_equal(again["train"], lat15["train"])
+    # the ceiling decodes the true latents with the same seeds as the first guesses
+    rec = stage1.reconstructions(run.cfg, 15)
+    assert rec.shape == (6, 32, 32, 3) and rec.dtype == np.uint8
+    model = stage1.vdvae_model(run.cfg)
+    want = vdvae.decode_latents(model, lat15["test"], 15, seed=stage1._split_seed(run.cfg.seed, "test"),
+                                progress=False)
+    np.testing.assert_array_equal(rec, want)
+    assert stage1.reconstructions(run.cfg, "all").shape == (6, 32, 32, 3)
+    with pytest.raises(ValueError, match="n_layers must be 15 or 31"):
+        stage1.latents(run.cfg, 20)
+
+
+@pytest.mark.parametrize("regressor", ["gru", "ridge"])
+def test_fit_regressor_and_first_guesses(run, regressor):
+    fit = stage1.fit_regressor(run.cfg, regressor, 15)
+    m = fit["metrics"]
+    assert fit["test_pred"].shape == (6, 1680) and fit["val_pred"].shape == (5, 1680)
+    assert m["n_val"] == 5 and m["n_train"] == 43 and m["n_test"] == 6 and m["n_latents"] == 1680
+    for k in ("val_mse", "val_mae", "test_mse", "test_mae", "val_mse_z", "test_mae_z"):
+        assert np.isfinite(m[k]) and m[k] > 0
+    true = stage1.latents(run.cfg, 15)["test"]
+    assert m["test_mse"] == pytest.approx(float(np.mean((true - fit["test_pred"]) ** 2)), rel=1e-5)
+    if regressor == "gru":
+        assert m["epochs"] == 2 and m["n_params"] > 0 and len(fit["train_loss"]) == 2
+    else:
+        assert m["alpha"] > 0 and "test_mse_raw" in m
+    # cached: a second call reuses the stored fit and its checkpoint folder is gone
+    again = stage1.fit_regressor(run.cfg, regressor, 15)
+    np.testing.assert_array_equal(again["test_pred"], fit["test_pred"])
+    assert not list((run.cfg.run_dir / "stage1_checkpoints").glob("*/checkpoint.pt"))
+    fg = stage1.first_guesses(run.cfg, regressor, 15)
+    assert fg.shape == (6, 32, 32, 3) and fg.dtype == np.uint8
+    np.testing.assert_array_equal(stage1.first_guesses(run.cfg, regressor, 15), fg)
+    out = stage1.test_latents(run.cfg.replace(regressor=regressor))
+    assert out["true"].shape == out["pred"].shape == (6, 1680)
+
+
+def test_baseline_metrics_predict_the_training_mean(run):
+    b = stage1.baseline_metrics(run.cfg, 15)
+    assert b["val_mse_z"] == pytest.approx(1.0, abs=0.5)  # z-units: the training variance is 1
+    assert set(b) >= {"val_mse", "val_mae", "test_mse", "test_mae"}
