@@ -271,6 +271,12 @@ def load_components(path: str | os.PathLike | None = None, *, dtype=None) -> dic
 
 
 # -------------------------------------------------------------- sampler
+def _to(module, device, dtype):
+    """Move a diffusers model, casting only when its precision differs (casts log a warning)."""
+    module = module.to(device)
+    return module if module.dtype == dtype else module.to(dtype=dtype)
+
+
 class DualGuidedDiffusion:
     """Dual-guided image-to-image with Versatile Diffusion's components.
 
@@ -300,10 +306,10 @@ class DualGuidedDiffusion:
 
         self.device = torch.device(device)
         self.unet_dtype = unet_dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
-        self.vae = vae.to(self.device, torch.float32).eval()
+        self.vae = _to(vae, self.device, torch.float32).eval()
         if not getattr(image_unet.config, "dual_cross_attention", False):
             make_dual_guided(image_unet, text_unet)
-        self.unet = image_unet.to(self.device, self.unet_dtype).eval()
+        self.unet = _to(image_unet, self.device, self.unet_dtype).eval()
         self.scheduler_config = {**_DDIM_DEFAULTS, **(scheduler_config or {})}
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_size = int(self.unet.config.sample_size) * self.vae_scale_factor

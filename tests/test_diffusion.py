@@ -6,6 +6,7 @@ token counts (77 text, 257 vision).
 """
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,3 +217,111 @@ def test_bad_inputs_are_refused(vd, inputs):
         vd.reconstruct(**dict(inputs, first_guesses=inputs["first_guesses"] / 255.0), **FAST)
     with pytest.raises(ValueError, match="one index per image"):
         vd.reconstruct(**inputs, indices=[0, 1], **FAST)
+
+
+# ------------------------------------------------- nsdlib.pipeline.stage2
+class _FakeData:
+    """Stands in for nsdlib.pipeline.data: images, captions and betas that linearly encode
+    the leading principal components of the images' CLIP embeddings (of the run's random
+    stand-in CLIP), plus noise."""
+
+    def __init__(self, n_train=40, n_test=8, n_voxels=120, seed=0):
+        from nsdlib import clip
+        from nsdlib.pipeline import stage2
+
+        rng = np.random.default_rng(seed)
+        colours = ["red", "green", "blue", "yellow"]
+        shapes = ["circle", "square", "star"]
+        n = n_train + n_test
+        base = rng.integers(0, 256, (n, 1, 1, 3))  # one colour per image, plus texture
+        self.images = np.clip(base + rng.normal(0, 20, (n, 48, 48, 3)), 0, 255).astype(np.uint8)
+        self.caps = [[f"a {colours[i % 4]} {shapes[i % 3]}", f"one {shapes[i % 3]} that is {colours[i % 4]}"]
+                     for i in range(n)]
+        emb = clip.random_clip(**stage2._RANDOM_CLIP)
+        feats = np.concatenate([emb.text(self.caps, progress=False).reshape(n, -1),
+                                emb.vision(self.images, progress=False).reshape(n, -1)], axis=1)
+        u, sv, _ = np.linalg.svd(feats - feats.mean(0), full_matrices=False)
+        latent = u[:, :8] / u[:, :8].std(0)
+        betas = latent @ rng.normal(size=(8, n_voxels)) + 0.3 * rng.normal(size=(n, n_voxels))
+        betas = betas.astype(np.float32)
+        self.subj = type("SubjectData", (), dict(
+            train_betas=betas[:n_train], test_betas=betas[n_train:], train_ids=np.arange(n_train, dtype=np.int64),
+            test_ids=np.arange(n_train, n, dtype=np.int64), n_voxels=n_voxels))()
+        self.n_train = n_train
+
+    def _sl(self, split):
+        return slice(0, self.n_train) if split == "train" else slice(self.n_train, None)
+
+    def subject_data(self, cfg):
+        return self.subj
+
+    def captions(self, cfg, split):
+        return self.caps[self._sl(split)]
+
+    def stimuli(self, cfg, split, size=None):
+        return self.images[self._sl(split)]
+
+
+@pytest.fixture(scope="module")
+def fake_data():
+    return _FakeData()
+
+
+@pytest.fixture
+def stage2_run(fake_data, tmp_path, monkeypatch):
+    from nsdlib import RunConfig
+    from nsdlib.pipeline import stage2
+
+    monkeypatch.setattr(stage2, "_data", lambda: fake_data)
+    monkeypatch.setitem(stage2.QUICK_DIFFUSION_SETTINGS, "num_steps", 4)
+    cfg = RunConfig(dataset="mini", subject=1, quick=True, workdir=str(tmp_path / "work"), device="cpu")
+    return stage2, cfg
+
+
+def test_clip_predictions_recover_encoded_embeddings(stage2_run, fake_data):
+    stage2, cfg = stage2_run
+    pred = stage2.clip_predictions(cfg, progress=False)
+    assert pred["text"].shape == (8, 77, 64) and pred["vision"].shape == (8, 257, 64)
+    assert pred["text_token_r"].shape == (77,) and pred["vision_token_r"].shape == (257,)
+    assert float(pred["alpha_text"]) in stage2.CV_ALPHAS  # mini-NSD: alphas by cross-validation
+    assert pred["vision_identification"] > 0.9 and pred["text_identification"] > 0.8
+    fixed = stage2.clip_predictions(cfg, alpha="paper", progress=False)
+    assert float(fixed["alpha_text"]) == 50_000.0 and float(fixed["alpha_vision"]) == 50_000.0
+    # betas carrying no information about the images: chance
+    shuffled = _FakeData(seed=1)
+    shuffled.subj.train_betas = np.random.default_rng(2).permutation(shuffled.subj.train_betas)
+    stage2._data = lambda: shuffled  # undone by monkeypatch's restore of the attribute
+    cfg2 = cfg.replace(workdir=str(Path(cfg.workdir) / "shuffled"))
+    chance = stage2.clip_predictions(cfg2, progress=False)
+    assert chance["vision_identification"] < 0.8
+
+
+def test_stage2_images_cached_per_parameter_set(stage2_run):
+    stage2, cfg = stage2_run
+    from nsdlib.store import Store
+
+    fg = np.random.default_rng(4).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
+    a = stage2.stage2_images(cfg, fg, noise="none", progress=False)
+    assert a.shape == (8, 64, 64, 3) and a.dtype == np.uint8
+    b = stage2.stage2_images(cfg, fg, noise="none", progress=False)
+    np.testing.assert_array_equal(a, b)
+    events = [e["event"] for e in Store.for_config(cfg).events() if e["name"] == "stage2_images"]
+    assert events == ["computed", "reused"]
+    # a subset, seeded by position in the test set, reproduces the full run's images
+    sub = stage2.stage2_images(cfg, fg, noise="none", indices=[5, 2], progress=False)
+    assert np.abs(sub.astype(int) - a[[5, 2]]).max() <= 1
+    # other first guesses (e.g. noised) are another parameter set, whatever the label
+    c = stage2.stage2_images(cfg, np.flip(fg, 0).copy(), noise="none", progress=False)
+    assert np.abs(c.astype(int) - a).max() > 0
+    with pytest.raises(ValueError, match=r"\(8, h, w, 3\)"):
+        stage2.stage2_images(cfg, fg[:3], progress=False)
+    with pytest.raises(TypeError, match="unknown stage-2 setting"):
+        stage2.stage2_images(cfg, fg, steps=3)
+
+
+def test_stage2_with_pretrained_models_missing_names_the_asset(stage2_run, tmp_path, monkeypatch):
+    stage2, cfg = stage2_run
+    monkeypatch.setenv("NSDLIB_ASSETS", str(tmp_path / "no-assets"))
+    fg = np.zeros((8, 16, 16, 3), np.uint8)
+    with pytest.raises(assets.MissingAssetError, match="nsdlib fetch"):
+        stage2.stage2_images(cfg.replace(models="pretrained"), fg, progress=False)

@@ -1,0 +1,327 @@
+"""Stage 2 of the decoder, cached: CLIP embeddings, their ridge predictions, Versatile Diffusion.
+
+- :func:`clip_embedder` / :func:`diffusion_model`: the run's CLIP and diffusion model
+  (``models="pretrained"``: the ``clip`` and ``vd`` assets; ``models="mini"``: the mini
+  model zoo's trained models in ``<workdir>/models/mini/clip`` and ``.../vd`` when they
+  exist, otherwise small randomly initialised stand-ins of the same classes, which
+  :func:`model_sources` reports);
+- :func:`clip_embeddings`: CLIP-text (77 x d) and CLIP-vision (257 x d) embeddings of a
+  split's stimuli, computed once per stimulus set;
+- :func:`clip_predictions`: ridge regressions from the betas to both embeddings
+  (nsdlib.ridge), the test-set predictions and their embedding-level accuracy;
+- :func:`stage2_images`: dual-guided image-to-image from the first guesses, cached per
+  parameter set (a noised first guess is its own parameter set, labelled by ``noise``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from ..config import RunConfig
+from ..store import Store, params_key
+
+__all__ = [
+    "ALPHA_SETTINGS",
+    "DIFFUSION_SETTINGS",
+    "QUICK_DIFFUSION_SETTINGS",
+    "clip_embedder",
+    "clip_embeddings",
+    "clip_predictions",
+    "diffusion_model",
+    "model_sources",
+    "resolve_alphas",
+    "stage2_images",
+]
+
+_VERSION = 1
+
+#: The paper's and Brain-Diffuser's regularisation of the CLIP regressions (text, vision).
+ALPHA_SETTINGS = {"paper": (50_000.0, 50_000.0), "brain-diffuser": (100_000.0, 60_000.0)}
+#: Grid searched when ``alpha="cv"`` (generalised cross-validation, one alpha per regression).
+CV_ALPHAS = tuple(float(a) for a in np.logspace(1, 6, 11))
+
+#: Versatile Diffusion as the paper (and Brain-Diffuser) run it.
+DIFFUSION_SETTINGS = dict(strength=0.75, num_steps=50, guidance_scale=7.5, text_weight=0.4)
+#: ``quick=True``: the same, with a short schedule (6 of 8 steps).
+QUICK_DIFFUSION_SETTINGS = dict(DIFFUSION_SETTINGS, num_steps=8)
+
+_RANDOM_CLIP = dict(projection_dim=64, hidden_size=64, n_layers=2, n_heads=2, image_size=64, patch_size=4, seed=0)
+_RANDOM_VD = dict(image_size=64, seed=0)
+_LOADED: dict = {}  # (kind, source key, device) -> loaded model, one per process
+
+
+# ------------------------------------------------------------------ models
+def _mini_folder(cfg: RunConfig, name: str) -> Path:
+    return Path(cfg.workdir) / "models" / "mini" / name
+
+
+def _fingerprint(folder: Path) -> str:
+    """Names, sizes and modification times of a model folder's files."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def model_sources(cfg: RunConfig) -> dict[str, dict]:
+    """Where the run's CLIP and diffusion model come from, without loading them.
+
+    Returns
+    -------
+    dict
+        ``{"clip": {...}, "vd": {...}}``, each with ``kind`` ("pretrained", "mini" or
+        "random"), ``path`` (or None), ``key`` (part of every cache key) and ``text`` (one
+        line for the chapters).
+    """
+    from .. import assets
+
+    out = {}
+    for name, marker in (("clip", "config.json"), ("vd", "image_unet/config.json")):
+        if cfg.models == "pretrained":
+            path = assets.require(name)
+            src = assets.ASSETS[name].source
+            out[name] = dict(kind="pretrained", path=str(path), key=f"pretrained:{src}",
+                             text=f"pretrained {src}")
+            continue
+        folder = _mini_folder(cfg, name)
+        if (folder / marker).is_file():
+            out[name] = dict(kind="mini", path=str(folder), key=f"mini:{_fingerprint(folder)}",
+                             text=f"the mini model zoo's trained model ({folder})")
+        else:
+            spec = _RANDOM_CLIP if name == "clip" else _RANDOM_VD
+            out[name] = dict(kind="random", path=None, key=f"random:v{_VERSION}:{params_key(spec)}",
+                             text="a small randomly initialised stand-in (the mini model zoo has not trained "
+                                  f"one: nothing at {folder})")
+    return out
+
+
+def clip_embedder(cfg: RunConfig):
+    """The run's :class:`~nsdlib.clip.ClipEmbedder` (loaded once per process)."""
+    from .. import clip
+
+    src = model_sources(cfg)["clip"]
+    device = cfg.torch_device()
+    key = ("clip", src["key"], str(device))
+    if key not in _LOADED:
+        if src["kind"] == "random":
+            _LOADED[key] = clip.random_clip(**_RANDOM_CLIP, device=device)
+        else:
+            _LOADED[key] = clip.ClipEmbedder.from_pretrained(src["path"], device=device)
+    return _LOADED[key]
+
+
+def diffusion_model(cfg: RunConfig):
+    """The run's :class:`~nsdlib.diffusion.DualGuidedDiffusion` (loaded once per process)."""
+    from .. import diffusion
+
+    src = model_sources(cfg)["vd"]
+    device = cfg.torch_device()
+    key = ("vd", src["key"], str(device))
+    if key not in _LOADED:
+        if src["kind"] == "random":
+            d = clip_embedder(cfg).dim
+            comps = diffusion.random_components(cross_attention_dim=d, **_RANDOM_VD)
+            _LOADED[key] = diffusion.DualGuidedDiffusion(**comps, device=device)
+        else:
+            _LOADED[key] = diffusion.DualGuidedDiffusion.from_pretrained(src["path"], device=device)
+    return _LOADED[key]
+
+
+# -------------------------------------------------------------- embeddings
+def _data():
+    from . import data
+
+    return data
+
+
+def clip_embeddings(cfg: RunConfig, split: str = "test", *, progress: bool = True) -> dict[str, np.ndarray]:
+    """CLIP embeddings of one split's stimuli, in the order of its ids (cached).
+
+    Parameters
+    ----------
+    split : {"train", "test"}
+
+    Returns
+    -------
+    dict
+        ``text``: float32 (n, 77, d), averaged over each image's captions; ``vision``:
+        float32 (n, 257, d), from the stimuli at their stored size (425 px for NSD, 128 for
+        mini-NSD; the image processor resizes them); ``ids``: int64 (n,).
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test'; found {split!r}")
+    data = _data()
+    subj = data.subject_data(cfg)
+    ids = np.asarray(subj.train_ids if split == "train" else subj.test_ids, np.int64)
+    params = {"v": _VERSION, "dataset": cfg.dataset, "split": split, "ids": params_key({"ids": ids.tolist()}),
+              "clip": model_sources(cfg)["clip"]["key"]}
+
+    def compute():
+        emb = clip_embedder(cfg)
+        caps = data.captions(cfg, split)
+        images = data.stimuli(cfg, split)
+        if len(caps) != len(ids) or len(images) != len(ids):
+            raise ValueError(f"{split} split: {len(ids)} ids but {len(caps)} caption lists and {len(images)} images")
+        return {"text": emb.text(caps, progress=progress), "vision": emb.vision(images, progress=progress),
+                "ids": ids}
+
+    return Store.for_config(cfg).arrays("clip_embeddings", params, compute)
+
+
+def resolve_alphas(cfg: RunConfig, alpha="auto") -> tuple[str, object, object]:
+    """Turn an alpha setting into (name, text alpha, vision alpha).
+
+    ``"auto"`` is ``"paper"`` (50,000 for both) on NSD and ``"cv"`` on mini-NSD, whose
+    scale (voxels, images) is unrelated to the paper's; ``"brain-diffuser"`` is 100,000 /
+    60,000; ``"cv"`` chooses one alpha per regression from :data:`CV_ALPHAS` by generalised
+    cross-validation; a number is used for both.
+    """
+    if alpha == "auto":
+        alpha = "paper" if cfg.dataset == "nsd" else "cv"
+    if alpha in ALPHA_SETTINGS:
+        return (alpha, *ALPHA_SETTINGS[alpha])
+    if alpha == "cv":
+        return ("cv", "cv", "cv")
+    if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha > 0:
+        return (f"{float(alpha):g}", float(alpha), float(alpha))
+    raise ValueError(f"alpha must be 'auto', 'paper', 'brain-diffuser', 'cv' or a positive number; found {alpha!r}")
+
+
+def clip_predictions(cfg: RunConfig, *, alpha="auto", normalize: str | None = "test",
+                     progress: bool = True) -> dict[str, np.ndarray]:
+    """Ridge predictions of the test images' CLIP embeddings from their betas (cached).
+
+    Parameters
+    ----------
+    alpha : "auto", "paper", "brain-diffuser", "cv" or float
+        See :func:`resolve_alphas`.
+    normalize : {"test", "train", "loo", None}
+        Post-hoc re-standardisation of each predicted dimension to the training targets'
+        mean and std (see :func:`nsdlib.ridge.ridge_predict`): "test" is Brain-Diffuser's
+        (transductive: it uses the statistics of the test predictions), "train" and "loo"
+        use the training predictions.
+
+    Returns
+    -------
+    dict
+        ``text`` (n_test, 77, d) and ``vision`` (n_test, 257, d) float32 predictions;
+        ``alpha_text``, ``alpha_vision``; ``text_token_r`` (77,) and ``vision_token_r``
+        (257,): per-token correlation across test images
+        (:func:`nsdlib.clip.per_token_correlation`); ``text_identification``,
+        ``vision_identification``: 2-way identification among the test images
+        (:func:`nsdlib.clip.embedding_identification`); ``ids``.
+    """
+    from .. import clip, ridge
+
+    name, a_text, a_vision = resolve_alphas(cfg, alpha)
+    subj = _data().subject_data(cfg)
+    params = {"v": _VERSION, "dataset": cfg.dataset, "betas": params_key({"train": subj.train_ids.tolist(),
+                                                                          "test": subj.test_ids.tolist(),
+                                                                          "n_voxels": int(subj.n_voxels)}),
+              "clip": model_sources(cfg)["clip"]["key"], "alpha": name, "normalize": normalize,
+              "cv_alphas": list(CV_ALPHAS) if name == "cv" else None}
+
+    def compute():
+        train = clip_embeddings(cfg, "train", progress=progress)
+        test = clip_embeddings(cfg, "test", progress=progress)
+        out = {"ids": np.asarray(subj.test_ids, np.int64)}
+        for part, a in (("text", a_text), ("vision", a_vision)):
+            kw = dict(alphas=list(CV_ALPHAS), cv="gcv") if a == "cv" else dict(alpha=a)
+            pred, used = ridge.ridge_predict(subj.train_betas, train[part], subj.test_betas, normalize=normalize,
+                                             device=cfg.torch_device(), return_alpha=True, verbose=progress, **kw)
+            pred = np.asarray(pred, np.float32)
+            out[part] = pred
+            out[f"alpha_{part}"] = np.float64(used)
+            out[f"{part}_token_r"] = clip.per_token_correlation(pred, test[part])
+            out[f"{part}_identification"] = np.float64(clip.embedding_identification(pred, test[part]))
+        return out
+
+    return Store.for_config(cfg).arrays("clip_predictions", params, compute)
+
+
+# ---------------------------------------------------------------- images
+def _images_key(images: np.ndarray) -> str:
+    h = hashlib.sha256(str((images.shape, str(images.dtype))).encode())
+    h.update(np.ascontiguousarray(images).tobytes())
+    return h.hexdigest()[:16]
+
+
+def stage2_images(cfg: RunConfig, first_guesses: np.ndarray | None = None, noise=None, *,
+                  embeddings: str = "predicted", indices=None, alpha="auto", normalize: str | None = "test",
+                  batch_size: int | None = None, progress: bool = True, **settings) -> np.ndarray:
+    """Stage-2 reconstructions of the test images (cached per parameter set).
+
+    Parameters
+    ----------
+    first_guesses : uint8 ndarray of shape (n_test, h, w, 3), optional
+        Default: ``nsdlib.pipeline.stage1.first_guesses(cfg)``. Pass an already noised
+        version (with ``noise`` naming it) for the noise-sensitivity experiment.
+    noise : str or number, optional
+        Label of the noise applied to ``first_guesses`` (recorded in the cache key; the
+        key also holds a hash of the images themselves).
+    embeddings : {"predicted", "true"}
+        Guide with the ridge predictions (the decoder) or with the test images' own CLIP
+        embeddings (the ceiling of stage 2).
+    indices : sequence of int, optional
+        A subset of test images (positions in the test set); the noise seed of each image
+        is ``cfg.seed + its position``, so a subset reproduces the full run's images.
+    alpha, normalize
+        Of the CLIP regressions (:func:`clip_predictions`).
+    batch_size : int, optional
+        Images per UNet call (default 8 on CUDA, 4 on the CPU).
+    **settings
+        ``strength``, ``num_steps``, ``guidance_scale``, ``text_weight``; default
+        :data:`DIFFUSION_SETTINGS` (``quick``: :data:`QUICK_DIFFUSION_SETTINGS`).
+
+    Returns
+    -------
+    uint8 ndarray of shape (n, S, S, 3)
+        ``n`` test images (all, or ``indices``) at the model's size ``S`` (512 for
+        Versatile Diffusion, 64 for the small models).
+    """
+    unknown = set(settings) - set(DIFFUSION_SETTINGS)
+    if unknown:
+        raise TypeError(f"unknown stage-2 setting(s) {', '.join(sorted(unknown))}; "
+                        f"known: {', '.join(DIFFUSION_SETTINGS)}")
+    if embeddings not in ("predicted", "true"):
+        raise ValueError(f"embeddings must be 'predicted' or 'true'; found {embeddings!r}")
+    run = {**(QUICK_DIFFUSION_SETTINGS if cfg.quick else DIFFUSION_SETTINGS), **settings}
+    if first_guesses is None:
+        from . import stage1
+
+        first_guesses = stage1.first_guesses(cfg)
+    first_guesses = np.asarray(first_guesses)
+    n_test = len(_data().subject_data(cfg).test_ids)
+    if first_guesses.ndim != 4 or first_guesses.shape[0] != n_test or first_guesses.shape[-1] != 3 \
+            or first_guesses.dtype != np.uint8:
+        raise ValueError(f"first_guesses must be uint8 of shape ({n_test}, h, w, 3), one per test image; "
+                         f"found {first_guesses.dtype} {first_guesses.shape}")
+    idx = np.arange(n_test) if indices is None else np.asarray(indices, np.int64)
+    if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= n_test)):
+        raise ValueError(f"indices must be positions in the test set (0 to {n_test - 1}); found {indices!r}")
+    sources = model_sources(cfg)
+    emb_key = ("true", sources["clip"]["key"]) if embeddings == "true" else \
+        ("predicted", sources["clip"]["key"], resolve_alphas(cfg, alpha)[0], normalize)
+    params = {"v": _VERSION, "dataset": cfg.dataset, "vd": sources["vd"]["key"], "embeddings": list(emb_key),
+              "first_guesses": _images_key(first_guesses), "noise": None if noise is None else str(noise),
+              "indices": None if indices is None else params_key({"i": idx.tolist()}), "seed": cfg.seed,
+              **run}
+
+    def compute():
+        if embeddings == "true":
+            cond = clip_embeddings(cfg, "test", progress=progress)
+        else:
+            cond = clip_predictions(cfg, alpha=alpha, normalize=normalize, progress=progress)
+        emb = clip_embedder(cfg)
+        vd = diffusion_model(cfg)
+        u_text, u_vision = emb.unconditional()
+        bs = batch_size or (8 if vd.device.type == "cuda" else 4)
+        images = vd.reconstruct(first_guesses[idx], cond["text"][idx], cond["vision"][idx], u_text, u_vision,
+                                seed=cfg.seed, indices=idx, batch_size=bs, progress=progress, **run)
+        return {"images": images}
+
+    return Store.for_config(cfg).arrays("stage2_images", params, compute)["images"]
