@@ -51,6 +51,7 @@ QUICK_DIFFUSION_SETTINGS = dict(DIFFUSION_SETTINGS, num_steps=8)
 _RANDOM_CLIP = dict(projection_dim=64, hidden_size=64, n_layers=2, n_heads=2, image_size=64, patch_size=4, seed=0)
 _RANDOM_VD = dict(image_size=64, seed=0)
 _LOADED: dict = {}  # (kind, source key, device) -> loaded model, one per process
+_SUBJECT: dict = {}  # the last subject's data, kept for the process (NSD's betas are 600 MB to read)
 
 
 # ------------------------------------------------------------------ models
@@ -138,6 +139,15 @@ def _data():
     return data
 
 
+def _subject(cfg: RunConfig):
+    data = _data()
+    key = (id(data), str(cfg.run_dir), cfg.nsd_root, cfg.quick)
+    if key not in _SUBJECT:
+        _SUBJECT.clear()
+        _SUBJECT[key] = data.subject_data(cfg)
+    return _SUBJECT[key]
+
+
 def clip_embeddings(cfg: RunConfig, split: str = "test", *, progress: bool = True) -> dict[str, np.ndarray]:
     """CLIP embeddings of one split's stimuli, in the order of its ids (cached).
 
@@ -155,7 +165,7 @@ def clip_embeddings(cfg: RunConfig, split: str = "test", *, progress: bool = Tru
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test'; found {split!r}")
     data = _data()
-    subj = data.subject_data(cfg)
+    subj = _subject(cfg)
     ids = np.asarray(subj.train_ids if split == "train" else subj.test_ids, np.int64)
     params = {"v": _VERSION, "dataset": cfg.dataset, "split": split, "ids": params_key({"ids": ids.tolist()}),
               "clip": model_sources(cfg)["clip"]["key"]}
@@ -191,6 +201,17 @@ def resolve_alphas(cfg: RunConfig, alpha="auto") -> tuple[str, object, object]:
     raise ValueError(f"alpha must be 'auto', 'paper', 'brain-diffuser', 'cv' or a positive number; found {alpha!r}")
 
 
+def _betas_key(subj) -> str:
+    """Ids, shapes, sums and a strided sample of the betas: changes whenever the betas do."""
+    h = hashlib.sha256()
+    for a in (np.asarray(subj.train_ids), np.asarray(subj.test_ids)):
+        h.update(np.ascontiguousarray(a, np.int64).tobytes())
+    for a in (np.asarray(subj.train_betas), np.asarray(subj.test_betas)):
+        h.update(repr((a.shape, str(a.dtype), float(a.sum(dtype=np.float64)))).encode())
+        h.update(np.ascontiguousarray(a[:: max(1, len(a) // 64)]).tobytes())
+    return h.hexdigest()[:16]
+
+
 def clip_predictions(cfg: RunConfig, *, alpha="auto", normalize: str | None = "test",
                      progress: bool = True) -> dict[str, np.ndarray]:
     """Ridge predictions of the test images' CLIP embeddings from their betas (cached).
@@ -218,10 +239,8 @@ def clip_predictions(cfg: RunConfig, *, alpha="auto", normalize: str | None = "t
     from .. import clip, ridge
 
     name, a_text, a_vision = resolve_alphas(cfg, alpha)
-    subj = _data().subject_data(cfg)
-    params = {"v": _VERSION, "dataset": cfg.dataset, "betas": params_key({"train": subj.train_ids.tolist(),
-                                                                          "test": subj.test_ids.tolist(),
-                                                                          "n_voxels": int(subj.n_voxels)}),
+    subj = _subject(cfg)
+    params = {"v": _VERSION, "dataset": cfg.dataset, "betas": _betas_key(subj),
               "clip": model_sources(cfg)["clip"]["key"], "alpha": name, "normalize": normalize,
               "cv_alphas": list(CV_ALPHAS) if name == "cv" else None}
 
@@ -295,7 +314,7 @@ def stage2_images(cfg: RunConfig, first_guesses: np.ndarray | None = None, noise
 
         first_guesses = stage1.first_guesses(cfg)
     first_guesses = np.asarray(first_guesses)
-    n_test = len(_data().subject_data(cfg).test_ids)
+    n_test = len(_subject(cfg).test_ids)
     if first_guesses.ndim != 4 or first_guesses.shape[0] != n_test or first_guesses.shape[-1] != 3 \
             or first_guesses.dtype != np.uint8:
         raise ValueError(f"first_guesses must be uint8 of shape ({n_test}, h, w, 3), one per test image; "
