@@ -116,3 +116,27 @@ def test_count_mismatch_is_an_error(run):
     cfg, gt, first, _ = run
     with pytest.raises(ValueError, match="10 ground-truth images and 3 reconstructions"):
         E.evaluate(cfg, reconstructions={("gru", 15, "none"): gt[:3]}, progress=False)
+
+
+def test_explorer_data_view_and_widget(run):
+    import matplotlib.pyplot as plt
+
+    cfg, gt, first, _ = run
+    assert E.default_noise_levels(cfg) == ("none", "16", "64", "256")  # quick run
+    data = E.explorer_data(cfg, ["none", "64"])
+    assert data["levels"] == ["none", "64"] and list(data["ids"]) == list(range(100, 110))
+    fig, scores = E.explorer_view(data, 3, "64")
+    assert len(fig.axes) == 3
+    assert scores.loc["SSIM", "this image"] == pytest.approx(data["64"]["report"].per_image["ssim"][3])
+    assert np.isnan(scores.loc["AlexNet(2)", "this image"]) and "not available" in scores.loc["AlexNet(2)",
+                                                                                               "computed with"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="0..9"):
+        E.explorer_view(data, 10)
+    with pytest.raises(ValueError, match="was not computed"):
+        E.explorer_view(data, 0, "16")
+    box = E.explorer(data)
+    slider, menu = box.children[0].children
+    slider.value = 5  # redraws without error
+    menu.value = "64"
+    plt.close("all")

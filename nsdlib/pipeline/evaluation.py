@@ -44,7 +44,11 @@ __all__ = [
     "RESULT_COLUMNS",
     "best_and_worst",
     "comparison_table",
+    "default_noise_levels",
     "evaluate",
+    "explorer",
+    "explorer_data",
+    "explorer_view",
     "final_images",
     "first_guesses",
     "ground_truth",
@@ -551,3 +555,96 @@ def image_grid(columns: dict, indices, *, row_labels=None, col_titles: dict | No
             axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------- explorer
+def default_noise_levels(cfg: RunConfig) -> tuple[str, ...]:
+    """The noise levels chapters 08 and 10 show: all of Table 6, or four with ``quick``."""
+    return ("none", "16", "64", "256") if cfg.quick else N.NOISE_LEVELS
+
+
+def explorer_data(cfg: RunConfig, levels: Sequence | None = None, *, progress: bool = False) -> dict:
+    """What the explorer shows, per noise level: first guesses, stage-2 images, per-image scores.
+
+    Returns
+    -------
+    dict with ``"stimuli"`` (uint8 images), ``"ids"`` (test ids or positions),
+    ``"levels"`` and, per level, ``"first_guess"``, ``"final"`` and ``"report"``
+    (a MetricReport).
+    """
+    levels = [N.noise_label(x) for x in (levels or default_noise_levels(cfg))]
+    gt = ground_truth(cfg)
+    try:
+        ids = _test_ids(cfg)
+        ids = ids if len(ids) == len(gt) else np.arange(len(gt))
+    except Exception:  # noqa: BLE001 (no subject data: positions)
+        ids = np.arange(len(gt))
+    ns = noise_sensitivity(cfg, levels)
+    clip = _default_clip(cfg)
+    scorer = _Scorer(cfg, gt, clip, 32, progress)
+    out = {"stimuli": gt, "ids": np.asarray(ids), "levels": levels}
+    for lab in levels:
+        out[lab] = {**ns[lab], "report": score(cfg, ns[lab]["final"], gt=gt, progress=progress, _scorer=scorer)}
+    return out
+
+
+def explorer_view(data: dict, k: int, level: str = "none"):
+    """One test image in the explorer: a figure (stimulus, first guess, stage 2) and its scores.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    scores : pandas.DataFrame
+        One row per metric: this image's value, the run's mean, and what computed it.
+    """
+    import pandas as pd
+
+    level = N.noise_label(level)
+    if level not in data["levels"]:
+        raise ValueError(f"noise level {level!r} was not computed; have {', '.join(data['levels'])}")
+    n = len(data["stimuli"])
+    if not 0 <= k < n:
+        raise ValueError(f"test image index must be in 0..{n - 1}; found {k}")
+    d = data[level]
+    name = "first guess" if level == "none" else f"first guess + noise {level}"
+    fig = image_grid({"stimulus": data["stimuli"], name: d["first_guess"], "stage 2": d["final"]}, [k], size=2.6)
+    fig.suptitle(f"test image {k + 1} of {n} (NSD id {int(data['ids'][k])})", fontsize=9, y=1.02)
+    rep = d["report"]
+    labels = {**M.METRIC_LABELS, "ssim_2d": "SSIM (2-D)"}
+    scores = pd.DataFrame({
+        "this image": [rep.per_image[m][k] if rep.status[m] == "ok" else np.nan for m in rep.per_image],
+        "mean over images": [rep.means[m] for m in rep.per_image],
+        "computed with": [rep.sources[m] for m in rep.per_image]},
+        index=[labels.get(m, m) for m in rep.per_image])
+    return fig, scores
+
+
+def explorer(data: dict):
+    """An ipywidgets browser: a slider over test images and a noise-level menu.
+
+    Returns
+    -------
+    ipywidgets.VBox
+        Needs a live Python kernel; in a static page the last view stays as drawn.
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    slider = widgets.IntSlider(value=0, min=0, max=len(data["stimuli"]) - 1, description="test image",
+                               continuous_update=False)
+    menu = widgets.Dropdown(options=data["levels"], value=data["levels"][0], description="noise")
+    out = widgets.Output()
+
+    def draw(*_):
+        with out:
+            out.clear_output(wait=True)
+            fig, scores = explorer_view(data, slider.value, menu.value)
+            display(fig)
+            plt.close(fig)
+            display(styled(scores))
+
+    slider.observe(draw, names="value")
+    menu.observe(draw, names="value")
+    draw()
+    return widgets.VBox([widgets.HBox([slider, menu]), out])
