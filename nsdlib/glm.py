@@ -341,34 +341,52 @@ def cross_validation_badness(betas: np.ndarray, reference: np.ndarray, condition
         Summed squared error in z units (lower is better).
     """
     m = _pair_matrix(np.asarray(conditions), np.asarray(runs))
-    stats = _zstats(reference, sessions)
-    ref = _zscore(reference, stats)
-    return _badness(_zscore(betas, stats), ref, m @ ref, np.asarray(m.sum(0)).ravel())
+    reference = np.asarray(reference, dtype=float)
+    stats = _zstats(reference, None if sessions is None else np.asarray(sessions))
+    refz = _zscore(reference, stats)
+    counts = np.asarray(m.sum(0)).ravel()
+    return _badness(np.asarray(betas, dtype=float), stats, m @ refz, counts, _self_term(refz, counts))
 
 
 def _zstats(ref: np.ndarray, sessions: np.ndarray | None):
-    groups = [np.arange(ref.shape[0])] if sessions is None else \
-        [np.flatnonzero(sessions == s) for s in np.unique(sessions)]
+    """Per session: (trial selector, mean, sd) of the reference betas (sd 0 -> 1)."""
+    groups = [slice(None)] if sessions is None else [np.flatnonzero(sessions == s) for s in np.unique(sessions)]
     out = []
     for g in groups:
         mu = ref[g].mean(0)
         sd = ref[g].std(0)
-        sd = np.where(sd > 0, sd, 1.0)
-        out.append((g, mu, sd))
+        out.append((g, mu, np.where(sd > 0, sd, 1.0)))
     return out
 
 
 def _zscore(b: np.ndarray, stats) -> np.ndarray:
-    z = np.empty_like(b)
+    z = np.empty(b.shape)
     for g, mu, sd in stats:
         z[g] = (b[g] - mu) / sd
     return z
 
 
-def _badness(bz: np.ndarray, refz: np.ndarray, m_refz: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    # sum_ij M_ij (b_j - r_i)^2 = sum_j c_j b_j^2 - 2 sum_j b_j (M r)_j + sum_i c_i r_i^2
-    c = counts[:, None]
-    return (c * bz * bz).sum(0) - 2.0 * (bz * m_refz).sum(0) + (c * refz * refz).sum(0)
+def _self_term(refz: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    return np.einsum("i,ij,ij->j", counts, refz, refz)
+
+
+def _badness(b: np.ndarray, stats, m_refz: np.ndarray, counts: np.ndarray, self_term: np.ndarray) -> np.ndarray:
+    """sum_ij M_ij (z(b)_j - z(ref)_i)^2 without forming z(b).
+
+    With z(b) = (b - mu) / sd per session, the sum expands into per-voxel reductions:
+    sum_j c_j z_j^2 - 2 sum_j z_j (M z(ref))_j + sum_i c_i z(ref)_i^2, where c = row sums of M.
+    """
+    out = self_term.astype(float).copy()
+    for g, mu, sd in stats:
+        bg = b[g]
+        cg = counts[g]
+        mg = m_refz[g]
+        bc = bg * cg[:, None]
+        s2 = np.einsum("ij,ij->j", bc, bg)
+        s1 = bc.sum(0)
+        sm = np.einsum("ij,ij->j", bg, mg)
+        out += (s2 - 2.0 * mu * s1 + mu * mu * cg.sum()) / (sd * sd) - 2.0 * (sm - mu * mg.sum(0)) / sd
+    return out
 
 
 # --------------------------------------------------------------------- fractional ridge
@@ -747,6 +765,41 @@ class GLMSingle:
         def parts(h: int, k: int):
             return [tuple(a[h] for a in run_parts) for run_parts in svd_lib(k)]
 
+        pinv_cache: dict = {}
+
+        def pinv_lib(k: int):
+            """Per run, the OLS matrices (n_hrfs, n_trials_r, n_time_r) with k PCs projected out.
+
+            The normal equations are solved directly (much cheaper than an SVD per HRF and
+            number of PCs); a design whose Cholesky factor is near-singular falls back to the
+            SVD pseudo-inverse.
+            """
+            if k not in pinv_cache:
+                out = []
+                for r in range(n_runs):
+                    q = np.linalg.qr(np.concatenate([polys[r], pcs[r][:, :k]], 1))[0]
+                    xp = xlib[r] - q @ np.einsum("tk,htn->hkn", q, xlib[r])
+                    xpt = np.swapaxes(xp, 1, 2)
+                    gram = xpt @ xp
+                    try:
+                        d = np.sqrt(np.abs(np.diagonal(np.linalg.cholesky(gram), axis1=1, axis2=2)))
+                        ok = d.min() > 1e-6 * d.max()
+                    except np.linalg.LinAlgError:
+                        ok = False
+                    if ok:
+                        out.append(np.linalg.solve(gram, xpt).astype(dt))
+                    else:
+                        u, _s, vt, sinv = svd_parts(xp)
+                        out.append(np.swapaxes(vt, 1, 2) @ (sinv[:, :, None] * np.swapaxes(u, 1, 2)))
+                pinv_cache[k] = out
+            return pinv_cache[k]
+
+        def ols_pinv(h: int, k: int, ys):
+            betas = np.empty((n_trials, ys[0].shape[1]), dt)
+            for r, y in enumerate(ys):
+                betas[starts[r]:starts[r + 1]] = pinv_lib(k)[r][h] @ y
+            return betas
+
         def load(sl):
             return [np.asarray(y[:, sl], dtype=dt) for y in runs]
 
@@ -875,12 +928,14 @@ class GLMSingle:
                     g = np.flatnonzero(hrf_index[sub] == h)
                     ys = [y[:, g] for y in ys_all]
                     b_ref, _ = ols_from_svd(parts(h, 0), ys)
-                    stats = _zstats(b_ref.astype(float), trial_sess)
-                    refz = _zscore(b_ref.astype(float), stats)
+                    b_ref = b_ref.astype(float)
+                    stats = _zstats(b_ref, trial_sess)
+                    refz = _zscore(b_ref, stats)
                     m_refz = pairs @ refz
+                    self_term = _self_term(refz, counts)
                     for ci, k in enumerate(cands):
-                        bk = b_ref if k == 0 else ols_from_svd(parts(h, k), ys)[0]
-                        bad[ci, a + g] = _badness(_zscore(bk.astype(float), stats), refz, m_refz, counts)
+                        bk = b_ref if k == 0 else ols_pinv(h, k, ys).astype(float)
+                        bad[ci, a + g] = _badness(bk, stats, m_refz, counts, self_term)
             curve = -np.median(bad, axis=1)
             # gains below 1e-6 z² per held-out pair are rounding error (e.g. noiseless data)
             n_pcs = cands[select_n_pcs(curve, self.pcstop, tol=1e-6 * max(1.0, counts.sum()))]
@@ -988,6 +1043,7 @@ class GLMSingle:
         stats = _zstats(ref, trial_sess)
         refz = _zscore(ref, stats)
         m_refz = pairs @ refz
+        self_term = _self_term(refz, counts)
         bounds = np.concatenate([[0], np.cumsum([len(x) for x in s_all])])
         s2 = (s ** 2)[:, None]
         best = np.full(n_v, np.inf)
@@ -1003,7 +1059,7 @@ class GLMSingle:
                 bf = np.empty((n_trials, n_v))
                 for r, (_u, _s, vt, _i) in enumerate(parts):
                     bf[starts[r]:starts[r + 1]] = vt.T.astype(float) @ rot[bounds[r]:bounds[r + 1]]
-            badf[i] = _badness(_zscore(bf, stats), refz, m_refz, counts)
+            badf[i] = _badness(bf, stats, m_refz, counts, self_term)
             better = badf[i] < best
             best[better] = badf[i][better]
             best_i[better] = i

@@ -126,15 +126,20 @@ def test_badness_equals_the_explicit_double_loop():
     conds = rng.integers(0, 8, runs.size)
     ref = rng.standard_normal((runs.size, 3))
     cand = ref + 0.3 * rng.standard_normal(ref.shape)
-    got = cross_validation_badness(cand, ref, conds, runs)
-    mu, sd = ref.mean(0), ref.std(0)
-    rz, cz = (ref - mu) / sd, (cand - mu) / sd
-    want = np.zeros(3)
-    for i in range(runs.size):  # held-out trial i against same-condition training trials j
-        for j in range(runs.size):
-            if conds[i] == conds[j] and runs[i] != runs[j]:
-                want += (cz[j] - rz[i]) ** 2
-    np.testing.assert_allclose(got, want, rtol=1e-12)
+    sessions = runs // 2
+    for sess in (None, sessions):
+        got = cross_validation_badness(cand, ref, conds, runs, sess)
+        groups = [np.arange(runs.size)] if sess is None else [np.flatnonzero(sessions == s) for s in (0, 1)]
+        rz, cz = np.empty_like(ref), np.empty_like(ref)
+        for g in groups:  # z-scored per session with the reference's statistics
+            mu, sd = ref[g].mean(0), ref[g].std(0)
+            rz[g], cz[g] = (ref[g] - mu) / sd, (cand[g] - mu) / sd
+        want = np.zeros(3)
+        for i in range(runs.size):  # held-out trial i against same-condition training trials j
+            for j in range(runs.size):
+                if conds[i] == conds[j] and runs[i] != runs[j]:
+                    want += (cz[j] - rz[i]) ** 2
+        np.testing.assert_allclose(got, want, rtol=1e-10)
 
 
 def test_select_n_pcs_takes_the_smallest_within_pcstop():
@@ -217,7 +222,7 @@ def test_glmdenoise_and_ridge_improve_noisy_betas():
 
 
 def test_fraction_one_model_d_equals_model_c_and_chunks_change_nothing():
-    runs, designs, *_ = simulate(noise=1.0, shared=0.5, seed=7)
+    runs, designs, *_ = simulate(noise=1.0, shared=0.5, seed=7, n_signal=12, n_noise=24, n_runs=3)
     a = GLMSingle(verbose=False, dtype=np.float64, chunk_size=7).fit(runs, designs)
     b = GLMSingle(verbose=False, dtype=np.float64, chunk_size=1000).fit(runs, designs)
     for k in "ABCD":
@@ -300,3 +305,97 @@ def test_no_repeats_warns_and_skips_cross_validation(small):
         m = GLMSingle(verbose=False, dtype=np.float64).fit(runs, unique)
     assert m.n_pcs_ == 0 and np.all(m.fraction_ == 1)
     np.testing.assert_allclose(m.results_["D"].betas, m.results_["B"].betas, rtol=1e-10, atol=1e-10)
+
+
+# ------------------------------------------------------------- pipeline: NSD-style betas
+@pytest.fixture(scope="module")
+def mini_betas(mini_small_root, tmp_path_factory):
+    """write_betas on a private copy of the small mini-NSD (the shared root stays read-only)."""
+    import shutil
+
+    from nsdlib import RunConfig
+    from nsdlib.pipeline.betas import write_betas
+
+    tmp = tmp_path_factory.mktemp("glm-betas")
+    root = tmp / "mini-nsd"
+    shutil.copytree(mini_small_root, root)
+    cfg = RunConfig(dataset="mini", subject=1, quick=True, workdir=tmp / "work", nsd_root=root)
+    out = write_betas(cfg, progress=False)
+    return cfg, out
+
+
+def test_write_betas_writes_nsd_layout_int16(mini_betas):
+    import nibabel as nib
+
+    from nsdlib import mini
+    from nsdlib.nsd import NSDLayout, read_beta_volume
+    from nsdlib.pipeline.betas import glm_diagnostics
+
+    cfg, out = mini_betas
+    spec = mini.read_manifest(cfg.nsd_root)["spec"]
+    assert out.name == "betas_fithrf_GLMdenoise_RR" and out.is_relative_to(cfg.nsd_root)
+    roi = np.asarray(nib.load(mini.roi_path(cfg.nsd_root, 1)).dataobj)
+    diag = glm_diagnostics(cfg, progress=False)
+    layout = NSDLayout(cfg.nsd_root, dataset="mini")
+    assert layout.sessions(1) == list(range(1, spec["n_sessions"] + 1))
+    for s in diag["sessions"]:
+        img = nib.load(out / f"betas_session{s:02d}.nii.gz")
+        assert img.get_data_dtype() == np.int16
+        vol = np.asarray(img.dataobj)
+        n_trials = spec["n_trials"] // spec["n_sessions"]
+        assert vol.shape == (*roi.shape, n_trials)
+        assert np.all(vol[roi < 0] == 0)
+        want = np.clip(np.rint(diag["per_session"][s]["betas_brain"].astype(float) * 300), -32768, 32767)
+        np.testing.assert_array_equal(vol[roi >= 0].T, want)
+        # the NSD reader gives back percent signal change (x 300 undone)
+        v0 = read_beta_volume(layout, 1, s, 0)
+        np.testing.assert_allclose(v0[roi >= 0], want[0] / 300, rtol=1e-6)
+    # trials are in chronological order: the design's conditions are the truth's trial images
+    truth = mini.truth(cfg.nsd_root, 1)
+    conds = np.concatenate([diag["per_session"][s]["conditions"] for s in diag["sessions"]])
+    np.testing.assert_array_equal(conds, truth.trial_image_index)
+
+
+def test_write_betas_resumes_and_rewrites_changed_sessions(mini_betas):
+    from nsdlib.pipeline.betas import write_betas
+    from nsdlib.store import Store
+
+    cfg, out = mini_betas
+    files = sorted(out.glob("betas_session*.nii.gz"))
+    stamps = [f.stat().st_mtime_ns for f in files]
+    store = Store.for_config(cfg)
+    before = len(store.events())
+    write_betas(cfg, progress=False)
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    assert all(e["event"] != "computed" for e in store.events()[before:])
+    # a file written with other parameters (here: a foreign descrip) is replaced
+    import nibabel as nib
+
+    img = nib.load(files[0])
+    data = np.asarray(img.dataobj)
+    hdr = img.header.copy()
+    hdr["descrip"] = b"other parameters"
+    nib.save(nib.Nifti1Image(np.zeros_like(data), img.affine, hdr), files[0])
+    write_betas(cfg, progress=False)
+    np.testing.assert_array_equal(np.asarray(nib.load(files[0]).dataobj), data)
+    assert [f.stat().st_mtime_ns for f in files[1:]] == stamps[1:]
+
+
+def test_models_on_mini_nsd_improve_from_b_to_d(mini_betas):
+    from nsdlib import mini
+    from nsdlib.pipeline.betas import glm_diagnostics, hrf_recovery, model_accuracy
+
+    cfg, _ = mini_betas
+    diag = glm_diagnostics(cfg, progress=False)
+    truth = mini.truth(cfg.nsd_root, 1)
+    acc = model_accuracy(diag, truth)["median_r"]
+    assert acc["D"] > acc["B"] + 0.03 and acc["B"] > acc["A"]
+    assert hrf_recovery(diag, truth)["within1_high"] > 0.8
+
+
+def test_write_betas_refuses_nsd(tmp_path):
+    from nsdlib import ConfigError, RunConfig
+    from nsdlib.pipeline.betas import write_betas
+
+    with pytest.raises(ConfigError, match="NSD ships its single-trial betas"):
+        write_betas(RunConfig(dataset="nsd", workdir=tmp_path))

@@ -1,0 +1,263 @@
+"""Accuracy, speed and memory of nsdlib.glm (GLMsingle-style single-trial betas).
+
+Three parts (``--part accuracy speed ridge``, default all):
+
+1. **Accuracy on mini-NSD** (``--root``, default size, seed 0; generated into a temporary
+   folder if not given). For each subject, :func:`nsdlib.pipeline.betas.write_betas` fits
+   every session (``--sessions`` limits them) and the betas of models A-D are scored
+   against the simulation's true single-trial amplitudes: median over nsdgeneral voxels of
+   the per-voxel correlation over trials; model B's HRF against the true one (±1 library
+   step) for all voxels and the quarter with the highest true-signal / thermal-noise ratio.
+   The wall time of ``write_betas`` per subject is printed too.
+2. **Speed and peak memory of a whole fit** on a synthetic session of NSD's size: 12 runs of
+   226 volumes at TR 4/3 s, 750 trials (250 images x 3), ``--voxels`` voxels (half
+   responsive, random library HRFs, thermal and shared noise). Peer in the same process:
+   plain OLS of the single-trial design with every library HRF, as a dense least-squares
+   problem over the whole session per HRF (``np.linalg.lstsq`` on the 2,712 x 750 design
+   with the polynomials projected out): what model B costs without the per-run block
+   structure. Peak memory is ``tracemalloc``'s (numpy allocations are traced).
+3. **The ridge step** for one HRF group of ``--ridge-voxels`` voxels, 20 fractions, NSD
+   session size: nsdlib's per-run SVDs (what :class:`GLMSingle` runs) and
+   :func:`nsdlib.glm.fractional_ridge` on the whole-session design, against the peers
+   ``fracridge.fracridge`` (v2, one SVD, then a Python loop over voxels) called once with all
+   fractions, and called once per fraction (GLMsingle's pattern: one decomposition per
+   fraction). All four give the same betas (max difference printed).
+
+Run: ``.venv/bin/python benchmarks/bench_glm.py [--root DIR] [--subjects 1 2 5 7] [--voxels 15000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import os
+import platform
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+from nsdlib import glm
+from nsdlib.glm import GLMSingle, TrialDesign, hrf_library, polynomial_basis, trial_regressors
+
+MB = 1 << 20
+NSD_TR = 4.0 / 3.0
+FRACS = np.round(np.arange(1.0, 0.0, -0.05), 2)
+
+
+def _header():
+    import psutil
+
+    load = os.getloadavg()
+    print(f"# {_dt.date.today()}  {platform.processor() or platform.machine()}  {os.cpu_count()} cores  "
+          f"{psutil.virtual_memory().total / 2**30:.0f} GiB  load average {load[0]:.1f} (other work shares the cores)")
+    try:
+        from threadpoolctl import threadpool_info
+
+        print("# BLAS:", ", ".join(f"{i['internal_api']} {i['num_threads']} threads" for i in threadpool_info()))
+    except ImportError:
+        pass
+
+
+# ----------------------------------------------------------------------------- accuracy
+def accuracy(root: str | None, subjects, sessions):
+    from nsdlib import RunConfig, mini
+    from nsdlib.pipeline.betas import glm_diagnostics, hrf_recovery, model_accuracy, write_betas
+
+    tmp = None
+    if root is None:
+        tmp = tempfile.TemporaryDirectory(prefix="bench-glm-")
+        root = str(Path(tmp.name) / "mini-nsd")
+        print(f"generating mini-NSD (default size, seed 0) in {root} ...")
+        mini.generate(root, seed=0, size="default", progress=False)
+    work = tempfile.TemporaryDirectory(prefix="bench-glm-work-")
+    print("\n## Accuracy on mini-NSD (default size, seed 0): median per-voxel r(betas, true amplitudes)")
+    print("| subject | sessions | A (canonical HRF) | B (library HRF) | C (+GLMdenoise) | D (+ridge) | "
+          "B: HRF exact / ±1 (high-signal) | PCs chosen | write_betas s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for s in subjects:
+        cfg = RunConfig(dataset="mini", subject=s, workdir=work.name, nsd_root=root)
+        n_sess = int(mini.read_manifest(root)["spec"]["n_sessions"])
+        todo = list(range(1, min(sessions or n_sess, n_sess) + 1))
+        t0 = time.perf_counter()
+        write_betas(cfg, sessions=todo, progress=False)
+        secs = time.perf_counter() - t0
+        d = glm_diagnostics(cfg, sessions=todo, progress=False)
+        tr = mini.truth(root, s)
+        acc = model_accuracy(d, tr)["median_r"]
+        rec = hrf_recovery(d, tr)
+        pcs = sorted({int(d["per_session"][k]["n_pcs"]) for k in todo})
+        print(f"| {s} | {len(todo)} | {acc['A']:.3f} | {acc['B']:.3f} | {acc['C']:.3f} | {acc['D']:.3f} | "
+              f"{rec['exact']:.2f} / {rec['within1']:.2f} ({rec['exact_high']:.2f} / {rec['within1_high']:.2f}) | "
+              f"{pcs[0]}-{pcs[-1]} | {secs:.0f} |")
+        rows.append((s, acc, rec, secs))
+    return rows
+
+
+# ------------------------------------------------------------------ synthetic NSD session
+def nsd_session(n_vox: int, seed: int = 0):
+    """A synthetic session of NSD's size; returns runs (float32) and designs."""
+    rng = np.random.default_rng(seed)
+    lib = hrf_library(NSD_TR, 3.0)
+    n_time = 226
+    conds = rng.permutation(np.repeat(np.arange(250), 3))
+    runs, designs, k = [], [], 0
+    hidx = rng.integers(0, lib.shape[1], n_vox)
+    resp = rng.random(n_vox) < 0.5
+    shared = rng.standard_normal((3, n_vox)).astype(np.float32)
+    for r in range(12):
+        n = 63 if r % 2 == 0 else 62
+        on = 4.0 * np.arange(n) + 4.0  # NSD: a trial every 4 s (3 TRs of 4/3 s)
+        designs.append(TrialDesign(on, conds[k:k + n]))
+        k += n
+        x = trial_regressors(n_time, NSD_TR, on, lib).astype(np.float32)
+        y = np.zeros((n_time, n_vox), np.float32)
+        for h in range(lib.shape[1]):
+            idx = np.flatnonzero((hidx == h) & resp)
+            if idx.size:
+                y[:, idx] = x[h] @ (2.0 + rng.standard_normal((n, idx.size)).astype(np.float32))
+        y += rng.standard_normal((n_time, 3)).astype(np.float32) @ shared
+        y += rng.standard_normal((n_time, n_vox)).astype(np.float32)
+        y = 1000.0 * (1.0 + y / 100.0)
+        runs.append(y)
+    return runs, designs
+
+
+def _peak(fn):
+    gc.collect()
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    out = fn()
+    secs = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return out, secs, peak / MB
+
+
+def _dense_ols_all_hrfs(runs, designs):
+    """Peer: model B as dense least squares over the whole session, once per library HRF."""
+    lib = hrf_library(NSD_TR, 3.0)
+    n_time = [y.shape[0] for y in runs]
+    starts = np.concatenate([[0], np.cumsum([d.n_trials for d in designs])])
+    yp = []
+    blocks = []
+    for r, (y, d) in enumerate(zip(runs, designs)):
+        p = polynomial_basis(n_time[r], int(np.floor(n_time[r] * NSD_TR / 120 + 0.5)))
+        yp.append(y - p @ (p.T @ y))
+        blocks.append((p, trial_regressors(n_time[r], NSD_TR, d.onsets, lib)))
+    yall = np.concatenate(yp).astype(np.float32)
+    best = np.full(yall.shape[1], -np.inf)
+    tot = (yall.astype(np.float64) ** 2).sum(0)
+    for h in range(lib.shape[1]):
+        x = np.zeros((yall.shape[0], starts[-1]), np.float32)
+        row = 0
+        for r, (p, xl) in enumerate(blocks):
+            xr = xl[h] - p @ (p.T @ xl[h])
+            x[row:row + n_time[r], starts[r]:starts[r + 1]] = xr
+            row += n_time[r]
+        b, *_ = np.linalg.lstsq(x, yall, rcond=None)
+        res = yall - x @ b
+        best = np.maximum(best, 1 - (res.astype(np.float64) ** 2).sum(0) / tot)
+    return best
+
+
+def speed(n_vox: int, n_peer: int):
+    runs, designs = nsd_session(n_vox)
+    print(f"\n## Whole fit, synthetic NSD-size session: 12 runs x 226 volumes (TR 4/3 s), 750 trials, {n_vox} voxels")
+    model, secs, peak = _peak(lambda: GLMSingle(tr=NSD_TR, verbose=False).fit(runs, designs))
+    inp = sum(y.nbytes for y in runs) / MB
+    print(f"nsdlib GLMSingle (models A-D): {secs:.1f} s = {secs / n_vox * 1000:.2f} s per 1,000 voxels; "
+          f"peak traced memory {peak:.0f} MB beyond the {inp:.0f} MB input; n_pcs={model.n_pcs_}")
+    # model B alone, block OLS vs the dense peer, on a subset of voxels (the peer is slow)
+    sub = [y[:, :n_peer].copy() for y in runs]
+    mb, t_b, _ = _peak(lambda: GLMSingle(tr=NSD_TR, glmdenoise=False, fracridge=False, keep_betas=("B",),
+                                         verbose=False).fit(sub, designs))
+    best, t_dense, pk_dense = _peak(lambda: _dense_ols_all_hrfs(sub, designs))
+    print(f"models A+B only, {n_peer} voxels: nsdlib per-run blocks {t_b:.2f} s vs peer dense lstsq per HRF "
+          f"{t_dense:.2f} s (peer peak {pk_dense:.0f} MB): {t_dense / t_b:.1f}x; max |R² difference| "
+          f"{np.abs(best - mb.results_['B'].r2).max():.1e}")
+    return secs, peak, t_b, t_dense
+
+
+# --------------------------------------------------------------------------- ridge step
+def ridge(n_vox: int):
+    import fracridge
+
+    runs, designs = nsd_session(n_vox, seed=1)
+    lib = hrf_library(NSD_TR, 3.0)
+    h = 9
+    n_time = [y.shape[0] for y in runs]
+    xs, ys = [], []
+    for y, d, t in zip(runs, designs, n_time):
+        p = polynomial_basis(t, int(np.floor(t * NSD_TR / 120 + 0.5)))
+        x = trial_regressors(t, NSD_TR, d.onsets, lib[:, h])
+        xs.append(x - p @ (p.T @ x))
+        ys.append((y - p @ (p.T @ y)).astype(np.float64))
+    n_tr = [x.shape[1] for x in xs]
+    starts = np.concatenate([[0], np.cumsum(n_tr)])
+    xfull = np.zeros((sum(n_time), starts[-1]))
+    row = 0
+    for r, x in enumerate(xs):
+        xfull[row:row + n_time[r], starts[r]:starts[r + 1]] = x
+        row += n_time[r]
+    yfull = np.concatenate(ys)
+    fr_sorted = np.sort(FRACS)
+
+    def blocks():  # what GLMSingle runs: per-run SVDs, all fractions, all voxels at once
+        parts = [np.linalg.svd(x, full_matrices=False) for x in xs]
+        s = np.concatenate([p[1] for p in parts])
+        b0 = np.concatenate([p[0].T @ y for p, y in zip(parts, ys)]) / s[:, None]
+        alphas = glm._fraction_alphas(s, b0, fr_sorted)
+        out = np.empty((fr_sorted.size, starts[-1], n_vox))
+        for i in range(fr_sorted.size):
+            rot = b0 * (s[:, None] ** 2 / (s[:, None] ** 2 + alphas[i][None, :]))
+            for r, p in enumerate(parts):
+                out[i, starts[r]:starts[r + 1]] = p[2].T @ rot[starts[r]:starts[r + 1]]
+        return out
+
+    print(f"\n## Ridge step: one HRF group of {n_vox} voxels, 20 fractions, NSD session size (2,712 x 750 design)")
+    res = {}
+    for name, fn in [
+        ("nsdlib per-run blocks (GLMSingle)", blocks),
+        ("nsdlib fractional_ridge (whole design)", lambda: glm.fractional_ridge(xfull, yfull, fr_sorted)[0]),
+        ("peer fracridge, all fractions in one call",
+         lambda: np.moveaxis(fracridge.fracridge(xfull, yfull, fr_sorted, jit=False)[0], 1, 0)),
+        ("peer fracridge, one call per fraction (GLMsingle)",
+         lambda: np.stack([fracridge.fracridge(xfull, yfull, float(f), jit=False)[0] for f in fr_sorted])),
+    ]:
+        out, secs, peak = _peak(fn)
+        res[name] = (out, secs, peak)
+    ref_out, ref_secs, _ = res["nsdlib per-run blocks (GLMSingle)"]
+    print("| method | seconds | x slower than nsdlib blocks | peak MB | max abs diff vs nsdlib blocks |")
+    print("|---|---|---|---|---|")
+    for name, (out, secs, peak) in res.items():
+        diff = np.abs(out - ref_out).max() / np.abs(ref_out).max()
+        print(f"| {name} | {secs:.2f} | {secs / ref_secs:.1f} | {peak:.0f} | {diff:.1e} (relative) |")
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--part", nargs="+", default=["accuracy", "speed", "ridge"], choices=["accuracy", "speed", "ridge"])
+    ap.add_argument("--root", default=None, help="mini-NSD root (default size, seed 0); generated if absent")
+    ap.add_argument("--subjects", nargs="+", type=int, default=[1, 2, 5, 7])
+    ap.add_argument("--sessions", type=int, default=None, help="first N sessions per subject (default all)")
+    ap.add_argument("--voxels", type=int, default=15000, help="voxels of the synthetic NSD-size session")
+    ap.add_argument("--peer-voxels", type=int, default=2000, help="voxels for the dense-OLS peer")
+    ap.add_argument("--ridge-voxels", type=int, default=1000)
+    args = ap.parse_args(argv)
+    _header()
+    if "accuracy" in args.part:
+        accuracy(args.root, args.subjects, args.sessions)
+    if "speed" in args.part:
+        speed(args.voxels, args.peer_voxels)
+    if "ridge" in args.part:
+        ridge(args.ridge_voxels)
+
+
+if __name__ == "__main__":
+    main()
