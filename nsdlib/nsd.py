@@ -614,10 +614,15 @@ def read_beta_header(layout: NSDLayout, subject: int, session: int) -> BetaHeade
         return _read_header(fh, path)
 
 
-def _readinto_full(fh, view: memoryview) -> int:
+def _readinto_full(fh, view: memoryview, piece: int = 4 << 20) -> int:
+    """Fill ``view`` from ``fh``, at most ``piece`` bytes per call.
+
+    A gzip stream's ``readinto`` reads into a temporary bytes object of the requested size
+    and copies it, so asking for the whole buffer at once would double its memory.
+    """
     got = 0
     while got < len(view):
-        n = fh.readinto(view[got:])
+        n = fh.readinto(view[got:got + piece])
         if not n:
             break
         got += n
@@ -625,7 +630,7 @@ def _readinto_full(fh, view: memoryview) -> int:
 
 
 def iter_session_betas(layout: NSDLayout, subject: int, session: int, voxels: np.ndarray | None = None,
-                       *, chunk_mb: float = 64.0, start: int = 0, stop: int | None = None,
+                       *, chunk_mb: float = 32.0, start: int = 0, stop: int | None = None,
                        ) -> Iterator[tuple[int, np.ndarray]]:
     """Stream one session's betas, a chunk of trials at a time, as stored (not divided by 300).
 
@@ -883,12 +888,12 @@ def resolve_sessions(layout: NSDLayout, design: ExpDesign, trials_per_session: i
 
 def prepare_subject(layout: NSDLayout, subject: int, sessions: int | None = None, *, split: str = "shared",
                     average: bool = True, nan_policy: str = "exclude", test_fraction: float = 0.1,
-                    seed: int = 0, chunk_mb: float = 64.0, progress: bool = True) -> SubjectData:
+                    seed: int = 0, chunk_mb: float = 32.0, progress: bool = True) -> SubjectData:
     """Prepare one subject's betas: ROI, trial -> image, split, averaging, z-score.
 
     Session by session and chunk by chunk, the betas inside ``nsdgeneral > 0`` are added
     into per-image sums (float32 sums of the stored int16 values are exact), so memory
-    holds the output plus one read buffer of ``chunk_mb``, whatever the number of sessions.
+    holds the output plus one read buffer of ``chunk_mb`` (32 MB), whatever the number of sessions.
 
     Parameters
     ----------
@@ -973,10 +978,11 @@ def prepare_subject(layout: NSDLayout, subject: int, sessions: int | None = None
 
     mean = np.zeros(n_roi, np.float64)
     std = np.zeros(n_roi, np.float64)
-    for a in range(0, n_roi, 1024):  # column blocks keep float64 temporaries small
-        block = train[:, a:a + 1024].astype(np.float64)
-        mean[a:a + 1024] = block.mean(axis=0)
-        std[a:a + 1024] = block.std(axis=0, ddof=1)
+    width = max(1, (8 << 20) // (8 * train.shape[0]))  # float64 column blocks of at most ~8 MB
+    for a in range(0, n_roi, width):
+        block = train[:, a:a + width].astype(np.float64)
+        mean[a:a + width] = block.mean(axis=0)
+        std[a:a + width] = block.std(axis=0, ddof=1)
     bad_nan = nonfinite > 0
     bad_const = ~bad_nan & (~np.isfinite(std) | (std == 0))
     n_bad = int(bad_nan.sum() + bad_const.sum())
