@@ -414,3 +414,14 @@ def test_remote_root_reads_through_the_local_cache(tree, tmp_path):
             nsd.read_roi(remote, 7)
     finally:
         mem.rm(base, recursive=True)
+
+
+def test_s3_root_is_anonymous_and_keeps_the_bucket_layout(tmp_path):
+    s3fs = pytest.importorskip("s3fs")
+    layout = nsd.NSDLayout("s3://natural-scenes-dataset", cache_dir=tmp_path)  # no request is made here
+    assert isinstance(layout.fs, s3fs.S3FileSystem) and layout.fs.anon is True and not layout.is_local
+    rel = L.betas_file(7, 37)
+    assert rel == "nsddata_betas/ppdata/subj07/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session37.nii.gz"
+    assert layout.url(rel) == f"natural-scenes-dataset/{rel}"
+    assert layout.display(rel) == f"s3://natural-scenes-dataset/{rel}"
+    assert L.roi_file(2) == "nsddata/ppdata/subj02/func1pt8mm/roi/nsdgeneral.nii.gz"
