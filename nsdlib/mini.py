@@ -146,7 +146,7 @@ _GRID = (0.2, 0.5, 0.8)
 _COUNT_P = (0.35, 0.4, 0.25)  # probability of 1, 2, 3 objects
 
 #: Names of the semantic features higher voxels respond to (see :func:`semantic_features`).
-SEMANTIC_FEATURES = (
+SEMANTIC_FEATURES = tuple(
     [f"shape:{s}" for s in SHAPES] + [f"colour:{c}" for c in COLOURS] + [f"count:{n}" for n in (1, 2, 3)]
     + ["coverage"] + [f"size:{s}" for s in SIZES] + [f"texture:{t}" for t in TEXTURES]
     + [f"background:{b}" for b in BACKGROUNDS]
