@@ -687,8 +687,8 @@ def feature_networks(models: str = "pretrained", *, clip=None, clip_description:
         ``nsdlib fetch metrics`` and ``nsdlib fetch clip``). ``"mini"``: the torchvision
         and SwAV networks when their real weights happen to be cached, otherwise the
         metric is reported unavailable; CLIP from ``clip`` only.
-    clip : model, path or callable, optional
-        What :func:`clip_network` should use. Default: CLIP ViT-L/14 from the "clip"
+    clip : model, path, callable or FeatureNetwork, optional
+        What :func:`clip_network` should use (a FeatureNetwork is used as it is). Default: CLIP ViT-L/14 from the "clip"
         asset for ``"pretrained"``; nothing (CLIP unavailable) for ``"mini"``.
     clip_description : str, optional
         Label of ``clip`` (default says whether it is ViT-L/14 or the small CLIP).
@@ -727,6 +727,8 @@ def feature_networks(models: str = "pretrained", *, clip=None, clip_description:
                                          device=device))
         elif clip is None:
             unavailable["clip"] = "not available: no small CLIP was given for models='mini'"
+        elif isinstance(clip, FeatureNetwork):
+            networks.append(clip)
         else:
             desc = clip_description or ("CLIP ViT-L/14 image embedding" if models == "pretrained"
                                         else "small CLIP trained on mini-NSD (not ViT-L/14)")

@@ -36,7 +36,8 @@ def run(tmp_path, monkeypatch):
     monkeypatch.setattr(E, "first_guesses", lambda c: first)
     monkeypatch.setattr(E, "_stage2", stage2)
     monkeypatch.setattr(E, "_test_ids", lambda c: np.arange(100, 110))
-    monkeypatch.setattr(E, "_default_clip", lambda c: None)
+    monkeypatch.setattr(E, "_default_clip", lambda c: "not available: no small CLIP in this test")
+    monkeypatch.setattr(E, "_latents", lambda c: (np.zeros((10, 4)), np.full((10, 4), 0.5)))
     return cfg, gt, first, calls
 
 
@@ -91,8 +92,12 @@ def test_results_file_is_read_by_the_cross_subject_report(run):
 
 def test_evaluate_noise_levels_degrade_low_level_metrics(run):
     cfg, gt, first, _ = run
-    rows, _ = E.evaluate(cfg, noise_levels=["8", "64", "256"], progress=False)
+    rows, reports = E.evaluate(cfg, noise_levels=["8", "64", "256"], progress=False)
     assert list(rows["noise"]) == ["none", "8", "64", "256"]
+    # stage 1's latent errors go with the noiseless row of each model
+    assert rows["latent_mse"].iloc[0] == pytest.approx(0.25) and rows["latent_mae"].iloc[0] == pytest.approx(0.5)
+    assert rows["latent_mse"].iloc[1:].isna().all()
+    assert reports[("gru", 15, "8")].sources["clip"] == "not available: no small CLIP in this test"
     ssim = rows.set_index("noise")["ssim"]
     assert ssim["none"] > ssim["8"] > ssim["64"] > ssim["256"]
     table = E.noise_table(rows, ours_label="ours (test)")
@@ -140,3 +145,29 @@ def test_explorer_data_view_and_widget(run):
     slider.value = 5  # redraws without error
     menu.value = "64"
     plt.close("all")
+
+
+def test_default_clip_never_uses_a_random_stand_in(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from nsdlib import metrics as M
+
+    fake = types.ModuleType("nsdlib.pipeline.stage2")
+    kind = {"value": "random"}
+    fake.model_sources = lambda c: {"clip": {"kind": kind["value"], "key": "mini:abc", "path": None}}
+
+    class Emb:
+        def vision(self, images, progress=True):
+            return np.ones((len(images), 5, 3)) * np.arange(len(images))[:, None, None]
+
+    fake.clip_embedder = lambda c: Emb()
+    monkeypatch.setitem(sys.modules, "nsdlib.pipeline.stage2", fake)
+    cfg = RunConfig(workdir=str(tmp_path))
+    reason = E._default_clip(cfg)
+    assert isinstance(reason, str) and "random stand-in is not a metric" in reason
+    kind["value"] = "mini"
+    net = E._default_clip(cfg)
+    assert isinstance(net, M.FeatureNetwork) and net.trained and "small CLIP" in net.description
+    assert net.features(np.zeros((3, 8, 8, 3), np.uint8))["clip"].shape == (3, 3)
+    assert E._default_clip(cfg.replace(models="pretrained")) is None

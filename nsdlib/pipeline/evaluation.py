@@ -193,27 +193,37 @@ def metric_plan(cfg: RunConfig, clip=None) -> dict[str, str]:
                           ("swav", "swav")):
         ok = cfg.models == "pretrained" or assets.available(asset)
         plan[metric] = "real" if ok else f"unavailable: asset {asset!r} absent"
-    if cfg.models == "pretrained":
-        plan["clip"] = "real" if clip is None else "given"
+    if isinstance(clip, str):
+        plan["clip"] = f"unavailable: {clip}"
+    elif clip is None:
+        plan["clip"] = "real" if cfg.models == "pretrained" else "unavailable: no small CLIP"
     else:
-        plan["clip"] = "small-clip" if clip is not None else "unavailable: no small CLIP"
+        plan["clip"] = "given" if cfg.models == "pretrained" else "small-clip"
     return plan
 
 
 def _default_clip(cfg: RunConfig):
-    """The CLIP of the run for the identification metric (None: ViT-L/14 from the assets, or unavailable).
+    """The CLIP of the run's identification metric.
 
-    For ``models="mini"`` this asks stage 2 for its small CLIP (``clip_embedder(cfg)``,
-    an :class:`nsdlib.clip.ClipEmbedder`) and uses its projected class token.
+    Returns None for ``models="pretrained"`` (CLIP ViT-L/14 from the "clip" asset), a
+    :class:`~nsdlib.metrics.FeatureNetwork` on the projected class token of stage 2's small
+    CLIP for ``models="mini"`` when the mini model zoo has trained one, and otherwise a
+    sentence saying why the run has no CLIP metric (stage 2's randomly initialised stand-in
+    is never used for a metric).
     """
     if cfg.models == "pretrained":
         return None
     try:
-        from .stage2 import clip_embedder
+        from .stage2 import clip_embedder, model_sources
     except ImportError:
-        return None
+        return "not available: stage 2 (nsdlib.pipeline.stage2) provides no small CLIP"
+    src = model_sources(cfg)["clip"]
+    if src["kind"] != "mini":
+        return ("not available: the mini model zoo has not trained a small CLIP (`nsdlib mini train-models`); "
+                "stage 2's random stand-in is not a metric")
     emb = clip_embedder(cfg)
-    return lambda images: emb.vision(images, progress=False)[:, 0]
+    return M.clip_network(lambda images: emb.vision(images, progress=False)[:, 0],
+                          description=f"small CLIP trained on mini-NSD (not ViT-L/14) [{src['key']}]")
 
 
 class _Scorer:
@@ -225,7 +235,11 @@ class _Scorer:
 
     def evaluator(self) -> M.ImageEvaluator:
         if self._ev is None:
-            nets, unavailable = M.feature_networks(self.cfg.models, clip=self.clip, device=self.cfg.torch_device())
+            reason = self.clip if isinstance(self.clip, str) else None
+            nets, unavailable = M.feature_networks(self.cfg.models, clip=None if reason else self.clip,
+                                                   device=self.cfg.torch_device())
+            if reason:
+                unavailable["clip"] = reason
             self._ev = M.ImageEvaluator(self.gt, networks=nets, unavailable=unavailable,
                                         ssim_mode=RESULTS_SSIM_MODE, batch_size=self.batch_size,
                                         device=self.cfg.torch_device(), progress=self.progress,
@@ -260,12 +274,25 @@ def score(cfg: RunConfig, reconstructions, *, gt=None, clip=None, batch_size: in
     scorer = _scorer or _Scorer(cfg, gt, clip, batch_size, progress)
     params = {"v": _VERSION, "metrics_v": 1, "gt": _images_key(gt), "rec": _images_key(reconstructions),
               "models": cfg.models, "plan": metric_plan(cfg, scorer.clip), "size": int(gt.shape[1]),
-              "ssim_mode": RESULTS_SSIM_MODE}
+              "ssim_mode": RESULTS_SSIM_MODE, "clip": _clip_fingerprint(scorer.clip, gt)}
 
     def compute():
         return scorer.evaluator().evaluate(reconstructions).to_dict()
 
     return M.MetricReport.from_dict(Store.for_config(cfg).json("metrics", params, compute))
+
+
+def _clip_fingerprint(clip, gt) -> str | None:
+    """A key of the CLIP used: its description, or for a bare callable its features of two stimuli."""
+    if isinstance(clip, M.FeatureNetwork):
+        return clip.description
+    if clip is None or isinstance(clip, str) or not callable(clip):
+        return clip if isinstance(clip, str) else None
+    feats = clip(np.asarray(gt[:2]))
+    if hasattr(feats, "detach"):
+        feats = feats.detach().float().cpu().numpy()
+    feats = np.asarray(feats, dtype=np.float32)
+    return hashlib.sha256(np.round(feats, 4).tobytes()).hexdigest()[:16]
 
 
 def _latents(cfg: RunConfig):
