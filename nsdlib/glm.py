@@ -653,7 +653,10 @@ class GLMSingle:
                 n_vox = y.shape[1]
             elif y.shape[1] != n_vox:
                 raise ValueError(f"every run needs the same voxels; run 0 has {n_vox}, run {i} has {y.shape[1]}")
-            if isinstance(d, np.ndarray) and d.ndim == 1 and np.issubdtype(d.dtype, np.integer):
+            if isinstance(d, np.ndarray) and d.ndim == 1 and np.issubdtype(d.dtype, np.number):
+                if not np.all(np.isfinite(d)) or np.any(d % 1):
+                    raise ValueError(f"run {i}: a per-volume design holds integer condition ids (0 = no trial)")
+                d = d.astype(np.int64)
                 if d.size != y.shape[0]:
                     raise ValueError(f"run {i}: a per-volume design needs {y.shape[0]} entries (one per volume); "
                                      f"found {d.size}")

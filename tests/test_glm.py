@@ -244,6 +244,8 @@ def test_design_forms_are_equivalent():
         v[d.onsets.astype(int)] = d.conditions + 1  # NSD design files: 0 means no trial
         vols.append(v)
     np.testing.assert_allclose(GLMSingle(**kw).fit(runs, vols).results_["B"].betas, ref)
+    floats = [v.astype(float) for v in vols]  # as np.loadtxt reads NSD's design files
+    np.testing.assert_allclose(GLMSingle(**kw).fit(runs, floats).results_["B"].betas, ref)
     dicts = [{"onset": d.onsets, "condition": d.conditions} for d in designs]
     np.testing.assert_allclose(GLMSingle(**kw).fit(runs, dicts).results_["B"].betas, ref)
 
