@@ -886,14 +886,23 @@ def read_manifest(root) -> dict | None:
     return json.loads(p.read_text())
 
 
+def _hrf_digest() -> str:
+    """A short hash of the HRF library the time series are convolved with (it lives in nsdlib.hrf)."""
+    import hashlib
+
+    return hashlib.sha256(np.round(hrf_library(tr=TR, stim_dur=STIM_DUR), 8).tobytes()).hexdigest()[:16]
+
+
 def _manifest(spec: MiniSpec, seed: int) -> dict:
     return {"generator": "nsdlib.mini", "version": GENERATOR_VERSION, "seed": int(seed), "size": spec.size,
-            "spec": spec.to_dict(), "hrf_library": {"tr": TR, "stim_dur": STIM_DUR},
+            "spec": spec.to_dict(), "hrf_library": {"tr": TR, "stim_dur": STIM_DUR, "digest": _hrf_digest()},
             "note": "mini-NSD is a simulated world for teaching and testing, not a brain."}
 
 
 def _same(man: dict | None, seed: int, size: str) -> bool:
-    return bool(man) and man.get("version") == GENERATOR_VERSION and man.get("seed") == seed and man.get("size") == size
+    """Whether a manifest describes the world this code would write for ``seed`` and ``size``."""
+    return (bool(man) and man.get("version") == GENERATOR_VERSION and man.get("seed") == seed
+            and man.get("size") == size and man.get("hrf_library", {}).get("digest") == _hrf_digest())
 
 
 def generate(root, seed: int = 0, size: str = "default", overwrite: bool = False, progress: bool = True) -> Path:
@@ -901,7 +910,7 @@ def generate(root, seed: int = 0, size: str = "default", overwrite: bool = False
 
     The dataset is written into a temporary sibling folder and renamed into place, so
     ``root`` is either absent, or complete. If ``root`` already holds mini-NSD made with
-    the same seed, size and generator version, nothing is done. If it holds another one,
+    the same seed, size, generator version and HRF library, nothing is done. If it holds another one,
     this refuses (``MiniRootError``) unless ``overwrite=True``, which replaces it. A
     non-empty folder that is not a mini-NSD root is never touched.
 
@@ -941,7 +950,8 @@ def generate(root, seed: int = 0, size: str = "default", overwrite: bool = False
         if man is not None and not overwrite:
             raise MiniRootError(
                 f"{root} already holds mini-NSD made with seed={man.get('seed')}, size={man.get('size')!r}, "
-                f"version={man.get('version')}; asked for seed={seed}, size={size!r}, version={GENERATOR_VERSION}. "
+                f"version={man.get('version')}, HRF library {man.get('hrf_library', {}).get('digest')}; asked for "
+                f"seed={seed}, size={size!r}, version={GENERATOR_VERSION}, HRF library {_hrf_digest()}. "
                 "Use another root, or overwrite=True (`--overwrite`) to replace it.")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.tmp-"))

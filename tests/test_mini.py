@@ -275,6 +275,12 @@ def test_same_seed_same_bytes_other_seed_refused_or_replaced(root, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mini-nsd"]  # no temporary folders left
 
 
+def test_a_world_made_with_another_hrf_library_is_not_reused(root, monkeypatch):
+    monkeypatch.setattr(mini, "_hrf_digest", lambda: "0" * 16)
+    with pytest.raises(mini.MiniRootError, match="HRF library 0000000000000000"):
+        mini.generate(root, seed=0, size="small", progress=False)
+
+
 def test_refuses_a_folder_that_is_not_mini_nsd(tmp_path):
     target = tmp_path / "data"
     target.mkdir()
