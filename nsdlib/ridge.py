@@ -18,12 +18,16 @@ and then applied to batches of target columns streamed from host memory. The wei
 ``W`` (12 GB in float32 for subject 1's CLIP-vision regression) is never formed unless asked
 for (:class:`Ridge` computes it as ``X'(XX' + alpha I)^-1 Y``, by the same streaming).
 
-Cross-validated alphas share one eigendecomposition per fold (one in all for leave-one-out
-and generalised cross-validation) across every alpha and every target: with ``K = V S V'``
-the validation predictions for each alpha only rescale the projected targets ``V'Y``. Errors
-can be pooled per target, per token (all but the last target axis) or over the whole
-regression; a pooled group wider than the number of samples is first compressed to an
-``(n, n)`` matrix with the same Gram matrix ``YY'``, which leaves every squared error exact.
+Cross-validation shares its factorisations across all targets. Leave-one-out and generalised
+cross-validation (GCV) use one eigendecomposition ``K = V S V'`` of the training kernel for
+every alpha as well: each alpha only rescales the projected targets ``V'Y`` (for GCV, at a
+cost per alpha of one pass over ``V'Y``'s squares). k-fold uses one Cholesky factor per fold
+and alpha, and the ``(n_val, n_train)`` map it gives; on CPUs shared with other work this is
+much faster than one eigendecomposition per fold, and no slower otherwise, since each alpha
+costs one product with the training targets either way. Errors can be pooled per target,
+per token (all but the last target axis) or over the whole regression; a pooled group wider
+than the number of samples is first compressed to an ``(n, n)`` matrix with the same Gram
+matrix ``YY'``, which leaves every squared error exact.
 
 Products run in the requested ``dtype`` (float32 by default) on the requested device; Gram
 matrices are accumulated in float64 over blocks and every factorisation and solve runs in
@@ -262,32 +266,57 @@ class _Solver:
         return out
 
 
+def _gram_root(G: torch.Tensor, eps: float) -> torch.Tensor:
+    """A square matrix ``C`` with ``C C' = G`` for a positive semi-definite ``G`` (float64).
+
+    The Cholesky factor of ``G + jitter I``: centred targets make ``G`` singular, and a Gram
+    matrix of float32 products is only positive semi-definite up to its rounding errors. The
+    jitter starts at ``eps`` (the working precision) times the mean diagonal and grows tenfold
+    until the factorisation succeeds, so cross-validated errors move by about the rounding
+    level of ``G`` itself; past 1e-3 an eigendecomposition is used instead.
+    """
+    scale = float(G.diagonal().mean().clamp_min(1e-300))
+    rel = eps
+    while rel <= 1e-3:
+        L, info = torch.linalg.cholesky_ex(_ridge_shift(G, rel * scale))
+        if int(info) == 0:
+            return L
+        rel *= 10.0
+    lam, U = torch.linalg.eigh(G)
+    return U * lam.clamp_min(0.0).sqrt()
+
+
 @dataclass
-class _Decomp:
-    """Thin eigendecomposition of one training set's kernel, ``Xc Xc' = V diag(s) V'``, plus
-    what validation needs: the projected validation rows ``A = Zc Xc' V`` (k-fold) or the
-    diagonal pieces of the hat matrix (leave-one-out, GCV)."""
+class _Eig:
+    """Thin eigendecomposition of the training kernel, ``Xc Xc' = V diag(s) V'`` (leave-one-out
+    and GCV: one for all alphas and targets)."""
 
     s: torch.Tensor  # (r,) float64, >= 0
-    V: torch.Tensor  # (m, r) working dtype
-    train: np.ndarray | None = None  # row indices (k-fold)
-    val: np.ndarray | None = None
-    A: torch.Tensor | None = None  # (n_val, r) working dtype (k-fold)
-    V2: torch.Tensor | None = None  # V**2 in float64 (leave-one-out)
+    V: torch.Tensor  # (n, r) working dtype
+    V2: torch.Tensor  # V**2, float64 (the diagonal of the hat matrix)
+
+
+@dataclass
+class _Fold:
+    """One k-fold split and, for each alpha, the map from centred training targets to
+    validation predictions, ``M = Xva (Xtr'Xtr + aI)^-1 Xtr'`` (one Cholesky factor per alpha,
+    shared by every target)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    M: list  # n_alphas tensors of shape (n_val, n_train), working dtype
 
 
 def _thin_eig(Xc: torch.Tensor, G: torch.Tensor | None = None):
     """Eigendecomposition of ``Xc Xc'`` through whichever Gram matrix is smaller.
 
-    Returns ``s`` (r,) float64, ``V`` (m, r) float64 and ``proj`` mapping centred rows ``Zc``
-    to ``Zc Xc' V`` (n_z, r) float64.
+    Returns ``s`` (r,) float64 and ``V`` (m, r) float64 with orthonormal columns.
     """
     m, p = Xc.shape
     if m <= p:
         K = _gram_rows(Xc, Xc) if G is None else G
         s, V = torch.linalg.eigh(K)
-        s = s.clamp_min(0.0)
-        return s, V, lambda Zc: _gram_rows(Zc, Xc) @ V
+        return s.clamp_min(0.0), V
     C = _gram_cols(Xc) if G is None else G
     s, W = torch.linalg.eigh(C)
     eps = torch.finfo(Xc.dtype).eps
@@ -295,8 +324,7 @@ def _thin_eig(Xc: torch.Tensor, G: torch.Tensor | None = None):
     s, W = s[keep], W[:, keep]
     root = s.sqrt()
     V = torch.cat([(Xc[i:i + _GRAM_CHUNK].double() @ W) for i in range(0, m, _GRAM_CHUNK)]) / root
-    WS = (W * root).to(Xc.dtype)
-    return s, V, lambda Zc: _gram_rows(Zc, WS.T.contiguous())
+    return s, V
 
 
 # --------------------------------------------------------------------------------------
@@ -386,10 +414,10 @@ class _Engine:
 
     # ---- cross-validation
 
-    def _decompose(self, cv) -> list[_Decomp]:
+    def _decompose(self, cv, alphas: np.ndarray) -> list:
         if isinstance(cv, str):  # one decomposition of the whole training set
-            s, V, _ = _thin_eig(self.Xc, self.G)
-            return [_Decomp(s=s, V=V.to(self.dtype), V2=V.square())]
+            s, V = _thin_eig(self.Xc, self.G)
+            return [_Eig(s=s, V=V.to(self.dtype), V2=V.square())]
         out = []
         folds = np.array_split(np.arange(self.n), cv)
         for val in tqdm(folds, desc="cv folds", disable=not self.verbose, leave=False):
@@ -399,11 +427,14 @@ class _Engine:
             if self.fit_intercept:
                 mu = Xtr.mean(0)
                 Xtr, Xva = Xtr - mu, Xva - mu
-            s, V, proj = _thin_eig(Xtr)
-            out.append(_Decomp(s=s, V=V.to(self.dtype), train=train, val=val, A=proj(Xva).to(self.dtype)))
+            kernel = len(train) <= self.p
+            G = _gram_rows(Xtr, Xtr) if kernel else _gram_cols(Xtr)
+            Kva = _gram_rows(Xva, Xtr) if kernel else None
+            Ms = [_Solver(Xtr, G, kernel, float(a)).rows(Xva, Kva).to(self.dtype) for a in alphas]
+            out.append(_Fold(train=train, val=val, M=Ms))
         return out
 
-    def _errors(self, decomps: list[_Decomp], cv, Yb: torch.Tensor, alphas: np.ndarray) -> torch.Tensor:
+    def _errors(self, decomps: list, cv, Yb: torch.Tensor, alphas: np.ndarray) -> torch.Tensor:
         """Summed squared validation errors, shape (n_alphas, n_columns), float64.
 
         ``Yb`` holds columns that are globally centred when an intercept is fitted (any
@@ -441,10 +472,8 @@ class _Engine:
             if self.fit_intercept:
                 mu = Ytr.mean(0)
                 Ytr, Yva = Ytr - mu, Yva - mu
-            B = d.V.T @ Ytr
-            for i, a in enumerate(alphas):
-                P = d.A @ (B * (1.0 / (d.s + a)).to(dt)[:, None])
-                err[i] += (Yva - P).square().sum(0, dtype=torch.float64)
+            for i, M in enumerate(d.M):
+                err[i] += (Yva - M @ Ytr).square().sum(0, dtype=torch.float64)
         return err
 
     def select(self, alphas: np.ndarray, cv, alpha_per: str):
@@ -460,7 +489,7 @@ class _Engine:
         else:
             gsize, gshape = 1, self.target_shape
         n_groups = self.t // gsize
-        decomps = self._decompose(cv)
+        decomps = self._decompose(cv, alphas)
         total = torch.zeros(len(alphas), n_groups, dtype=torch.float64, device=self.device)
         if gsize > self.n:
             # compress each group to n columns with the same Gram matrix: squared errors of any
@@ -471,8 +500,7 @@ class _Engine:
                 for s, e in self._batches(gsize, "group gram"):
                     yb = self.centred(slice(lo + s, lo + e))
                     gram += _gram_rows(yb, yb)
-                lam, U = torch.linalg.eigh(gram)
-                comp = (U * lam.clamp_min(0.0).sqrt()).to(self.dtype)
+                comp = _gram_root(gram, torch.finfo(self.dtype).eps).to(self.dtype)
                 total[:, g] = self._errors(decomps, cv, comp, alphas).sum(1)
         else:
             step = max(gsize, (self.batch // gsize) * gsize)
@@ -692,7 +720,7 @@ class Ridge(BaseEstimator):
         Grid of alphas chosen by cross-validation.
     cv : int, 'loo' or 'gcv'
         Contiguous k folds (no shuffling), exact leave-one-out, or generalised
-        cross-validation. One eigendecomposition per fold serves all alphas and targets.
+        cross-validation. Factorisations are shared by all targets (see the module notes).
     alpha_per : {'regression', 'target', 'token'}
         One alpha for all targets, one per target, or one per token (all target axes but
         the last, e.g. 257 alphas for (n, 257, 768) targets).
