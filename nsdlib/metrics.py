@@ -11,9 +11,9 @@ reconstruction with Pillow's bicubic filter as Brain-Diffuser does:
   use_sample_covariance=False, data_range=1)``. ``ssim_mode="2d"`` (default) is that true
   2-D SSIM. ``ssim_mode="columns"`` is Brain-Diffuser's and MindEye's published call, which
   passes a grayscale image with ``multichannel=True``, so that scikit-image treats its
-  columns as channels and returns the mean of the 1-D SSIMs of the columns (each filtered
-  along the rows only). Tables must say which mode they use; the paper's numbers come from
-  the column mode.
+  columns as channels and returns the mean of the 1-D SSIMs of the columns (each column a
+  1-D signal, filtered vertically only). Tables must say which mode they use; the paper's
+  numbers come from the column mode.
 
 High-level metrics extract features from both image sets, resized to 224 x 224 (bilinear
 with antialiasing, like torchvision's resize of a PIL image in Brain-Diffuser's code; also
@@ -35,8 +35,9 @@ batches. Weights are read from the local cache only (:mod:`nsdlib.assets`:
 and the CLIP metric uses whatever image-feature callable the caller passes (the small
 CLIP trained on mini-NSD), labelled as such.
 
-Memory stays bounded for NSD's 982 test images at 425 x 425: images are converted to
-floating point one batch at a time, and identification keeps only the ground truth's
+PixCorr and SSIM run in float64, with scipy's filters (scikit-image's own) on the CPU and
+with torch on a GPU. Memory stays bounded for NSD's 982 test images at 425 x 425: images
+are converted to floating point one batch at a time, and identification keeps only the ground truth's
 standardised features (``n_images x n_features`` float32, 550 MB for AlexNet(2) at 982
 images) while the reconstructions' features stream through in batches.
 """
@@ -337,13 +338,22 @@ def ssim(ground_truth, reconstructions, *, mode: str = "2d", size: int | None = 
 
 
 # ------------------------------------------------------------------ features
-def _standardize(features) -> np.ndarray:
-    """Rows centred and scaled to unit norm (float32), so that a dot product is Pearson r."""
-    f = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
-    f = f - f.mean(1, keepdims=True)
-    norm = np.linalg.norm(f, axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (f / norm).astype(np.float32)
+def _standardize(features, block: int = 64) -> np.ndarray:
+    """Rows centred and scaled to unit norm (float32), so that a dot product is Pearson r.
+
+    Computed in float64 a block of rows at a time, so the float64 copy never holds more
+    than ``block`` rows.
+    """
+    features = np.asarray(features)
+    features = features.reshape(len(features), -1)
+    out = np.empty(features.shape, dtype=np.float32)
+    for start in range(0, len(features), block):
+        f = features[start:start + block].astype(np.float64)
+        f -= f.mean(1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f /= np.linalg.norm(f, axis=1, keepdims=True)
+        out[start:start + block] = f
+    return out
 
 
 def _check_features(gt, rec):
