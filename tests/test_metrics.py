@@ -12,7 +12,7 @@ from skimage.metrics import structural_similarity as sk_ssim
 from nsdlib import assets
 from nsdlib import metrics as M
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # 2 threads spin-wait on a shared 2-core machine
 
 
 def _images(n=5, size=48, seed=0):
