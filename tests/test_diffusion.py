@@ -325,3 +325,25 @@ def test_stage2_with_pretrained_models_missing_names_the_asset(stage2_run, tmp_p
     fg = np.zeros((8, 16, 16, 3), np.uint8)
     with pytest.raises(assets.MissingAssetError, match="nsdlib fetch"):
         stage2.stage2_images(cfg.replace(models="pretrained"), fg, progress=False)
+
+
+def test_stage2_loads_the_mini_zoos_models_when_present(stage2_run, tmp_path, monkeypatch):
+    stage2, cfg = stage2_run
+    from nsdlib.clip import random_clip
+
+    assert {s["kind"] for s in stage2.model_sources(cfg).values()} == {"random"}
+    zoo = tmp_path / "zoo"
+    trained_like = random_clip(**{**stage2._RANDOM_CLIP, "seed": 7})
+    trained_like.save_pretrained(zoo / "clip")
+    save_components(random_components(cross_attention_dim=trained_like.dim, image_size=32, seed=7),
+                    zoo / "diffusion")
+    monkeypatch.setattr(stage2, "_mini_zoo", lambda cfg: zoo)
+    src = stage2.model_sources(cfg)
+    assert src["clip"]["kind"] == "mini" and src["vd"]["kind"] == "mini"
+    assert src["clip"]["path"] == str(zoo / "clip") and src["vd"]["path"] == str(zoo / "diffusion")
+    images = np.random.default_rng(0).integers(0, 256, (2, 48, 48, 3), dtype=np.uint8)
+    np.testing.assert_allclose(stage2.clip_embedder(cfg).vision(images, progress=False),
+                               trained_like.vision(images, progress=False), atol=1e-6)
+    fg = np.zeros((8, 16, 16, 3), np.uint8)
+    out = stage2.stage2_images(cfg, fg, progress=False, indices=[0])
+    assert out.shape == (1, 32, 32, 3)  # the zoo's diffusion model sets the output size

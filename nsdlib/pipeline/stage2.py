@@ -2,9 +2,10 @@
 
 - :func:`clip_embedder` / :func:`diffusion_model`: the run's CLIP and diffusion model
   (``models="pretrained"``: the ``clip`` and ``vd`` assets; ``models="mini"``: the mini
-  model zoo's trained models in ``<workdir>/models/mini/clip`` and ``.../vd`` when they
-  exist, otherwise small randomly initialised stand-ins of the same classes, which
-  :func:`model_sources` reports);
+  model zoo's trained models (``clip/`` and ``diffusion/`` in the folder
+  :func:`nsdlib.minimodels.locate` finds for the run's mini-NSD) when they exist, otherwise
+  small randomly initialised stand-ins of the same classes, which :func:`model_sources`
+  reports);
 - :func:`clip_embeddings`: CLIP-text (77 x d) and CLIP-vision (257 x d) embeddings of a
   split's stimuli, computed once per stimulus set;
 - :func:`clip_predictions`: ridge regressions from the betas to both embeddings
@@ -55,8 +56,19 @@ _SUBJECT: dict = {}  # the last subject's data, kept for the process (NSD's beta
 
 
 # ------------------------------------------------------------------ models
-def _mini_folder(cfg: RunConfig, name: str) -> Path:
-    return Path(cfg.workdir) / "models" / "mini" / name
+def _mini_zoo(cfg: RunConfig) -> Path | None:
+    """The mini model zoo's folder for this mini-NSD (``nsdlib.minimodels.locate``), or None."""
+    if cfg.dataset != "mini":
+        return None
+    try:
+        from .. import minimodels
+
+        ensure = getattr(_data(), "ensure_dataset", None)
+        if ensure is not None:
+            ensure(cfg, progress=False)
+        return minimodels.locate(cfg.nsd_root, cfg.workdir, quick=cfg.quick)
+    except (ImportError, FileNotFoundError):
+        return None
 
 
 def _fingerprint(folder: Path) -> str:
@@ -81,22 +93,23 @@ def model_sources(cfg: RunConfig) -> dict[str, dict]:
     from .. import assets
 
     out = {}
-    for name, marker in (("clip", "config.json"), ("vd", "image_unet/config.json")):
+    zoo = None if cfg.models == "pretrained" else _mini_zoo(cfg)
+    for name, sub, marker in (("clip", "clip", "config.json"), ("vd", "diffusion", "image_unet/config.json")):
         if cfg.models == "pretrained":
             path = assets.require(name)
             src = assets.ASSETS[name].source
             out[name] = dict(kind="pretrained", path=str(path), key=f"pretrained:{src}",
                              text=f"pretrained {src}")
             continue
-        folder = _mini_folder(cfg, name)
-        if (folder / marker).is_file():
+        folder = None if zoo is None else Path(zoo) / sub
+        if folder is not None and (folder / marker).is_file():
             out[name] = dict(kind="mini", path=str(folder), key=f"mini:{_fingerprint(folder)}",
-                             text=f"the mini model zoo's trained model ({folder})")
+                             text=f"the mini model zoo's model, trained on mini-NSD's training stimuli ({folder})")
         else:
             spec = _RANDOM_CLIP if name == "clip" else _RANDOM_VD
             out[name] = dict(kind="random", path=None, key=f"random:v{_VERSION}:{params_key(spec)}",
-                             text="a small randomly initialised stand-in (the mini model zoo has not trained "
-                                  f"one: nothing at {folder})")
+                             text="a small RANDOMLY INITIALISED stand-in of the same classes: the mini model zoo "
+                                  "has not been trained here (`nsdlib mini train-models --root <mini-NSD root>`)")
     return out
 
 
