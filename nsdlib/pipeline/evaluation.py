@@ -157,8 +157,9 @@ def noise_sensitivity(cfg: RunConfig, levels: Sequence = N.NOISE_LEVELS, *, gues
     guesses : ndarray of uint8, optional
         First guesses; default: ``nsdlib.pipeline.stage1.first_guesses(cfg)``.
     stage2 : callable, optional
-        ``stage2(cfg, first_guesses=..., noise=label) -> uint8 images``; default
-        ``nsdlib.pipeline.stage2.stage2_images`` (which caches per noise label).
+        ``stage2(cfg, first_guesses=..., noise=label) -> uint8 images`` (``noise=None`` for
+        the unaltered first guesses); default ``nsdlib.pipeline.stage2.stage2_images``
+        (which caches per noise label and image hash).
 
     Returns
     -------
@@ -171,7 +172,8 @@ def noise_sensitivity(cfg: RunConfig, levels: Sequence = N.NOISE_LEVELS, *, gues
     for level in levels:
         label = N.noise_label(level)
         noised = noised_first_guesses(cfg, label, fg, ids)
-        final = run(cfg, first_guesses=noised, noise=label)
+        # no noise: the plain first guesses, so stage 2 reuses the run's own images (chapter 07)
+        final = run(cfg, first_guesses=noised, noise=None if label == "none" else label)
         M._check_images(final, f"stage-2 images for noise {label}")
         out[label] = {"first_guess": noised, "final": final}
     return out
