@@ -247,6 +247,9 @@ def load_components(path: str | os.PathLike | None = None, *, dtype=None) -> dic
         :class:`~nsdlib.assets.MissingAssetError` naming ``nsdlib fetch vd``.
     dtype : torch.dtype, optional
         Precision the UNets are loaded in.
+
+    Weights are read from safetensors files where present, otherwise by diffusers'
+    ``torch.load(..., weights_only=True)``.
     """
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from diffusers.pipelines.deprecated.versatile_diffusion.modeling_text_unet import UNetFlatConditionModel
