@@ -803,8 +803,19 @@ class GLMSingle:
                 betas[starts[r]:starts[r + 1]] = pinv_lib(k)[r][h] @ y
             return betas
 
-        def load(sl):
-            return [np.asarray(y[:, sl], dtype=dt) for y in runs]
+        def load(sel, sums=None):
+            """The runs' time series of some voxels, polynomials removed in float64, cast to ``dt``.
+
+            Every later product is orthogonal to the polynomials, so removing them first changes
+            no result; it only spares float32 the cancellation of a large mean (about 1000).
+            """
+            out = []
+            for r, y in enumerate(runs):
+                y64 = np.asarray(y[:, sel], dtype=np.float64)
+                if sums is not None:
+                    sums += y64.sum(0)
+                out.append((y64 - polys[r] @ (polys[r].T @ y64)).astype(dt))
+            return out
 
         def ols_from_svd(parts, ys):
             # betas (N, V) and explained energy per voxel
@@ -830,14 +841,13 @@ class GLMSingle:
 
         # ---- pass 1: models A and B
         for sl in tqdm(chunks, desc="GLM models A, B", **bar):
-            ys = load(sl)
-            tot = sum(t for t in n_time)
-            meanvol[sl] = sum(y.sum(0, dtype=float) for y in ys) / tot
+            sums = np.zeros(sl.stop - sl.start)
+            ys = load(sl, sums)
+            meanvol[sl] = sums / sum(n_time)
             energy = np.zeros(sl.stop - sl.start)
             a_r, b_r, e_r = [], [], []
             for r, y in enumerate(ys):
-                yp_energy = np.einsum("ij,ij->j", y, y, dtype=float) - \
-                    np.sum((polys_dt[r].T @ y).astype(float) ** 2, 0)
+                yp_energy = np.einsum("ij,ij->j", y, y, dtype=float)
                 e_r.append(yp_energy)
                 a_r.append((onoff[r] @ y).astype(float))
                 b_r.append(float(onoff[r].astype(float) @ onoff[r]))
@@ -926,7 +936,7 @@ class GLMSingle:
             step = int(self.chunk_size)
             for a in tqdm(range(0, pc_idx.size, step), desc="GLMdenoise: number of PCs", **bar):
                 sub = pc_idx[a:a + step]
-                ys_all = [np.asarray(y[:, sub], dtype=dt) for y in runs]
+                ys_all = load(sub)
                 for h in np.unique(hrf_index[sub]):
                     g = np.flatnonzero(hrf_index[sub] == h)
                     ys = [y[:, g] for y in ys_all]
@@ -1016,12 +1026,11 @@ class GLMSingle:
     # -------------------------------------------------------------------- helpers
     @staticmethod
     def _r2(ys, betas, xlib, h, polys, starts, dt):
-        """R² of the trial regressors' fit against the polynomial-detrended data."""
+        """R² of the trial regressors' fit against the data (``ys`` already detrended)."""
         sse = np.zeros(ys[0].shape[1])
         tot = np.zeros(ys[0].shape[1])
-        for r, y in enumerate(ys):
+        for r, yp in enumerate(ys):
             p = polys[r]
-            yp = y - p @ (p.T @ y)
             x = xlib[r][h].astype(dt)
             xp = x - p @ (p.T @ x)
             res = yp - xp @ betas[starts[r]:starts[r + 1]]

@@ -234,6 +234,18 @@ def test_fraction_one_model_d_equals_model_c_and_chunks_change_nothing():
     np.testing.assert_allclose(one.results_["C"].betas, a.results_["C"].betas, rtol=1e-9, atol=1e-9)
 
 
+def test_float32_agrees_with_float64():
+    # a baseline near 1000 with responses of a few percent: float32 must not lose the signal
+    runs, designs, *_ = simulate(noise=1.0, shared=0.5, seed=8, n_signal=12, n_noise=24, n_runs=3)
+    a = GLMSingle(verbose=False).fit([y.astype(np.float32) for y in runs], designs)
+    b = GLMSingle(verbose=False, dtype=np.float64).fit(runs, designs)
+    assert a.n_pcs_ == b.n_pcs_ and np.array_equal(a.hrf_index_, b.hrf_index_)
+    for k in "ABCD":
+        np.testing.assert_allclose(a.results_[k].r2, b.results_[k].r2, atol=1e-6)
+        scale = np.abs(b.results_[k].betas).max()
+        np.testing.assert_allclose(a.results_[k].betas, b.results_[k].betas, atol=1e-5 * scale)
+
+
 def test_design_forms_are_equivalent():
     runs, designs, *_ = simulate(n_signal=4, n_noise=12, n_runs=2)
     kw = dict(verbose=False, glmdenoise=False, fracridge=False, dtype=np.float64)

@@ -32,7 +32,7 @@ from ..store import Store, atomic_path, params_key
 
 __all__ = ["GLM_OPTIONS", "glm_diagnostics", "hrf_recovery", "model_accuracy", "session_params", "write_betas"]
 
-_VERSION = 1
+_VERSION = 2
 #: The estimator's settings used for mini-NSD (GLMsingle's defaults).
 GLM_OPTIONS = {"n_pcs": 10, "pcstop": 1.05, "fractions": "1..0.05 step 0.05", "noise_pool": "gmm",
                "brain_thresh": [99.0, 0.1], "mask": "brain (nsdgeneral >= 0)"}
