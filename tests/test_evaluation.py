@@ -28,9 +28,10 @@ def run(tmp_path, monkeypatch):
     first = np.clip(gt.astype(int) + 30, 0, 255).astype(np.uint8)  # a "blurry" guess: a brightened copy
     calls = []
 
-    def stage2(c, first_guesses=None, noise=None):
+    def stage2(c, first_guesses=None, noise=None, indices=None):
         calls.append(noise)
-        return first if first_guesses is None else first_guesses  # the identity as "stage 2"
+        out = first if first_guesses is None else first_guesses  # the identity as "stage 2"
+        return out if indices is None else out[indices]
 
     monkeypatch.setattr(E, "ground_truth", lambda c: gt)
     monkeypatch.setattr(E, "first_guesses", lambda c: first)
@@ -50,6 +51,11 @@ def test_noise_sensitivity_uses_the_protocol(run):
                                                                          ids=np.arange(100, 110)))
     np.testing.assert_array_equal(out["256"]["final"], N.pure_noise(first.shape, seed=cfg.seed,
                                                                      ids=np.arange(100, 110)))
+    # a subset of images gets exactly the noise (and stage-2 images) of the full run
+    sub = E.noise_sensitivity(cfg, ["none", 16], indices=[2, 5])
+    for lab in ("none", "16"):
+        for what in ("first_guess", "final"):
+            np.testing.assert_array_equal(sub[lab][what], out[lab][what][[2, 5]])
 
 
 def test_evaluate_writes_and_merges_the_results_file(run):
@@ -93,7 +99,7 @@ def test_results_file_is_read_by_the_cross_subject_report(run):
 def test_evaluate_noise_levels_degrade_low_level_metrics(run):
     cfg, gt, first, _ = run
     rows, reports = E.evaluate(cfg, noise_levels=["8", "64", "256"], progress=False)
-    assert list(rows["noise"]) == ["none", "8", "64", "256"]
+    assert list(rows["noise"]) == ["none", "8", "64", "256"] and (rows["n_images"] == 10).all()
     # stage 1's latent errors go with the noiseless row of each model
     assert rows["latent_mse"].iloc[0] == pytest.approx(0.25) and rows["latent_mae"].iloc[0] == pytest.approx(0.5)
     assert rows["latent_mse"].iloc[1:].isna().all()
@@ -127,22 +133,22 @@ def test_explorer_data_view_and_widget(run):
     import matplotlib.pyplot as plt
 
     cfg, gt, first, _ = run
-    assert E.default_noise_levels(cfg) == ("none", "16", "64", "256")  # quick run
-    data = E.explorer_data(cfg, ["none", "64"])
-    assert data["levels"] == ["none", "64"] and list(data["ids"]) == list(range(100, 110))
+    assert E.default_noise_levels(cfg) == ("none", "64", "256")  # quick run
+    data = E.explorer_data(cfg, ["none", "64"])  # quick: the first four test images
+    assert data["levels"] == ["none", "64"] and list(data["ids"]) == [100, 101, 102, 103]
     fig, scores = E.explorer_view(data, 3, "64")
     assert len(fig.axes) == 3
     assert scores.loc["SSIM", "this image"] == pytest.approx(data["64"]["report"].per_image["ssim"][3])
     assert np.isnan(scores.loc["AlexNet(2)", "this image"]) and "not available" in scores.loc["AlexNet(2)",
                                                                                                "computed with"]
     plt.close(fig)
-    with pytest.raises(ValueError, match="0..9"):
-        E.explorer_view(data, 10)
+    with pytest.raises(ValueError, match="0..3"):
+        E.explorer_view(data, 4)
     with pytest.raises(ValueError, match="was not computed"):
         E.explorer_view(data, 0, "16")
     box = E.explorer(data)
     slider, menu = box.children[0].children
-    slider.value = 5  # redraws without error
+    slider.value = 2  # redraws without error
     menu.value = "64"
     plt.close("all")
 
@@ -171,3 +177,11 @@ def test_default_clip_never_uses_a_random_stand_in(tmp_path, monkeypatch):
     assert isinstance(net, M.FeatureNetwork) and net.trained and "small CLIP" in net.description
     assert net.features(np.zeros((3, 8, 8, 3), np.uint8))["clip"].shape == (3, 3)
     assert E._default_clip(cfg.replace(models="pretrained")) is None
+
+
+def test_evaluate_a_subset_of_images(run):
+    cfg, gt, first, _ = run
+    rows, reports = E.evaluate(cfg, noise_levels=["64"], indices=[0, 1, 2], progress=False, write=False)
+    assert (rows["n_images"] == 3).all()
+    np.testing.assert_allclose(reports[("gru", 15, "none")].per_image["ssim"],
+                               E.M.ssim(gt[:3], first[:3], mode="columns"), atol=1e-12)

@@ -41,9 +41,11 @@ from ..store import Store, atomic_write
 
 __all__ = [
     "KEY_COLUMNS",
+    "QUICK_NOISE_IMAGES",
     "RESULT_COLUMNS",
     "best_and_worst",
     "comparison_table",
+    "default_indices",
     "default_noise_levels",
     "evaluate",
     "explorer",
@@ -106,12 +108,13 @@ def final_images(cfg: RunConfig) -> np.ndarray:
     return _stage2(cfg)
 
 
-def _stage2(cfg: RunConfig, first_guesses=None, noise: str | None = None) -> np.ndarray:
+def _stage2(cfg: RunConfig, first_guesses=None, noise: str | None = None, indices=None) -> np.ndarray:
     from . import stage2
 
     if first_guesses is None:
         return stage2.stage2_images(cfg)
-    return stage2.stage2_images(cfg, first_guesses=first_guesses, noise=noise)
+    extra = {} if indices is None else {"indices": indices}
+    return stage2.stage2_images(cfg, first_guesses=first_guesses, noise=noise, **extra)
 
 
 def _images_key(images) -> str:
@@ -145,7 +148,7 @@ def noised_first_guesses(cfg: RunConfig, level, guesses=None, ids=None) -> np.nd
 
 
 def noise_sensitivity(cfg: RunConfig, levels: Sequence = N.NOISE_LEVELS, *, guesses=None, ids=None,
-                      stage2: Callable | None = None) -> dict[str, dict[str, np.ndarray]]:
+                      indices=None, stage2: Callable | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Stage-2 images made from noised first guesses, one set per noise level.
 
     Parameters
@@ -155,27 +158,35 @@ def noise_sensitivity(cfg: RunConfig, levels: Sequence = N.NOISE_LEVELS, *, gues
     levels : sequence
         Noise levels (labels or amplitudes), default all of Table 6.
     guesses : ndarray of uint8, optional
-        First guesses; default: ``nsdlib.pipeline.stage1.first_guesses(cfg)``.
+        First guesses of all test images; default ``nsdlib.pipeline.stage1.first_guesses(cfg)``.
+    indices : sequence of int, optional
+        Only these test images (positions) go through stage 2 (a quick run uses a few);
+        the noise of each image is the same as in a full run.
     stage2 : callable, optional
-        ``stage2(cfg, first_guesses=..., noise=label) -> uint8 images`` (``noise=None`` for
-        the unaltered first guesses); default ``nsdlib.pipeline.stage2.stage2_images``
-        (which caches per noise label and image hash).
+        ``stage2(cfg, first_guesses=..., noise=label[, indices=...]) -> uint8 images`` for the
+        noised levels and ``stage2(cfg)`` (the run's own images) for ``"none"``; default
+        ``nsdlib.pipeline.stage2.stage2_images`` (cached per noise label and image hash).
 
     Returns
     -------
     dict
-        Label -> ``{"first_guess": noised first guesses, "final": stage-2 images}``.
+        Label -> ``{"first_guess": noised first guesses, "final": stage-2 images}`` (of
+        ``indices`` only, when given).
     """
     fg = first_guesses(cfg) if guesses is None else guesses
     run = stage2 or _stage2
+    idx = None if indices is None else np.asarray(indices, dtype=np.int64)
     out = {}
     for level in levels:
         label = N.noise_label(level)
         noised = noised_first_guesses(cfg, label, fg, ids)
-        # no noise: the plain first guesses, so stage 2 reuses the run's own images (chapter 07)
-        final = run(cfg, first_guesses=noised, noise=None if label == "none" else label)
+        if label == "none":  # the run's own stage-2 images (chapter 07), shared cache
+            final = run(cfg)
+            final = final if idx is None else final[idx]
+        else:
+            final = run(cfg, first_guesses=noised, noise=label, **({} if idx is None else {"indices": idx}))
         M._check_images(final, f"stage-2 images for noise {label}")
-        out[label] = {"first_guess": noised, "final": final}
+        out[label] = {"first_guess": noised if idx is None else noised[idx], "final": final}
     return out
 
 
@@ -391,7 +402,7 @@ def _variants(cfg: RunConfig, variants) -> list[tuple[str, int]]:
 
 
 def evaluate(cfg: RunConfig, *, variants: Sequence[tuple[str, int]] | None = None,
-             reconstructions: dict | None = None, noise_levels: Sequence = (), clip=None,
+             reconstructions: dict | None = None, noise_levels: Sequence = (), indices=None, clip=None,
              batch_size: int = 32, progress: bool = True, write: bool = True):
     """Score the run's stage-2 reconstructions and write the run's results file.
 
@@ -406,6 +417,8 @@ def evaluate(cfg: RunConfig, *, variants: Sequence[tuple[str, int]] | None = Non
     noise_levels : sequence
         Also score :func:`noise_sensitivity` at these levels for the run's own
         regressor and n_layers (chapter 08).
+    indices : sequence of int, optional
+        Score only these test images (positions); ``reconstructions`` then hold just them.
     clip : optional
         See :func:`score`.
     write : bool
@@ -421,6 +434,9 @@ def evaluate(cfg: RunConfig, *, variants: Sequence[tuple[str, int]] | None = Non
     import pandas as pd
 
     gt = ground_truth(cfg)
+    idx = None if indices is None else np.asarray(indices, dtype=np.int64)
+    if idx is not None:
+        gt = gt[idx]
     if clip is None:
         clip = _default_clip(cfg)
     scorer = _Scorer(cfg, gt, clip, batch_size, progress)
@@ -430,14 +446,14 @@ def evaluate(cfg: RunConfig, *, variants: Sequence[tuple[str, int]] | None = Non
             todo[(str(r), int(n), N.noise_label(lab))] = (lambda x=ims: x)
     else:
         def plain(c):
-            return lambda: _stage2(c)
+            return lambda: _stage2(c) if idx is None else _stage2(c)[idx]
 
         for r, n in _variants(cfg, variants):
             todo[(r, n, "none")] = plain(cfg.replace(regressor=r, n_layers=n))
         levels = [N.noise_label(x) for x in noise_levels if N.noise_label(x) != "none"]
         if levels:
             def noisy(label):
-                return lambda: noise_sensitivity(cfg, [label])[label]["final"]
+                return lambda: noise_sensitivity(cfg, [label], indices=idx)[label]["final"]
 
             for lab in levels:
                 todo[(cfg.regressor, cfg.n_layers, lab)] = noisy(lab)
@@ -588,12 +604,26 @@ def image_grid(columns: dict, indices, *, row_labels=None, col_titles: dict | No
 
 # ----------------------------------------------------------------- explorer
 def default_noise_levels(cfg: RunConfig) -> tuple[str, ...]:
-    """The noise levels chapters 08 and 10 show: all of Table 6, or four with ``quick``."""
-    return ("none", "16", "64", "256") if cfg.quick else N.NOISE_LEVELS
+    """The noise levels chapters 08 and 10 show: all of Table 6, or three with ``quick``."""
+    return ("none", "64", "256") if cfg.quick else N.NOISE_LEVELS
 
 
-def explorer_data(cfg: RunConfig, levels: Sequence | None = None, *, progress: bool = False) -> dict:
+#: Test images of the noise experiment in quick runs (positions in the test set).
+QUICK_NOISE_IMAGES = 4
+
+
+def default_indices(cfg: RunConfig):
+    """The test images chapters 08 and 10 send through stage 2 again: all, or the first
+    :data:`QUICK_NOISE_IMAGES` with ``quick`` (stage 2 costs seconds per image on a CPU)."""
+    return np.arange(QUICK_NOISE_IMAGES) if cfg.quick else None
+
+
+def explorer_data(cfg: RunConfig, levels: Sequence | None = None, *, indices="default",
+                  progress: bool = False) -> dict:
     """What the explorer shows, per noise level: first guesses, stage-2 images, per-image scores.
+
+    ``indices`` (test-image positions; default :func:`default_indices`) limits it to a few
+    images, as chapter 08 does in quick runs.
 
     Returns
     -------
@@ -602,13 +632,17 @@ def explorer_data(cfg: RunConfig, levels: Sequence | None = None, *, progress: b
     (a MetricReport).
     """
     levels = [N.noise_label(x) for x in (levels or default_noise_levels(cfg))]
+    idx = default_indices(cfg) if isinstance(indices, str) and indices == "default" else indices
     gt = ground_truth(cfg)
     try:
         ids = _test_ids(cfg)
         ids = ids if len(ids) == len(gt) else np.arange(len(gt))
     except Exception:  # noqa: BLE001 (no subject data: positions)
         ids = np.arange(len(gt))
-    ns = noise_sensitivity(cfg, levels)
+    if idx is not None:
+        idx = np.asarray(idx, dtype=np.int64)
+        gt, ids = gt[idx], ids[idx]
+    ns = noise_sensitivity(cfg, levels, indices=idx)
     clip = _default_clip(cfg)
     scorer = _Scorer(cfg, gt, clip, 32, progress)
     out = {"stimuli": gt, "ids": np.asarray(ids), "levels": levels}
