@@ -419,6 +419,8 @@ def evaluate(cfg: RunConfig, *, variants: Sequence[tuple[str, int]] | None = Non
         regressor and n_layers (chapter 08).
     indices : sequence of int, optional
         Score only these test images (positions); ``reconstructions`` then hold just them.
+        Such rows are returned but never written to the results file, which holds
+        scores over the whole test set only.
     clip : optional
         See :func:`score`.
     write : bool
@@ -467,7 +469,7 @@ def evaluate(cfg: RunConfig, *, variants: Sequence[tuple[str, int]] | None = Non
         rows.append(_row(cfg, r, n, lab, rep, lat))
         reports[(r, n, lab)] = rep
         sources.update(rep.sources)
-    if write and rows:
+    if write and rows and idx is None:
         write_results(cfg, rows, sources)
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS)), reports
 
