@@ -110,6 +110,13 @@ def test_fit_regressor_and_first_guesses(run, regressor):
         assert m["epochs"] == 2 and m["n_params"] > 0 and len(fit["train_loss"]) == 2
     else:
         assert m["alpha"] > 0 and "test_mse_raw" in m
+        # Brain-Diffuser's re-standardisation: each predicted set takes the training latents' mean and sd
+        Y = stage1.latents(run.cfg, 15)["train"]
+        tr = np.setdiff1d(np.arange(len(Y)), fit["val_indices"])
+        sd = Y[tr].std(0)
+        keep = sd > 1e-6
+        np.testing.assert_allclose(fit["test_pred"].std(0)[keep], sd[keep], rtol=1e-3)
+        np.testing.assert_allclose(fit["val_pred"].mean(0), Y[tr].mean(0), atol=1e-4)
     # cached: a second call reuses the stored fit and its checkpoint folder is gone
     again = stage1.fit_regressor(run.cfg, regressor, 15)
     np.testing.assert_array_equal(again["test_pred"], fit["test_pred"])

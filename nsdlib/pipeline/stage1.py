@@ -274,9 +274,13 @@ def regressor_options(cfg: RunConfig, regressor: str) -> dict:
     Ridge: alpha 50,000 on NSD (Brain-Diffuser's value for the VDVAE latents); on mini-NSD
     (fewer voxels and images) alpha is chosen by 5-fold cross-validation within the
     training split from 10^0 to 10^6. Both re-standardise the predictions the way
-    Brain-Diffuser does before decoding (``normalize="test"``). Networks: AdamW, learning
-    rate 1e-3, early stopping (patience 6 on NSD, 10 on mini-NSD), at most 50 epochs
-    (mini-NSD: 100, batch 32), two epochs in quick runs.
+    Brain-Diffuser does before decoding (``normalize="test"``: each predicted set, the
+    validation and the test images separately, by its own statistics). Stage 1 computes
+    ridge predictions with :func:`nsdlib.ridge.ridge_predict`, which never forms the weights;
+    :class:`nsdlib.regressors.RidgeRegressor` is the estimator form of the same model.
+
+    Networks: AdamW, learning rate 1e-3, early stopping (patience 6 on NSD, 10 on
+    mini-NSD), at most 50 epochs (mini-NSD: 100, batch 32), two epochs in quick runs.
     """
     if regressor == "ridge":
         if cfg.dataset == "nsd":
@@ -349,37 +353,44 @@ def fit_regressor(cfg: RunConfig, regressor: str | None = None, n_layers: int | 
         tr_idx = np.setdiff1d(np.arange(len(X)), val_idx)
         opts = dict(regressor_options(cfg, reg_name))
         device = str(resolve_device(cfg.device))
+        mean, scale = Y[tr_idx].mean(0), Y[tr_idx].std(0)
+        out = {"val_indices": val_idx}
+        m = {}
+        t0 = time.perf_counter()
         if reg_name == "ridge":
-            opts.update(device=device, verbose=False)
+            # predictions only: the weights (n_voxels x n_latents, 5.7 GB for NSD at 31 blocks) are never formed
+            from ..ridge import restandardize, ridge_predict
+
+            raw, alpha = ridge_predict(X[tr_idx], Y[tr_idx], np.concatenate([X[val_idx], sd.test_betas]),
+                                       opts.get("alpha", 1.0), alphas=opts.get("alphas"), cv=opts.get("cv", 5),
+                                       device=device, return_alpha=True, verbose=False)
+            raw = np.asarray(raw, np.float32)
+            raw_val, raw_test = raw[: len(val_idx)], raw[len(val_idx):]
+            if opts["normalize"] == "test":  # Brain-Diffuser's rule, on each predicted set separately
+                val_pred, test_pred = (restandardize(r, mean, scale) for r in (raw_val, raw_test))
+            else:
+                val_pred, test_pred = raw_val, raw_test
+            for split, true, pred in (("val", Y[val_idx], raw_val), ("test", lat["test"], raw_test)):
+                for k, v in regression_metrics(true, pred).items():
+                    m[f"{split}_{k}_raw"] = v
+            m.update(alpha=float(np.asarray(alpha).ravel()[0]), n_params=int(X.shape[1] * Y.shape[1] + Y.shape[1]),
+                     best_epoch=None, epochs=None)
         else:
             opts.update(device=device, seed=cfg.seed, checkpoint_dir=ckpt_dir)
-        t0 = time.perf_counter()
-        est = make_regressor(reg_name, **opts).fit(X, Y, val_indices=val_idx)
+            est = make_regressor(reg_name, **opts).fit(X, Y, val_indices=val_idx)
+            val_pred, test_pred = est.predict(X[val_idx]), est.predict(sd.test_betas)
+            m.update(alpha=None, n_params=count_parameters(est.model_), best_epoch=est.best_epoch_,
+                     epochs=len(est.history_))
+            out["train_loss"] = np.array([h["train_loss"] for h in est.history_], np.float64)
+            out["val_loss"] = np.array([h["val_loss"] for h in est.history_], np.float64)
         seconds = time.perf_counter() - t0
-        val_pred, test_pred = est.predict(X[val_idx]), est.predict(sd.test_betas)
-        mean, scale = Y[tr_idx].mean(0), Y[tr_idx].std(0)
         scale = np.where(scale > 1e-8, scale, 1.0)
-        m = {}
         for split, true, pred in (("val", Y[val_idx], val_pred), ("test", lat["test"], test_pred)):
             for k, v in regression_metrics(true, pred).items():
                 m[f"{split}_{k}"] = v
             for k, v in _z_metrics(true, pred, mean, scale).items():
                 m[f"{split}_{k}_z"] = v
-        out = {"val_pred": val_pred, "test_pred": test_pred, "val_indices": val_idx}
-        if reg_name == "ridge":
-            ridge = est.estimator_
-            ridge.set_params(normalize=None)
-            for split, true, xs in (("val", Y[val_idx], X[val_idx]), ("test", lat["test"], sd.test_betas)):
-                for k, v in regression_metrics(true, np.asarray(ridge.predict(xs), np.float32)).items():
-                    m[f"{split}_{k}_raw"] = v
-            ridge.set_params(normalize=opts["normalize"])
-            m.update(alpha=float(est.alpha_), n_params=int(X.shape[1] * Y.shape[1] + Y.shape[1]),
-                     best_epoch=None, epochs=None)
-        else:
-            m.update(alpha=None, n_params=count_parameters(est.model_), best_epoch=est.best_epoch_,
-                     epochs=len(est.history_))
-            out["train_loss"] = np.array([h["train_loss"] for h in est.history_], np.float64)
-            out["val_loss"] = np.array([h["val_loss"] for h in est.history_], np.float64)
+        out.update(val_pred=val_pred, test_pred=test_pred)
         m.update(seconds=seconds, n_train=int(len(tr_idx)), n_val=int(len(val_idx)), n_test=int(len(test_pred)),
                  n_latents=int(Y.shape[1]), n_voxels=int(X.shape[1]))
         out["metrics_json"] = np.array(json.dumps(m))
