@@ -116,7 +116,8 @@ class RunConfig:
     nsd_root : str, optional
         Dataset root. For ``dataset="nsd"`` a local folder or ``s3://natural-scenes-dataset``
         (the default); for ``dataset="mini"`` the folder mini-NSD is generated into
-        (default ``<workdir>/mini-nsd``).
+        (default ``<workdir>/mini-nsd``, or ``<workdir>/mini-nsd-small`` for quick runs, which
+        use the small world).
     quick : bool
         A small, fast variant of every step, for smoke tests.
     """
@@ -159,7 +160,8 @@ class RunConfig:
         _check_writable(workdir)
         set_("workdir", str(workdir.resolve()))
         if self.nsd_root in (None, ""):
-            root = NSD_S3_ROOT if self.dataset == "nsd" else str(Path(self.workdir) / "mini-nsd")
+            mini = "mini-nsd-small" if self.quick else "mini-nsd"  # quick runs use the small world
+            root = NSD_S3_ROOT if self.dataset == "nsd" else str(Path(self.workdir) / mini)
             set_("nsd_root", root)
         else:
             set_("nsd_root", str(self.nsd_root))

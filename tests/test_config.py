@@ -11,6 +11,7 @@ def test_defaults_are_the_embedded_run(tmp_path):
     assert cfg.run_dir == tmp_path.resolve() / "mini" / "subj01"
     assert cfg.nsd_root == str(tmp_path.resolve() / "mini-nsd")
     assert RunConfig(dataset="nsd", workdir=tmp_path).nsd_root == "s3://natural-scenes-dataset"
+    assert RunConfig(workdir=tmp_path, quick=True).nsd_root == str(tmp_path.resolve() / "mini-nsd-small")
 
 
 def test_strings_from_the_command_line_are_coerced(tmp_path):

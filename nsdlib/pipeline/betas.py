@@ -49,18 +49,9 @@ def _nsd_error():
 
 def _world(cfg: RunConfig, progress: bool) -> dict:
     """Make sure the run's mini-NSD exists (as chapter 02 would) and return its manifest."""
-    from .. import mini
-    from ..nsd import NSDDataError
-    from .data import MINI_WORLD_SEED, _mini_size
+    from .data import ensure_mini_world
 
-    if str(cfg.nsd_root).startswith("s3://"):
-        raise NSDDataError(f"mini-NSD is generated locally; nsd_root must be a folder, found {cfg.nsd_root!r}")
-    try:
-        mini.generate(cfg.nsd_root, seed=MINI_WORLD_SEED, size=_mini_size(cfg), progress=progress)
-    except mini.MiniRootError as exc:
-        raise NSDDataError(f"{exc} (quick={cfg.quick} runs use the {_mini_size(cfg)!r} mini-NSD; give this run "
-                           "its own nsd_root)") from None
-    return mini.read_manifest(cfg.nsd_root)
+    return ensure_mini_world(cfg, progress)
 
 
 def session_params(cfg: RunConfig, manifest: dict, session: int) -> dict:

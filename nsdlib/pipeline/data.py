@@ -68,8 +68,23 @@ def dataset_layout(cfg: RunConfig) -> NSDLayout:
     return NSDLayout(cfg.nsd_root, dataset=cfg.dataset, cache_dir=Path(cfg.workdir) / "nsd-cache")
 
 
-def _mini_size(cfg: RunConfig) -> str:
+def mini_size(cfg: RunConfig) -> str:
+    """The mini-NSD size a run uses: "small" for quick runs, "default" otherwise."""
     return "small" if cfg.quick else "default"
+
+
+def ensure_mini_world(cfg: RunConfig, progress: bool = True) -> dict:
+    """Generate the run's mini-NSD at ``cfg.nsd_root`` if absent; return its manifest."""
+    from .. import mini
+
+    if str(cfg.nsd_root).startswith("s3://"):
+        raise NSDDataError(f"mini-NSD is generated locally; nsd_root must be a folder, found {cfg.nsd_root!r}")
+    try:
+        mini.generate(cfg.nsd_root, seed=MINI_WORLD_SEED, size=mini_size(cfg), progress=progress)
+    except mini.MiniRootError as exc:
+        raise NSDDataError(f"{exc} (quick={cfg.quick} runs use the {mini_size(cfg)!r} mini-NSD; give this run "
+                           "its own nsd_root)") from None
+    return mini.read_manifest(cfg.nsd_root)
 
 
 def ensure_dataset(cfg: RunConfig, progress: bool = True) -> NSDLayout:
@@ -85,14 +100,7 @@ def ensure_dataset(cfg: RunConfig, progress: bool = True) -> NSDLayout:
         return layout
     if not layout.is_local:
         raise NSDDataError(f"mini-NSD is generated locally; nsd_root must be a folder, found {cfg.nsd_root!r}")
-    from .. import mini
-
-    try:
-        mini.generate(cfg.nsd_root, seed=MINI_WORLD_SEED, size=_mini_size(cfg), progress=progress)
-    except mini.MiniRootError as exc:
-        raise NSDDataError(f"{exc} (quick={cfg.quick} runs use the {_mini_size(cfg)!r} mini-NSD; give this run "
-                           "its own nsd_root)") from None
-    n_sessions = int(mini.read_manifest(cfg.nsd_root)["spec"]["n_sessions"])
+    n_sessions = int(ensure_mini_world(cfg, progress)["spec"]["n_sessions"])
     if _missing_sessions(layout, cfg.subject, n_sessions):
         from .betas import write_betas
 

@@ -1,0 +1,719 @@
+"""The mini model zoo: small VDVAE, CLIP and diffusion models trained on mini-NSD.
+
+The real pretrained models cannot be fetched offline, so ``models="mini"`` uses small
+versions of the same classes, trained here on mini-NSD's stimuli and captions:
+
+- a small :class:`~nsdlib.vdvae.VDVAE` (:data:`nsdlib.vdvae.MINI`, 32 x 32 images, 37
+  decoder blocks coarse to fine, so "the first 15 / 31 blocks" keep their meaning);
+- a small CLIP (transformers' ``CLIPModel``) with a word-level tokenizer for mini-NSD's
+  caption vocabulary, 77 text positions and 257 vision tokens (64 x 64 images, patch 4),
+  trained contrastively on (image, caption) pairs;
+- a small Versatile-Diffusion-style latent diffusion model (diffusers' ``AutoencoderKL``,
+  image UNet and text UNet mixed by dual transformers), conditioned on the small CLIP's
+  text and vision embeddings (see :mod:`nsdlib.diffusion`).
+
+All three train on the images that are *not* in the shared test set, so the test stimuli
+the book reconstructs are held out from every model. Training is resumable (a checkpoint
+is written atomically every few hundred steps and picked up again after an interruption),
+shows progress bars and writes the models under ``<workdir>/models/mini/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .store import atomic_path, atomic_write
+
+__all__ = [
+    "MINI_MODELS_VERSION",
+    "RECIPES",
+    "MiniModelsMissing",
+    "Recipe",
+    "TrainSchedule",
+    "build_caption_tokenizer",
+    "ensure_models",
+    "evaluate_models",
+    "locate",
+    "mini_clip_config",
+    "models_folder",
+    "read_training_set",
+    "train_clip",
+    "train_loop",
+    "train_models",
+    "train_unet",
+    "train_vae",
+    "train_vdvae",
+]
+
+#: Bumped whenever a training recipe changes; part of every mini model's cache key.
+MINI_MODELS_VERSION = 1
+
+
+class MiniModelsMissing(FileNotFoundError):
+    """The mini models have not been trained (or shipped) for this mini-NSD."""
+
+
+# ------------------------------------------------------------------------------------ data
+@dataclasses.dataclass
+class TrainingSet:
+    """mini-NSD stimuli and captions for training, the shared test images held out.
+
+    Attributes
+    ----------
+    ids : ndarray of shape (n,)
+        0-based NSD ids (rows of ``imgBrick``).
+    images64 : ndarray of shape (n, 64, 64, 3), uint8
+    captions : list of list of str
+        Five captions per image.
+    """
+
+    ids: np.ndarray
+    images64: np.ndarray
+    captions: list[list[str]]
+
+    def images(self, size: int) -> np.ndarray:
+        return resize_images(self.images64, size)
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """Resize uint8 images (n, H, W, 3) to (n, size, size, 3) with antialiasing."""
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    out = []
+    for start in range(0, len(images), 256):
+        x = torch.from_numpy(images[start:start + 256]).permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out)
+
+
+def read_training_set(root: str | Path, *, max_images: int | None = None, size: int = 64) -> TrainingSet:
+    """mini-NSD's non-shared stimuli (resized to ``size``) and their captions.
+
+    Read with the same readers as the subject data (:mod:`nsdlib.nsd`), so the models see
+    exactly the pixels and captions the book uses.
+    """
+    from .nsd import NSDLayout, read_captions, read_expdesign, read_stim_info, read_stimuli
+
+    layout = NSDLayout(root, dataset="mini")
+    design = read_expdesign(layout)
+    shared = set((design.sharedix - 1).tolist())
+    n_images = len(read_stim_info(layout))
+    ids = np.array([i for i in range(n_images) if i not in shared], dtype=np.int64)
+    if max_images is not None:
+        ids = ids[:max_images]
+    return TrainingSet(ids, read_stimuli(layout, ids, size=size), read_captions(layout, ids))
+
+
+# ------------------------------------------------------------------------------ training
+@dataclasses.dataclass(frozen=True)
+class TrainSchedule:
+    """Steps, batch size and learning rate of one training run."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    warmup: int = 50
+    checkpoint_every: int = 200
+    grad_clip: float = 1.0
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to a tenth of ``lr``."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        t = (step - self.warmup) / max(1, self.steps - self.warmup)
+        return self.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def _batches(n: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    while True:
+        perm = rng.permutation(n)
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield perm[start:start + batch_size]
+
+
+def train_loop(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, torch.Generator], torch.Tensor], n_items: int,
+               schedule: TrainSchedule, checkpoint: Path, *, seed: int = 0, desc: str = "training",
+               progress: bool = True, stop_after: int | None = None) -> list[float]:
+    """A resumable AdamW loop over random mini-batches of item indices.
+
+    ``loss_fn(indices, generator)`` returns the mean loss of a batch. The model, the
+    optimiser, the step and the random state are checkpointed atomically every
+    ``schedule.checkpoint_every`` steps and at the end; a run that finds a checkpoint
+    continues from it and ends where an uninterrupted run would. ``stop_after`` ends the
+    loop early after that many steps (to simulate an interruption in tests).
+
+    Returns the loss of every step run in this call.
+    """
+    from tqdm.auto import tqdm
+
+    opt = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=0.01)
+    start, history = 0, []
+    gen = torch.Generator().manual_seed(seed)
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        start = int(state["step"])
+        history = list(state["history"].tolist())
+    batches = _batches(n_items, schedule.batch_size, seed)
+    for _ in range(start):  # replay the batch order to where the checkpoint stopped
+        next(batches)
+
+    def save(step):
+        with atomic_path(checkpoint) as tmp:
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": torch.tensor(step),
+                        "generator": gen.get_state(), "history": torch.tensor(history)}, tmp)
+
+    model.train()
+    ran = []
+    bar = tqdm(range(start, schedule.steps), desc=desc, disable=not progress, initial=start, total=schedule.steps)
+    for step in bar:
+        if step and step % schedule.checkpoint_every == 0 and step != start:
+            save(step)
+        if stop_after is not None and len(ran) >= stop_after:
+            save(step)
+            return ran
+        for group in opt.param_groups:
+            group["lr"] = schedule.lr_at(step)
+        loss = loss_fn(next(batches), gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), schedule.grad_clip)
+        opt.step()
+        history.append(float(loss.detach()))
+        ran.append(history[-1])
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(history[-10:]):.4f}")
+    save(schedule.steps)
+    model.eval()
+    return ran
+
+
+# --------------------------------------------------------------------------------- VDVAE
+def mini_vdvae_config():
+    """The zoo's VDVAE: :data:`nsdlib.vdvae.MINI`'s 37 decoder blocks (coarse to fine, so
+    n_layers 15 and 31 keep their meaning) at width 32, which trains about twice as fast
+    as width 64 on a CPU."""
+    from .vdvae import MINI
+
+    return dataclasses.replace(MINI, width=32)
+
+
+def train_vdvae(images32: np.ndarray, out: Path, schedule: TrainSchedule, *, seed: int = 0, config=None,
+                progress: bool = True, stop_after: int | None = None):
+    """Train a small VDVAE on uint8 images (n, 32, 32, 3) by the negative ELBO; save it to ``out``."""
+    from .vdvae import VDVAE, save_vdvae
+
+    config = config or mini_vdvae_config()
+    torch.manual_seed(seed)
+    model = VDVAE(config)
+    data = torch.from_numpy(images32)
+
+    def loss_fn(idx, gen):
+        x = data[idx]
+        if torch.rand((), generator=gen) < 0.5:  # horizontal flips: scenes have no handedness
+            x = x.flip(2)
+        return model(x)["elbo"].mean()
+
+    losses = train_loop(model, loss_fn, len(data), schedule, out.with_suffix(".ckpt"), seed=seed,
+                        desc="mini VDVAE", progress=progress, stop_after=stop_after)
+    if stop_after is None:
+        save_vdvae(model, out)
+    return model, losses
+
+
+# ---------------------------------------------------------------------------------- CLIP
+_WORD = re.compile(r"[a-z]+|[0-9]+|[^\sa-z0-9]")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def build_caption_tokenizer(captions: list[str], max_length: int = 77):
+    """A word-level tokenizer (transformers ``PreTrainedTokenizerFast``) for a caption vocabulary.
+
+    Ids: 0 pad, 1 unknown, then the words in sorted order, then start-of-text and, last,
+    end-of-text, so that the end-of-text token has the largest id, as in OpenAI's CLIP.
+    Every encoding is ``<|startoftext|> words <|endoftext|>`` padded to ``max_length``.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w for c in captions for w in _words(c)})
+    vocab = {"<|pad|>": 0, "<|unk|>": 1}
+    vocab.update({w: i + 2 for i, w in enumerate(words)})
+    bos, eos = len(vocab), len(vocab) + 1
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = bos, eos
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|unk|>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", bos), ("<|endoftext|>", eos)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|pad|>",
+        unk_token="<|unk|>", model_max_length=max_length, padding_side="right")
+
+
+def mini_clip_config(tokenizer, *, hidden: int = 64, layers: int = 2, heads: int = 4, projection_dim: int = 64,
+                     image_size: int = 64, patch_size: int = 4):
+    """A small ``CLIPConfig``: 77 text positions and (image_size / patch_size)² + 1 = 257 vision tokens."""
+    from transformers import CLIPConfig
+
+    text = dict(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden,
+                num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=77,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id, projection_dim=projection_dim)
+    vision = dict(image_size=image_size, patch_size=patch_size, hidden_size=hidden, intermediate_size=4 * hidden,
+                  num_hidden_layers=layers, num_attention_heads=heads, projection_dim=projection_dim)
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim)
+
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's pixel normalisation
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _clip_processor(size: int):
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                              image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
+
+
+def train_clip(images64: np.ndarray, captions: list[list[str]], out: Path, schedule: TrainSchedule, *, seed: int = 0,
+               progress: bool = True, stop_after: int | None = None, **config_kwargs):
+    """Train a small CLIP contrastively on (image, one of its captions) pairs.
+
+    Pixels go through the same image processor that :class:`nsdlib.clip.ClipEmbedder`
+    uses later. The model, tokenizer and image processor are saved to the folder ``out``
+    (``ClipEmbedder.from_pretrained(out)`` reads it).
+    """
+    from transformers import CLIPModel
+
+    from .clip import ClipEmbedder
+
+    tokenizer = build_caption_tokenizer([c for caps in captions for c in caps])
+    torch.manual_seed(seed)
+    model = CLIPModel(mini_clip_config(tokenizer, **config_kwargs))
+    embedder = ClipEmbedder(model, tokenizer, _clip_processor(model.config.vision_config.image_size))
+    pixels = torch.cat([embedder.pixel_values(images64[i:i + 256]) for i in range(0, len(images64), 256)])
+    n_caps = np.array([len(c) for c in captions])
+    enc = tokenizer([c for caps in captions for c in caps], padding="max_length", max_length=77,
+                    truncation=True, return_tensors="pt")
+    offsets = np.concatenate([[0], np.cumsum(n_caps)[:-1]])
+
+    def loss_fn(idx, gen):
+        pick = offsets[idx] + (torch.randint(0, 1 << 30, (len(idx),), generator=gen).numpy() % n_caps[idx])
+        # no flip augmentation: captions name left and right
+        outputs = model(input_ids=enc["input_ids"][pick], attention_mask=enc["attention_mask"][pick],
+                        pixel_values=pixels[idx], return_loss=True)
+        return outputs.loss
+
+    out = Path(out)
+    losses = train_loop(model, loss_fn, len(pixels), schedule, out.with_suffix(".ckpt"), seed=seed,
+                        desc="mini CLIP", progress=progress, stop_after=stop_after)
+    if stop_after is None:
+        _save_pretrained_atomically(out, [model, tokenizer, embedder.image_processor])
+    return embedder, losses
+
+
+def _save_pretrained_atomically(folder: Path, objects) -> Path:
+    """``save_pretrained`` every object into a temporary sibling folder, then rename it."""
+    import shutil
+    import tempfile
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    try:
+        for obj in objects:
+            obj.save_pretrained(tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+# ---------------------------------------------------------------------------- the zoo
+def _write_manifest(folder: Path, info: dict) -> None:
+    with atomic_write(folder / "manifest.json", "w") as fh:
+        json.dump(info, fh, indent=1)
+
+
+# ----------------------------------------------------------------------------- diffusion
+def train_vae(images: np.ndarray, vae, schedule: TrainSchedule, checkpoint: Path, *, seed: int = 0,
+              kl_weight: float = 1e-6, progress: bool = True, stop_after: int | None = None) -> list[float]:
+    """Train an ``AutoencoderKL`` on uint8 images by pixel MSE plus a small KL term.
+
+    Afterwards its ``scaling_factor`` is set to one over the standard deviation of the
+    training latents, as latent diffusion does, so the diffusion model sees unit-variance latents.
+    """
+    from .diffusion import resize_images as to_unit
+
+    data = to_unit(images, vae.config.sample_size)
+
+    def loss_fn(idx, gen):
+        x = data[idx]
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+        rec = vae.decode(z).sample
+        kl = post.kl().mean() / x[0].numel()
+        return F.mse_loss(rec, x) + kl_weight * kl
+
+    losses = train_loop(vae, loss_fn, len(data), schedule, checkpoint, seed=seed, desc="mini VAE",
+                        progress=progress, stop_after=stop_after)
+    if stop_after is None:
+        with torch.no_grad():
+            z = torch.cat([vae.encode(data[i:i + 64]).latent_dist.mode() for i in range(0, len(data), 64)])
+        vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+    return losses
+
+
+def train_unet(latents: torch.Tensor, text_embeds: np.ndarray, vision_embeds: np.ndarray, uncond: tuple,
+               unet, scheduler_config: dict, schedule: TrainSchedule, checkpoint: Path, *, seed: int = 0,
+               p_drop: float = 0.15, progress: bool = True, stop_after: int | None = None) -> list[float]:
+    """Train a dual-guided image UNet to predict the noise of scaled VAE latents.
+
+    Each step picks a text weight of 0 (vision only), 1 (text only) or 0.4 (the paper's mix),
+    and replaces each condition by its unconditional embedding with probability ``p_drop``,
+    so that both guidance paths and classifier-free guidance work at sampling time.
+    """
+    from diffusers import DDPMScheduler
+
+    from .diffusion import set_mixing
+
+    noise_sched = DDPMScheduler(**{k: v for k, v in scheduler_config.items()
+                                   if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")})
+    text = torch.from_numpy(np.asarray(text_embeds, np.float32))
+    vision = torch.from_numpy(np.asarray(vision_embeds, np.float32))
+    u_text, u_vision = (torch.from_numpy(np.asarray(u, np.float32)) for u in uncond)
+    weights = (0.0, 1.0, 0.4)
+    n_t = noise_sched.config.num_train_timesteps
+
+    def loss_fn(idx, gen):
+        b = len(idx)
+        z0 = latents[idx]
+        noise = torch.randn(z0.shape, generator=gen)
+        t = torch.randint(0, n_t, (b,), generator=gen)
+        zt = noise_sched.add_noise(z0, noise, t)
+        drop_t = torch.rand(b, generator=gen) < p_drop
+        drop_v = torch.rand(b, generator=gen) < p_drop
+        ctx_t = torch.where(drop_t[:, None, None], u_text[None], text[idx])
+        ctx_v = torch.where(drop_v[:, None, None], u_vision[None], vision[idx])
+        set_mixing(unet, weights[int(torch.randint(0, 3, (), generator=gen))])
+        pred = unet(zt, t, encoder_hidden_states=torch.cat([ctx_t, ctx_v], dim=1)).sample
+        return F.mse_loss(pred, noise)
+
+    return train_loop(unet, loss_fn, len(latents), schedule, checkpoint, seed=seed, desc="mini diffusion UNet",
+                      progress=progress, stop_after=stop_after)
+
+
+def _split_dual(unet) -> None:
+    """Undo :func:`nsdlib.diffusion.make_dual_guided` in place: each dual transformer is
+    replaced by its image transformer, so the UNet saves in Versatile Diffusion's layout
+    (the text transformers live on in the text UNet, the same module objects)."""
+    from .diffusion import DualTransformer
+
+    names = [n for n, m in unet.named_modules() if isinstance(m, DualTransformer)]
+    for name in names:
+        parent, index = name.rsplit(".", 1)
+        unet.get_submodule(parent)[int(index)] = unet.get_submodule(name).transformers[0]
+    unet.register_to_config(dual_cross_attention=False)
+
+
+# ---------------------------------------------------------------------------------- recipes
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How much each mini model trains (``full`` for the book, ``quick`` for smoke tests)."""
+
+    max_images: int | None
+    vdvae: TrainSchedule
+    clip: TrainSchedule
+    vae: TrainSchedule
+    unet: TrainSchedule
+    eval_images: int
+    eval_steps: int
+
+
+#: Sized from measured CPU seconds per step (1 thread: VDVAE 0.8 s at batch 16, CLIP 0.6 s at
+#: batch 64, VAE 2.0 s at batch 32, UNet 0.9 s at batch 64) to about 15 minutes on 2 cores.
+RECIPES = {
+    "full": Recipe(None, vdvae=TrainSchedule(500, 16, 1e-3, warmup=50),
+                   clip=TrainSchedule(500, 64, 1e-3, warmup=50),
+                   vae=TrainSchedule(150, 32, 1e-3, warmup=20),
+                   unet=TrainSchedule(700, 64, 1e-3, warmup=50),
+                   eval_images=100, eval_steps=25),
+    "quick": Recipe(32, vdvae=TrainSchedule(6, 8, 1e-3, warmup=2, checkpoint_every=3),
+                    clip=TrainSchedule(6, 8, 1e-3, warmup=2, checkpoint_every=3),
+                    vae=TrainSchedule(6, 8, 1e-3, warmup=2, checkpoint_every=3),
+                    unet=TrainSchedule(6, 8, 1e-3, warmup=2, checkpoint_every=3),
+                    eval_images=6, eval_steps=3),
+}
+
+
+def _world(root: Path) -> dict:
+    from .mini import read_manifest
+
+    man = read_manifest(root)
+    if man is None:
+        raise FileNotFoundError(f"{root} is not a mini-NSD root (no mini_nsd.json); generate it with "
+                                f"`nsdlib mini generate --root {root}`")
+    return {"generator_version": man["version"], "seed": man["seed"]}
+
+
+def _manifest_path(folder: Path) -> Path:
+    return Path(folder) / "manifest.json"
+
+
+def read_models_manifest(folder: Path) -> dict | None:
+    p = _manifest_path(folder)
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def _fits(man: dict | None, world: dict, recipe: str) -> bool:
+    return bool(man) and man.get("version") == MINI_MODELS_VERSION and man.get("world") == world \
+        and man.get("recipe") == recipe and man.get("complete", False)
+
+
+def train_models(root, workdir=None, quick: bool = False, device="auto", seed: int = 0, progress: bool = True) -> Path:
+    """Train (or reuse) the small VDVAE, CLIP and diffusion models on the mini-NSD at ``root``.
+
+    Parameters
+    ----------
+    root : path
+        A mini-NSD root (``nsdlib mini generate``); its shared images are held out.
+    workdir : path, optional
+        Artifact root; models go to ``<workdir>/models/mini[-quick]``.
+    quick : bool
+        A tiny recipe for smoke tests (well under a minute).
+    device : str
+        Where to train (``"auto"``: CUDA when present).
+    seed : int
+        Seed of every initialisation and batch order.
+
+    Returns
+    -------
+    Path of the folder holding ``vdvae.pt``, ``clip/``, ``diffusion/`` and ``manifest.json``
+    (which records the recipe, the training times and the held-out evaluation).
+    """
+    import time
+
+    from .config import resolve_device
+
+    root = Path(root)
+    world = _world(root)
+    recipe_name = "quick" if quick else "full"
+    recipe = RECIPES[recipe_name]
+    out = models_folder(workdir, quick=quick)
+    man = read_models_manifest(out)
+    if _fits(man, world, recipe_name):
+        return out
+    dev = resolve_device(device)
+    if dev.type != "cpu":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    out.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    data = read_training_set(root, max_images=recipe.max_images, size=64)
+
+    t0 = time.perf_counter()
+    if not (out / "vdvae.pt").exists():
+        train_vdvae(resize_images(data.images64, 32), out / "vdvae.pt", recipe.vdvae, seed=seed, progress=progress)
+    times["vdvae_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    from .clip import ClipEmbedder
+
+    if not (out / "clip" / "config.json").exists():
+        train_clip(data.images64, data.captions, out / "clip", recipe.clip, seed=seed, progress=progress)
+    embedder = ClipEmbedder.from_pretrained(out / "clip")
+    times["clip_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if not (out / "diffusion" / "image_unet").exists():
+        _train_diffusion(data, embedder, out, recipe, seed=seed, progress=progress)
+    times["diffusion_s"] = time.perf_counter() - t0
+
+    evaluation = evaluate_models(root, out, n_images=recipe.eval_images, steps=recipe.eval_steps, seed=seed,
+                                 progress=progress)
+    for ckpt in out.glob("*.ckpt"):
+        ckpt.unlink()
+    seconds = {k: round(v, 1) for k, v in times.items()}
+    _write_manifest(out, {"version": MINI_MODELS_VERSION, "world": world, "recipe": recipe_name, "seed": seed,
+                          "n_training_images": int(len(data.ids)), "seconds": seconds,
+                          "torch_threads": torch.get_num_threads(), "evaluation": evaluation, "complete": True})
+    return out
+
+
+def mini_diffusion_components(cross_attention_dim: int, *, image_size: int = 64, seed: int = 0) -> dict:
+    """Untrained components of the zoo's diffusion model, in Versatile Diffusion's classes.
+
+    A KL autoencoder with a downsampling factor of 8 (as Versatile Diffusion's), so 64 x 64
+    images become 4 x 8 x 8 latents; an image UNet and a text UNet (``UNetFlatConditionModel``)
+    with cross-attention transformers at the same places and widths, so
+    :func:`nsdlib.diffusion.make_dual_guided` can pair them; Versatile Diffusion's noise schedule.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.pipelines.deprecated.versatile_diffusion.modeling_text_unet import UNetFlatConditionModel
+
+    from .diffusion import _DDIM_DEFAULTS  # Versatile Diffusion's training noise schedule
+
+    unet = dict(sample_size=image_size // 8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+                layers_per_block=1, cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=8)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(block_out_channels=(32, 32, 64, 64), down_block_types=("DownEncoderBlock2D",) * 4,
+                            up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=16,
+                            layers_per_block=1, sample_size=image_size)
+        image_unet = UNet2DConditionModel(down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                          up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), **unet)
+        text_unet = UNetFlatConditionModel(down_block_types=("CrossAttnDownBlockFlat", "DownBlockFlat"),
+                                           up_block_types=("UpBlockFlat", "CrossAttnUpBlockFlat"), **unet)
+    return dict(vae=vae, image_unet=image_unet, text_unet=text_unet, scheduler_config=dict(_DDIM_DEFAULTS))
+
+
+def _train_diffusion(data: TrainingSet, embedder, out: Path, recipe: Recipe, *, seed: int, progress: bool) -> None:
+    from .diffusion import make_dual_guided, save_components
+
+    comps = mini_diffusion_components(embedder.dim, seed=seed)
+    vae, image_unet, text_unet = comps["vae"], comps["image_unet"], comps["text_unet"]
+    train_vae(data.images64, vae, recipe.vae, out / "vae.ckpt", seed=seed, progress=progress)
+    vae.eval()
+    from .diffusion import resize_images as to_unit
+
+    with torch.no_grad():
+        x = to_unit(data.images64, vae.config.sample_size)
+        latents = torch.cat([vae.encode(x[i:i + 64]).latent_dist.mode() for i in range(0, len(x), 64)])
+        latents = latents * vae.config.scaling_factor
+    text = embedder.text(data.captions, progress=progress)
+    vision = embedder.vision(data.images64, progress=progress)
+    make_dual_guided(image_unet, text_unet)
+    train_unet(latents, text, vision, embedder.unconditional(), image_unet, comps["scheduler_config"], recipe.unet,
+               out / "unet.ckpt", seed=seed, progress=progress)
+    _split_dual(image_unet)
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".diffusion.tmp-"))
+    try:
+        save_components({"vae": vae, "image_unet": image_unet, "text_unet": text_unet,
+                         "scheduler_config": comps["scheduler_config"]}, tmp)
+        if (out / "diffusion").exists():
+            shutil.rmtree(out / "diffusion")
+        tmp.rename(out / "diffusion")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ------------------------------------------------------------------------------ evaluation
+def evaluate_models(root, folder, *, n_images: int = 100, steps: int = 25, seed: int = 0,
+                    progress: bool = True) -> dict:
+    """Measure the mini models on mini-NSD's held-out (shared) images.
+
+    Returns a dict with: the VDVAE's reconstruction SSIM (posterior means of every block,
+    decoded) against the SSIM of shuffled pairs; the small CLIP's top-1 caption retrieval
+    among 10 candidates (chance 0.1); and the 2-way identification (small-CLIP vision
+    features, chance 0.5) of diffusion samples generated from pure noise conditioned on the
+    images' true text and vision embeddings.
+    """
+    from .clip import ClipEmbedder
+    from .diffusion import DualGuidedDiffusion
+    from .metrics import ssim, two_way_identification
+    from .nsd import NSDLayout, read_captions, read_expdesign, read_stimuli
+    from .vdvae import decode_latents, encode_latents, load_vdvae
+
+    folder = Path(folder)
+    layout = NSDLayout(root, dataset="mini")
+    ids = np.sort(read_expdesign(layout).sharedix - 1)[:n_images]
+    images = read_stimuli(layout, ids, size=64, progress=False)
+    captions = read_captions(layout, ids)
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(len(ids))
+    while len(ids) > 1 and np.any(shuffled == np.arange(len(ids))):
+        shuffled = rng.permutation(len(ids))
+    out: dict = {"n_images": int(len(ids))}
+
+    vdvae = load_vdvae(folder / "vdvae.pt")
+    small = resize_images(images, vdvae.config.image_size)
+    n_blocks = vdvae.config.n_dec_blocks
+    lat = encode_latents(vdvae, small, n_blocks, posterior="mean", seed=seed, progress=False)
+    rec = decode_latents(vdvae, lat, n_blocks, seed=seed, progress=False)
+    out["vdvae_ssim"] = float(np.mean(ssim(small, rec)))
+    out["vdvae_ssim_shuffled"] = float(np.mean(ssim(small, rec[shuffled])))
+
+    emb = ClipEmbedder.from_pretrained(folder / "clip")
+    enc = emb.tokenizer([c[0] for c in captions], padding="max_length", max_length=77, truncation=True,
+                        return_tensors="pt")
+    with torch.no_grad():
+        txt = emb.model.text_projection(emb.model.text_model(input_ids=enc["input_ids"],
+                                                             attention_mask=enc["attention_mask"]).pooler_output)
+    sim = (F.normalize(torch.from_numpy(_image_features(emb, images)), dim=-1) @ F.normalize(txt, dim=-1).T).numpy()
+    hits = []
+    for j in range(len(ids)):
+        others = rng.choice(np.delete(np.arange(len(ids)), j), size=min(9, len(ids) - 1), replace=False)
+        hits.append(bool(sim[j, j] > sim[j, others].max()))
+    out["clip_top1_of_10"] = float(np.mean(hits))
+    out["clip_chance"] = 1.0 / (1 + min(9, len(ids) - 1))
+
+    vd = DualGuidedDiffusion.from_pretrained(folder / "diffusion")
+    text, vision = emb.text(captions, progress=False), emb.vision(images, progress=False)
+    u_text, u_vision = emb.unconditional()
+    grey = np.full_like(images, 128)
+    samples = vd.reconstruct(grey, text, vision, u_text, u_vision, strength=1.0, num_steps=steps,
+                             guidance_scale=3.0, text_weight=0.4, seed=seed, progress=progress)
+
+    out["diffusion_identification"] = float(np.mean(two_way_identification(_image_features(emb, images),
+                                                                           _image_features(emb, samples))))
+    out["diffusion_guidance_scale"] = 3.0
+    out["diffusion_steps"] = steps
+    return out
+
+
+def _image_features(emb, images: np.ndarray) -> np.ndarray:
+    """The small CLIP's projected class-token embedding of uint8 images (n, d)."""
+    with torch.no_grad():
+        pooled = emb.model.vision_model(pixel_values=emb.pixel_values(images)).pooler_output
+        return emb.model.visual_projection(pooled).numpy()
+
+
+# -------------------------------------------------------------------------------- loading
+def models_folder(workdir=None, *, quick: bool = False) -> Path:
+    """``<workdir>/models/mini`` (or ``mini-quick``): where :func:`train_models` writes."""
+    from .config import default_workdir
+
+    base = Path(workdir) if workdir is not None else default_workdir()
+    return base / "models" / ("mini-quick" if quick else "mini")
+
+
+def locate(root, workdir=None, *, quick: bool = False) -> Path:
+    """The folder of trained mini models for the mini-NSD at ``root``, or :class:`MiniModelsMissing`."""
+    world = _world(Path(root))
+    recipe = "quick" if quick else "full"
+    folder = models_folder(workdir, quick=quick)
+    if _fits(read_models_manifest(folder), world, recipe):
+        return folder
+    raise MiniModelsMissing(f"no trained mini models for this mini-NSD in {folder}; train them with "
+                            f"`nsdlib mini train-models --root {root}`" + (" --quick" if quick else ""))
+
+
+def ensure_models(root, workdir=None, *, quick: bool = False, device="auto", seed: int = 0) -> Path:
+    """:func:`locate` the mini models, training them first if they are missing."""
+    try:
+        return locate(root, workdir, quick=quick)
+    except MiniModelsMissing:
+        return train_models(root, workdir=workdir, quick=quick, device=device, seed=seed)
