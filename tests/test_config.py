@@ -15,7 +15,8 @@ def test_defaults_are_the_embedded_run(tmp_path):
 
 
 def test_strings_from_the_command_line_are_coerced(tmp_path):
-    cfg = RunConfig.from_params({"subject": "5", "n_layers": "31", "quick": "true", "seed": "3", "workdir": str(tmp_path)})
+    params = {"subject": "5", "n_layers": "31", "quick": "true", "seed": "3", "workdir": str(tmp_path)}
+    cfg = RunConfig.from_params(params)
     assert (cfg.subject, cfg.n_layers, cfg.quick, cfg.seed) == (5, 31, True, 3)
 
 
