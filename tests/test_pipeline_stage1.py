@@ -46,7 +46,10 @@ def run(tmp_path, monkeypatch):
 
 def test_random_mini_vdvae_is_labelled_as_such(run):
     info = stage1.vdvae_info(run.cfg)
-    assert info["source"] == "mini-random" and info["config"] == vdvae.MINI
+    from nsdlib.minimodels import mini_vdvae_config
+
+    assert info["source"] == "mini-random" and info["config"] == mini_vdvae_config()
+    assert vdvae.n_latents(info["config"], 15) == 1680 and vdvae.n_latents(info["config"], 31) == 11_408
     assert "RANDOMLY INITIALISED" in info["description"]
     m1 = stage1.vdvae_model(run.cfg)
     stage1._MODELS.clear()

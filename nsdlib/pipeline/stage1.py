@@ -115,9 +115,15 @@ def vdvae_info(cfg: RunConfig) -> dict:
                 "description": f"the small VDVAE of the mini model zoo, trained on mini-NSD's training stimuli "
                                f"({config.n_dec_blocks} decoder blocks, {config.image_size} x {config.image_size} "
                                f"images; {path})"}
-    return {"source": "mini-random", "path": None, "config": MINI, "key": f"random:{cfg.seed}",
-            "description": f"a RANDOMLY INITIALISED small VDVAE (seed {cfg.seed}; {MINI.n_dec_blocks} decoder "
-                           f"blocks, {MINI.image_size} x {MINI.image_size} images): the mini model zoo has not "
+    try:  # the architecture the mini model zoo trains, so the stand-in differs only in its weights
+        from ..minimodels import mini_vdvae_config
+
+        config = mini_vdvae_config()
+    except ImportError:
+        config = MINI
+    return {"source": "mini-random", "path": None, "config": config, "key": f"random:{cfg.seed}:{config.width}",
+            "description": f"a RANDOMLY INITIALISED small VDVAE (seed {cfg.seed}; {config.n_dec_blocks} decoder "
+                           f"blocks, {config.image_size} x {config.image_size} images): the mini model zoo has not "
                            "been trained here (`nsdlib mini train-models --root <mini-NSD root>`), so its latents "
                            "and images carry no learned structure; the numbers below test the code path, not "
                            "the method"}
