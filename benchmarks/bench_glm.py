@@ -15,7 +15,8 @@ Three parts (``--part accuracy speed ridge``, default all):
    plain OLS of the single-trial design with every library HRF, as a dense least-squares
    problem over the whole session per HRF (``np.linalg.lstsq`` on the 2,712 x 750 design
    with the polynomials projected out): what model B costs without the per-run block
-   structure. Peak memory is ``tracemalloc``'s (numpy allocations are traced).
+   structure. Peak memory is ``tracemalloc``'s (numpy allocations are traced); ``--chunk-size``
+   shows how the working set follows the number of voxels processed at once.
 3. **The ridge step** for one HRF group of ``--ridge-voxels`` voxels, 20 fractions, NSD
    session size: nsdlib's per-run SVDs (what :class:`GLMSingle` runs) and
    :func:`nsdlib.glm.fractional_ridge` on the whole-session design, against the peers
@@ -165,13 +166,17 @@ def _dense_ols_all_hrfs(runs, designs):
     return best
 
 
-def speed(n_vox: int, n_peer: int):
+def speed(n_vox: int, n_peer: int, chunks):
     runs, designs = nsd_session(n_vox)
     print(f"\n## Whole fit, synthetic NSD-size session: 12 runs x 226 volumes (TR 4/3 s), 750 trials, {n_vox} voxels")
-    model, secs, peak = _peak(lambda: GLMSingle(tr=NSD_TR, verbose=False).fit(runs, designs))
     inp = sum(y.nbytes for y in runs) / MB
-    print(f"nsdlib GLMSingle (models A-D): {secs:.1f} s = {secs / n_vox * 1000:.2f} s per 1,000 voxels; "
-          f"peak traced memory {peak:.0f} MB beyond the {inp:.0f} MB input; n_pcs={model.n_pcs_}")
+    for chunk in chunks:
+        model, secs, peak = _peak(lambda c=chunk: GLMSingle(tr=NSD_TR, verbose=False, chunk_size=c).fit(runs, designs))
+        print(f"nsdlib GLMSingle (models A-D), chunk_size={chunk}: {secs:.1f} s = {secs / n_vox * 1000:.2f} s per "
+              f"1,000 voxels; peak traced memory {peak:.0f} MB beyond the {inp:.0f} MB input "
+              f"(the four models' betas alone: {4 * 750 * n_vox * 4 / MB:.0f} MB); n_pcs={model.n_pcs_}")
+        del model
+        gc.collect()
     # model B alone, block OLS vs the dense peer, on a subset of voxels (the peer is slow)
     sub = [y[:, :n_peer].copy() for y in runs]
     mb, t_b, _ = _peak(lambda: GLMSingle(tr=NSD_TR, glmdenoise=False, fracridge=False, keep_betas=("B",),
@@ -247,14 +252,15 @@ def main(argv=None):
     ap.add_argument("--subjects", nargs="+", type=int, default=[1, 2, 5, 7])
     ap.add_argument("--sessions", type=int, default=None, help="first N sessions per subject (default all)")
     ap.add_argument("--voxels", type=int, default=15000, help="voxels of the synthetic NSD-size session")
-    ap.add_argument("--peer-voxels", type=int, default=2000, help="voxels for the dense-OLS peer")
+    ap.add_argument("--peer-voxels", type=int, default=1000, help="voxels for the dense-OLS peer")
+    ap.add_argument("--chunk-size", type=int, nargs="+", default=[20000], help="GLMSingle chunk sizes to time")
     ap.add_argument("--ridge-voxels", type=int, default=1000)
     args = ap.parse_args(argv)
     _header()
     if "accuracy" in args.part:
         accuracy(args.root, args.subjects, args.sessions)
     if "speed" in args.part:
-        speed(args.voxels, args.peer_voxels)
+        speed(args.voxels, args.peer_voxels, args.chunk_size)
     if "ridge" in args.part:
         ridge(args.ridge_voxels)
 

@@ -407,8 +407,8 @@ def _fraction_alphas(s: np.ndarray, b0: np.ndarray, fractions: np.ndarray) -> np
     lo = np.floor(np.log10(_SMALL_BIAS * pos.min()))
     hi = np.ceil(np.log10(_BIG_BIAS * pos.max()))
     grid = np.concatenate([[0.0], 10.0 ** np.arange(lo, hi, _BIAS_STEP)])
-    shrink2 = (s2[None, :] / (s2[None, :] + grid[:, None])) ** 2  # (G, C)
-    shrink2[:, s2 == 0] = 0.0
+    den = s2[None, :] + grid[:, None]
+    shrink2 = np.divide(s2[None, :], den, out=np.zeros_like(den), where=den > 0) ** 2  # (G, C); 0 for s = 0
     len2 = shrink2 @ (b0.astype(float) ** 2)  # (G, T)
     base = len2[0]
     ok = base > 0
@@ -785,8 +785,8 @@ class GLMSingle:
                     xpt = np.swapaxes(xp, 1, 2)
                     gram = xpt @ xp
                     try:
-                        d = np.sqrt(np.abs(np.diagonal(np.linalg.cholesky(gram), axis1=1, axis2=2)))
-                        ok = d.min() > 1e-6 * d.max()
+                        d = np.abs(np.diagonal(np.linalg.cholesky(gram), axis1=1, axis2=2))
+                        ok = d.min() > 1e-5 * d.max()  # else the design is close to rank-deficient
                     except np.linalg.LinAlgError:
                         ok = False
                     if ok:

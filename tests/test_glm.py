@@ -173,6 +173,21 @@ def test_noiseless_simulation_gives_exact_betas_and_hrfs():
     assert m.betas_.shape == (sum(d.n_trials for d in designs), len(base))
 
 
+def test_a_trial_without_data_gets_a_zero_beta_and_spares_the_others():
+    # a trial at the last volume: its regressor is 0 there (the HRF starts at 0), the design is
+    # rank-deficient, and the minimum-norm solution gives it 0 while the other betas stay exact
+    runs, designs, truth, hidx, base = simulate(n_signal=10, n_noise=30)
+    d0 = designs[0]
+    designs = [TrialDesign(np.append(d0.onsets, 159.0), np.append(d0.conditions, d0.conditions[0])), *designs[1:]]
+    m = GLMSingle(dtype=np.float64, verbose=False, n_pcs=2).fit(runs, designs)
+    last = d0.n_trials
+    keep = np.arange(m.n_trials_) != last
+    for name in "BCD":
+        b = _raw(m, name, 10)
+        assert np.all(np.isfinite(b)) and np.all(b[last] == 0)
+        np.testing.assert_allclose(b[keep], truth, atol=1e-6 * np.abs(truth).max(), err_msg=name)
+
+
 def test_percent_signal_change_is_relative_to_the_mean_volume():
     runs, designs, truth, _, _ = simulate(n_signal=5, n_noise=20)
     m = GLMSingle(dtype=np.float64, glmdenoise=False, fracridge=False, verbose=False).fit(runs, designs)
