@@ -39,6 +39,7 @@ def run(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "subject_data", lambda cfg, **kw: sd)
     monkeypatch.setattr(data, "stimuli", stimuli)
     monkeypatch.setattr(data, "ensure_dataset", lambda cfg, progress=True: None)
+    monkeypatch.setattr(data, "ensure_mini_world", lambda cfg, progress=True: None)
     stage1._MODELS.clear()
     cfg = RunConfig(workdir=str(tmp_path / "work"), nsd_root=str(tmp_path / "no-mini"), quick=True)
     return types.SimpleNamespace(cfg=cfg, sd=sd, images=images, calls=calls)

@@ -96,16 +96,18 @@ def vdvae_info(cfg: RunConfig) -> dict:
                 "description": "the pretrained ImageNet-64 VDVAE (Child 2021, EMA weights, 75 decoder blocks, "
                                "64 x 64 images)"}
     path = None
-    if cfg.dataset == "mini":
-        try:
-            from .. import minimodels
-            from . import data
+    try:
+        from .. import minimodels
+        from . import data
+        from .models import mini_world_config
 
-            data.ensure_dataset(cfg, progress=False)
-            folder = minimodels.locate(cfg.nsd_root, cfg.workdir, quick=cfg.quick)
-            path = folder / "vdvae.pt" if (folder / "vdvae.pt").is_file() else None
-        except (ImportError, FileNotFoundError):
-            path = None
+        world = mini_world_config(cfg)  # models="mini" with dataset="nsd": the mini-NSD of the same workdir
+        if cfg.dataset == "mini":
+            data.ensure_mini_world(world, progress=False)
+        folder = minimodels.locate(world.nsd_root, world.workdir, quick=world.quick)
+        path = folder / "vdvae.pt" if (folder / "vdvae.pt").is_file() else None
+    except (ImportError, FileNotFoundError):
+        path = None
     if path is not None:
         from ..vdvae import load_vdvae
 
