@@ -22,12 +22,12 @@ Cross-validation shares its factorisations across all targets. Leave-one-out and
 cross-validation (GCV) use one eigendecomposition ``K = V S V'`` of the training kernel for
 every alpha as well: each alpha only rescales the projected targets ``V'Y`` (for GCV, at a
 cost per alpha of one pass over ``V'Y``'s squares). k-fold uses one Cholesky factor per fold
-and alpha, and the ``(n_val, n_train)`` map it gives; on CPUs shared with other work this is
-much faster than one eigendecomposition per fold, and no slower otherwise, since each alpha
-costs one product with the training targets either way. Errors can be pooled per target,
-per token (all but the last target axis) or over the whole regression; a pooled group wider
-than the number of samples is first compressed to an ``(n, n)`` matrix with the same Gram
-matrix ``YY'``, which leaves every squared error exact.
+and alpha, and the ``(n_val, n_train)`` map it gives: each alpha costs one product with the
+training targets either way, and a Cholesky factor costs a fraction of an
+eigendecomposition. Errors can be pooled per target, per token (all but the last target
+axis) or over the whole regression; a pooled group wider than the number of samples is first
+compressed to an ``(n, n)`` matrix with (to rounding) the same Gram matrix ``YY'``, which
+leaves every squared error unchanged.
 
 Products run in the requested ``dtype`` (float32 by default) on the requested device; Gram
 matrices are accumulated in float64 over blocks and every factorisation and solve runs in

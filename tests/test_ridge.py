@@ -219,8 +219,9 @@ def test_normalize_test_is_brain_diffusers_formula():
     np.testing.assert_allclose(out.std(0), Y.std(0), rtol=1e-9)
 
 
-def test_normalize_train_uses_in_sample_prediction_statistics():
-    X, Y, Z = _data(40, 60, 6, seed=12)
+@pytest.mark.parametrize("n,p", [(40, 60), (50, 10)])
+def test_normalize_train_uses_in_sample_prediction_statistics(n, p):
+    X, Y, Z = _data(n, p, 6, seed=12)
     sk = SkRidge(alpha=20.0).fit(X, Y)
     fitted = sk.predict(X)
     expect = (sk.predict(Z) - fitted.mean(0)) / fitted.std(0) * Y.std(0) + Y.mean(0)
@@ -233,10 +234,11 @@ def test_normalize_train_uses_in_sample_prediction_statistics():
     np.testing.assert_allclose(m.predict(Z[:1]), expect[:1], rtol=1e-8)
 
 
-def test_normalize_loo_uses_leave_one_out_predictions():
-    X, Y, Z = _data(15, 25, 3, seed=13)
+@pytest.mark.parametrize("n,p", [(15, 25), (20, 6)])
+def test_normalize_loo_uses_leave_one_out_predictions(n, p):
+    X, Y, Z = _data(n, p, 3, seed=13)
     loo = np.array([SkRidge(alpha=5.0).fit(np.delete(X, i, 0), np.delete(Y, i, 0)).predict(X[i:i + 1])[0]
-                    for i in range(15)])
+                    for i in range(n)])
     m = Ridge(5.0, dtype=F64, normalize="loo").fit(X, Y)
     np.testing.assert_allclose(m.pred_mean_, loo.mean(0), rtol=1e-9)
     np.testing.assert_allclose(m.pred_std_, loo.std(0), rtol=1e-9)
