@@ -700,20 +700,31 @@ def models_folder(workdir=None, *, quick: bool = False) -> Path:
     return base / "models" / ("mini-quick" if quick else "mini")
 
 
+#: Trained weights shipped with nsdlib (the full recipe on the default mini-NSD, seed 0), if any.
+SHIPPED = Path(__file__).resolve().parent / "data" / "minimodels"
+
+
 def locate(root, workdir=None, *, quick: bool = False) -> Path:
-    """The folder of trained mini models for the mini-NSD at ``root``, or :class:`MiniModelsMissing`."""
+    """The folder of trained mini models for the mini-NSD at ``root``, or :class:`MiniModelsMissing`.
+
+    Models trained in ``workdir`` come first; then the weights shipped with nsdlib
+    (:data:`SHIPPED`), used only when they were trained, with this recipe, on a mini-NSD
+    world of the same generator version and seed.
+    """
     world = _world(Path(root))
     recipe = "quick" if quick else "full"
+    for folder in (models_folder(workdir, quick=quick), SHIPPED):
+        if _fits(read_models_manifest(folder), world, recipe):
+            return folder
     folder = models_folder(workdir, quick=quick)
-    if _fits(read_models_manifest(folder), world, recipe):
-        return folder
     raise MiniModelsMissing(f"no trained mini models for this mini-NSD in {folder}; train them with "
                             f"`nsdlib mini train-models --root {root}`" + (" --quick" if quick else ""))
 
 
-def ensure_models(root, workdir=None, *, quick: bool = False, device="auto", seed: int = 0) -> Path:
+def ensure_models(root, workdir=None, *, quick: bool = False, device="auto", seed: int = 0,
+                  progress: bool = True) -> Path:
     """:func:`locate` the mini models, training them first if they are missing."""
     try:
         return locate(root, workdir, quick=quick)
     except MiniModelsMissing:
-        return train_models(root, workdir=workdir, quick=quick, device=device, seed=seed)
+        return train_models(root, workdir=workdir, quick=quick, device=device, seed=seed, progress=progress)

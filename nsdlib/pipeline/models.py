@@ -1,0 +1,106 @@
+"""The mini model zoo as a pipeline step: train or reuse, summarise, show (the appendix)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..config import RunConfig
+
+__all__ = ["mini_models", "mini_world_config", "zoo_figure", "zoo_summary"]
+
+
+def mini_world_config(cfg: RunConfig) -> RunConfig:
+    """The run whose mini-NSD the mini models are trained on: the run itself for
+    ``dataset="mini"``; for ``dataset="nsd"``, the mini-NSD of the same work folder."""
+    if cfg.dataset == "mini":
+        return cfg
+    return RunConfig(dataset="mini", subject=cfg.subject, workdir=cfg.workdir, quick=cfg.quick, seed=cfg.seed)
+
+
+def mini_models(cfg: RunConfig, progress: bool = True) -> Path:
+    """The folder of the mini models for this run, trained first if necessary.
+
+    Looks for models trained in ``<workdir>/models/``, then for the weights shipped with
+    nsdlib (used only when they were made for this very mini-NSD world), and otherwise trains
+    them (:func:`nsdlib.minimodels.train_models`: about 15 minutes on 2 CPU cores, seconds
+    with ``quick=True``).
+    """
+    from .. import minimodels
+    from .data import ensure_mini_world
+
+    world = mini_world_config(cfg)
+    ensure_mini_world(world, progress)
+    return minimodels.ensure_models(world.nsd_root, world.workdir, quick=world.quick, device=cfg.device,
+                                    seed=0, progress=progress)
+
+
+def zoo_summary(folder: Path) -> dict:
+    """The held-out evaluation stored by the training run, as a table and a sentence."""
+    import pandas as pd
+
+    from ..minimodels import read_models_manifest
+
+    man = read_models_manifest(folder)
+    ev = man["evaluation"]
+    rows = [
+        ("small VDVAE", "reconstruction SSIM (32 × 32, 2-D)", ev["vdvae_ssim"], ev["vdvae_ssim_shuffled"],
+         "shuffled pairs"),
+        ("small CLIP", "own caption ranked first among 10", ev["clip_top1_of_10"], ev["clip_chance"], "chance"),
+        ("small diffusion", "2-way identification of samples (small-CLIP features)",
+         ev["diffusion_identification"], 0.5, "chance"),
+    ]
+    table = pd.DataFrame(rows, columns=["model", "measure", "measured", "baseline", "baseline is"])
+    table = table.style.format({"measured": "{:.3f}", "baseline": "{:.3f}"}).hide(axis="index")
+    secs = man["seconds"]
+    note = (f"Measured on {ev['n_images']} held-out mini-NSD images by the training run "
+            f"(recipe '{man['recipe']}', {man['n_training_images']} training images, seed {man['seed']}; "
+            f"diffusion samples: {ev['diffusion_steps']} DDIM steps, guidance {ev['diffusion_guidance_scale']}). "
+            f"Training took {secs['vdvae_s']:.0f} s (VDVAE), {secs['clip_s']:.0f} s (CLIP) and "
+            f"{secs['diffusion_s']:.0f} s (diffusion)" + (" on this machine." if not man.get("shipped") else
+                                                        " where the shipped weights were made."))
+    return {"table": table, "note": note, "manifest": man}
+
+
+def zoo_figure(cfg: RunConfig, folder: Path, n_images: int = 6, steps: int = 25):
+    """Held-out stimuli, their VDVAE reconstructions and diffusion samples from true embeddings."""
+    import matplotlib.pyplot as plt
+
+    from ..clip import ClipEmbedder
+    from ..diffusion import DualGuidedDiffusion
+    from ..minimodels import resize_images
+    from ..nsd import NSDLayout, read_captions, read_expdesign, read_stimuli
+    from ..vdvae import decode_latents, encode_latents, load_vdvae
+
+    world = mini_world_config(cfg)
+    layout = NSDLayout(world.nsd_root, dataset="mini")
+    ids = np.sort(read_expdesign(layout).sharedix - 1)[:n_images]
+    images = read_stimuli(layout, ids, size=64, progress=False)
+    captions = read_captions(layout, ids)
+    vdvae = load_vdvae(Path(folder) / "vdvae.pt")
+    small = resize_images(images, vdvae.config.image_size)
+    n_blocks = vdvae.config.n_dec_blocks
+    rec = decode_latents(vdvae, encode_latents(vdvae, small, n_blocks, posterior="mean", progress=False),
+                         n_blocks, progress=False)
+    emb = ClipEmbedder.from_pretrained(Path(folder) / "clip")
+    vd = DualGuidedDiffusion.from_pretrained(Path(folder) / "diffusion")
+    u_text, u_vision = emb.unconditional()
+    samples = vd.reconstruct(np.full_like(images, 128), emb.text(captions, progress=False),
+                             emb.vision(images, progress=False), u_text, u_vision, strength=1.0, num_steps=steps,
+                             guidance_scale=3.0, seed=cfg.seed, indices=ids, progress=False)
+    fig, axes = plt.subplots(3, n_images, figsize=(1.8 * n_images, 6.2))
+    for j in range(n_images):
+        for row, (img, label) in enumerate(((images[j], "stimulus"), (rec[j], "VDVAE reconstruction"),
+                                            (samples[j], "diffusion sample"))):
+            ax = axes[row, j]
+            ax.imshow(img)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(label, fontsize=9)
+        axes[0, j].set_title(captions[j][0][:40], fontsize=7)
+    fig.suptitle("Held-out mini-NSD images: stimulus, small-VDVAE reconstruction, sample from true embeddings",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
