@@ -541,6 +541,11 @@ class GLMSingle:
         Voxels per chunk; memory grows with it (about 10 × n_time_total × chunk_size × 4 B).
     dtype : numpy dtype
         Precision of the voxel data in the large products (float32 or float64).
+    blas_threads : int, optional
+        Limit the BLAS thread pool to this many threads during ``fit`` (restored after);
+        None leaves it as configured. The per-run products are small (about 63 × 226 per
+        NSD run), and on a machine whose cores are busy with other work one thread was 4×
+        faster than two (``benchmarks/RESULTS.md``).
     verbose : bool
         Progress bars.
 
@@ -587,7 +592,7 @@ class GLMSingle:
                  pcstop: float = 1.05, fractions=FRACTIONS, noise_pool: str = "gmm",
                  r2_threshold: float | None = None, brain_thresh=(99.0, 0.1), poly_degree: int | None = None,
                  glmdenoise: bool = True, fracridge: bool = True, keep_betas: Sequence[str] = MODELS,
-                 chunk_size: int = 20000, dtype=np.float32, verbose: bool = True):
+                 chunk_size: int = 20000, dtype=np.float32, blas_threads: int | None = None, verbose: bool = True):
         self.tr = tr
         self.stim_dur = stim_dur
         self.hrfs = hrfs
@@ -604,6 +609,7 @@ class GLMSingle:
         self.keep_betas = keep_betas
         self.chunk_size = chunk_size
         self.dtype = dtype
+        self.blas_threads = blas_threads
         self.verbose = verbose
 
     # ------------------------------------------------------------------ validation
@@ -709,6 +715,14 @@ class GLMSingle:
         -------
         self
         """
+        if self.blas_threads is None:
+            return self._fit(runs, designs, sessions)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=int(self.blas_threads), user_api="blas"):
+            return self._fit(runs, designs, sessions)
+
+    def _fit(self, runs, designs, sessions) -> GLMSingle:
         from tqdm.auto import tqdm
 
         hrfs, canon, cands, fracs = self._check_params()

@@ -261,6 +261,18 @@ def test_float32_agrees_with_float64():
         np.testing.assert_allclose(a.results_[k].betas, b.results_[k].betas, atol=1e-5 * scale)
 
 
+def test_blas_thread_limit_changes_nothing_and_is_restored():
+    from threadpoolctl import threadpool_info
+
+    runs, designs, *_ = simulate(n_signal=4, n_noise=12, n_runs=2)
+    before = [i["num_threads"] for i in threadpool_info()]
+    kw = dict(verbose=False, dtype=np.float64, fracridge=False)
+    a = GLMSingle(blas_threads=1, **kw).fit(runs, designs)
+    assert [i["num_threads"] for i in threadpool_info()] == before
+    b = GLMSingle(**kw).fit(runs, designs)
+    np.testing.assert_allclose(a.results_["C"].betas, b.results_["C"].betas, rtol=1e-9, atol=1e-9)
+
+
 def test_design_forms_are_equivalent():
     runs, designs, *_ = simulate(n_signal=4, n_noise=12, n_runs=2)
     kw = dict(verbose=False, glmdenoise=False, fracridge=False, dtype=np.float64)

@@ -101,7 +101,8 @@ def _fit_session(cfg: RunConfig, manifest: dict, session: int, roi: np.ndarray, 
             raise ValueError(f"{d_path} has {vec.size} rows; its run has {data.shape[3]} volumes (one row per volume)")
         designs.append(TrialDesign.from_volumes(vec, tr))
     t0 = time.perf_counter()
-    glm = GLMSingle(tr=tr, stim_dur=stim_dur, n_pcs=10, fractions=FRACTIONS, verbose=progress)
+    # mini-NSD's per-run problems are tiny (about 55 x 256): BLAS threads only cost time here
+    glm = GLMSingle(tr=tr, stim_dur=stim_dur, n_pcs=10, fractions=FRACTIONS, blas_threads=1, verbose=progress)
     glm.fit(runs, designs)
     seconds = time.perf_counter() - t0
     in_roi = roi[brain] == 1
