@@ -538,7 +538,9 @@ class GLMSingle:
     keep_betas : sequence of str
         Models whose betas to keep in memory (``results_[m].betas`` is None for the others).
     chunk_size : int
-        Voxels per chunk; memory grows with it (about 10 × n_time_total × chunk_size × 4 B).
+        Voxels per chunk. The working set grows with it: about 4–5 × n_time_total ×
+        chunk_size × 4 B (measured: 0.66 GB for 15,000 voxels of an NSD session), on top of
+        the input and the kept betas (n_trials × n_voxels × 4 B per model).
     dtype : numpy dtype
         Precision of the voxel data in the large products (float32 or float64).
     blas_threads : int, optional

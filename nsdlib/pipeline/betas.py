@@ -18,6 +18,9 @@ Per-session diagnostics for chapter 01 (models A-D betas of the nsdgeneral voxel
 indices, R², noise pool, number of PCs, ridge fractions) are cached in the run's
 :class:`~nsdlib.store.Store` (``glm_session``); :func:`glm_diagnostics` gathers them and
 :func:`model_accuracy` scores them against mini-NSD's ground truth.
+
+``quick=True`` runs use the small mini-NSD (2 sessions of 3 runs), as chapter 02 does; every one
+of its sessions is fitted, so chapter 02 finds all the betas it reads.
 """
 
 from __future__ import annotations
