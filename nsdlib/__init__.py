@@ -1,14 +1,42 @@
 """nsdlib: the library behind the NSD two-stage decoding book.
 
-One module per step of the paper: ``glm`` (single-trial betas), ``nsd`` (the dataset),
-``mini`` (the simulated dataset), ``ridge``, ``vdvae``, ``regressors`` (stage 1), ``clip``
-and ``diffusion`` (stage 2), ``noise``, ``metrics``; ``config``, ``store`` and ``runner``
-organise runs, and ``pipeline`` holds the cached steps the notebooks call.
+One module per step of the paper: ``glm`` (single-trial betas, with the HRF library of
+``hrf``), ``nsd`` (the dataset), ``mini`` (the simulated dataset) and ``minimodels`` (its small
+models), ``ridge``, ``vdvae``, ``regressors`` (stage 1), ``clip`` and ``diffusion`` (stage 2),
+``noise``, ``metrics``; ``config``, ``store``, ``runner`` and ``batch`` organise runs, and
+``pipeline`` holds the cached steps the notebooks call.
+
+The main estimators and models are importable from the package itself
+(``from nsdlib import GLMSingle, Ridge, VDVAE``); they are loaded on first use, so
+``import nsdlib`` stays light.
 """
+
+from importlib import import_module
 
 from .config import ConfigError, RunConfig, resolve_device
 from .store import Store
 
 __version__ = "0.1.0"
 
-__all__ = ["ConfigError", "RunConfig", "Store", "__version__", "resolve_device"]
+_LAZY = {
+    "GLMSingle": "glm", "hrf_library": "hrf", "canonical_hrf": "hrf",
+    "NSDLayout": "nsd", "prepare_subject": "nsd", "generate_mini": ("mini", "generate"),
+    "Ridge": "ridge", "ridge_predict": "ridge",
+    "VDVAE": "vdvae", "VDVAEConfig": "vdvae", "load_vdvae": "vdvae",
+    "GRUNet": "regressors", "CNNNet": "regressors", "TransformerNet": "regressors",
+    "NeuralRegressor": "regressors", "RidgeRegressor": "regressors",
+    "ClipEmbedder": "clip", "DualGuidedDiffusion": "diffusion", "add_noise": "noise",
+    "run_chain": "runner", "run_batch": "batch",
+}
+
+__all__ = ["ConfigError", "RunConfig", "Store", "__version__", "resolve_device", *_LAZY]
+
+
+def __getattr__(name):
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'nsdlib' has no attribute {name!r}")
+    module, attr = target if isinstance(target, tuple) else (target, name)
+    value = getattr(import_module(f".{module}", __name__), attr)
+    globals()[name] = value
+    return value

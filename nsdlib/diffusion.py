@@ -183,22 +183,28 @@ def _to_uint8(x) -> np.ndarray:
 
 
 # ------------------------------------------------------------ components
-def random_components(*, cross_attention_dim: int = 64, image_size: int = 64, seed: int = 0) -> dict:
+def random_components(*, cross_attention_dim: int = 64, image_size: int = 64, seed: int = 0,
+                      vae_channels: tuple = (16, 32, 32), vae_groups: int = 8) -> dict:
     """Small randomly initialised Versatile Diffusion components (same classes as the real ones).
 
-    A VAE with a downsampling factor 4 (real: 8), an image UNet and a text UNet with two
-    resolution levels and cross-attention transformers at the same places, and the DDIM
-    settings of the real model. They stand in for the mini model zoo's trained model until
-    it exists; their images carry no meaning.
+    A VAE downsampling by ``2 ** (len(vae_channels) - 1)`` (default 4; the real one: 8), an
+    image UNet and a text UNet with two resolution levels and cross-attention transformers
+    at the same places, and the DDIM settings of the real model. With the defaults they
+    stand in for the mini model zoo's trained model when it does not exist (their images
+    carry no meaning); the zoo trains components made here too (:mod:`nsdlib.minimodels`).
 
     Parameters
     ----------
     cross_attention_dim : int
         ``d`` of the CLIP embeddings that condition the UNets.
     image_size : int
-        Output side in pixels (a multiple of 16).
+        Output side in pixels (a multiple of twice the VAE's downsampling factor).
     seed : int
         Seed of the weight initialisation.
+    vae_channels : tuple of int
+        Channels of the VAE's resolution levels (one level per factor of 2, plus one).
+    vae_groups : int
+        Group-norm groups of the VAE.
 
     Returns
     -------
@@ -208,15 +214,17 @@ def random_components(*, cross_attention_dim: int = 64, image_size: int = 64, se
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.pipelines.deprecated.versatile_diffusion.modeling_text_unet import UNetFlatConditionModel
 
-    if image_size % 16:
-        raise ValueError(f"image_size must be a multiple of 16; found {image_size}")
-    unet_common = dict(sample_size=image_size // 4, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+    factor = 2 ** (len(vae_channels) - 1)
+    if image_size % (2 * factor):
+        raise ValueError(f"image_size must be a multiple of {2 * factor}; found {image_size}")
+    unet_common = dict(sample_size=image_size // factor, in_channels=4, out_channels=4, block_out_channels=(32, 64),
                        layers_per_block=1, cross_attention_dim=cross_attention_dim, attention_head_dim=8,
                        norm_num_groups=8)
+    n = len(vae_channels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        vae = AutoencoderKL(block_out_channels=(16, 32, 32), down_block_types=("DownEncoderBlock2D",) * 3,
-                            up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=4, norm_num_groups=8,
+        vae = AutoencoderKL(block_out_channels=tuple(vae_channels), down_block_types=("DownEncoderBlock2D",) * n,
+                            up_block_types=("UpDecoderBlock2D",) * n, latent_channels=4, norm_num_groups=vae_groups,
                             layers_per_block=1, sample_size=image_size)
         image_unet = UNet2DConditionModel(down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                           up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), **unet_common)

@@ -562,28 +562,15 @@ def train_models(root, workdir=None, quick: bool = False, device="auto", seed: i
 def mini_diffusion_components(cross_attention_dim: int, *, image_size: int = 64, seed: int = 0) -> dict:
     """Untrained components of the zoo's diffusion model, in Versatile Diffusion's classes.
 
-    A KL autoencoder with a downsampling factor of 8 (as Versatile Diffusion's), so 64 x 64
-    images become 4 x 8 x 8 latents; an image UNet and a text UNet (``UNetFlatConditionModel``)
-    with cross-attention transformers at the same places and widths, so
-    :func:`nsdlib.diffusion.make_dual_guided` can pair them; Versatile Diffusion's noise schedule.
+    :func:`nsdlib.diffusion.random_components` with a KL autoencoder that downsamples by 8,
+    as Versatile Diffusion's does, so 64 x 64 images become 4 x 8 x 8 latents and the UNets
+    (cross-attention transformers at the same places, paired by ``make_dual_guided``) stay
+    cheap enough to train on a CPU.
     """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from diffusers.pipelines.deprecated.versatile_diffusion.modeling_text_unet import UNetFlatConditionModel
+    from .diffusion import random_components
 
-    from .diffusion import _DDIM_DEFAULTS  # Versatile Diffusion's training noise schedule
-
-    unet = dict(sample_size=image_size // 8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
-                layers_per_block=1, cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=8)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        vae = AutoencoderKL(block_out_channels=(32, 32, 64, 64), down_block_types=("DownEncoderBlock2D",) * 4,
-                            up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=16,
-                            layers_per_block=1, sample_size=image_size)
-        image_unet = UNet2DConditionModel(down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                          up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), **unet)
-        text_unet = UNetFlatConditionModel(down_block_types=("CrossAttnDownBlockFlat", "DownBlockFlat"),
-                                           up_block_types=("UpBlockFlat", "CrossAttnUpBlockFlat"), **unet)
-    return dict(vae=vae, image_unet=image_unet, text_unet=text_unet, scheduler_config=dict(_DDIM_DEFAULTS))
+    return random_components(cross_attention_dim=cross_attention_dim, image_size=image_size, seed=seed,
+                             vae_channels=(32, 32, 64, 64), vae_groups=16)
 
 
 def _train_diffusion(data: TrainingSet, embedder, out: Path, recipe: Recipe, *, seed: int, progress: bool) -> None:

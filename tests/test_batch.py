@@ -6,6 +6,7 @@ import time
 
 import pandas as pd
 import pytest
+from _notebooks import chapter
 
 from nsdlib import paper
 from nsdlib.batch import batch_status, gpu_slots, run_batch
@@ -21,42 +22,7 @@ from nsdlib.cross_subject import (
     write_report,
 )
 
-HEADER = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
-# {title}
-
-```{{code-cell}} ipython3
-:tags: [parameters]
-
-dataset = "mini"
-subject = 1
-models = "mini"
-n_layers = 15
-regressor = "gru"
-device = "auto"
-seed = 0
-workdir = None
-nsd_root = None
-quick = False
-```
-
-```{{code-cell}} ipython3
-import json, os
-from pathlib import Path
-from nsdlib import RunConfig
-cfg = RunConfig(dataset=dataset, subject=subject, models=models, n_layers=n_layers, regressor=regressor,
-                device=device, seed=seed, workdir=workdir, nsd_root=nsd_root, quick=quick)
-```
-"""
+SETUP = "import json, os\nfrom pathlib import Path"
 
 PREPARE = """
 ```{code-cell} ipython3
@@ -87,8 +53,8 @@ doc = {"schema": 1, "dataset": cfg.dataset, "subject": cfg.subject, "ssim_mode":
 def chapters(tmp_path):
     nb = tmp_path / "notebooks"
     nb.mkdir()
-    (nb / "01_prepare.md").write_text(HEADER.format(title="Prepare") + PREPARE)
-    (nb / "02_results.md").write_text(HEADER.format(title="Results") + RESULTS)
+    (nb / "01_prepare.md").write_text(chapter("Prepare", SETUP) + PREPARE)
+    (nb / "02_results.md").write_text(chapter("Results", SETUP) + RESULTS)
     return nb
 
 

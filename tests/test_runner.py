@@ -4,47 +4,15 @@ import json
 
 import nbformat
 import pytest
+from _notebooks import cell, chapter
 
 from nsdlib.cli import main
 from nsdlib.config import RunConfig
 from nsdlib.runner import RunnerError, run_chain, select_notebooks
 from nsdlib.store import Store
 
-HEADER = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
-# {title}
-
-```{{code-cell}} ipython3
-:tags: [parameters]
-
-dataset = "mini"
-subject = 1
-models = "mini"
-n_layers = 15
-regressor = "gru"
-device = "auto"
-seed = 0
-workdir = None
-nsd_root = None
-quick = False
-```
-
-```{{code-cell}} ipython3
-from nsdlib import RunConfig, Store
-cfg = RunConfig(dataset=dataset, subject=subject, models=models, n_layers=n_layers, regressor=regressor,
-                device=device, seed=seed, workdir=workdir, nsd_root=nsd_root, quick=quick)
-store = Store.for_config(cfg)
-```
-"""
+SETUP = "from nsdlib import Store"
+STORE = cell("store = Store.for_config(cfg)")
 
 COMPUTE = """
 ```{code-cell} ipython3
@@ -65,9 +33,9 @@ raise ValueError("boom: the simulated step failed")
 def chapters(tmp_path):
     nb = tmp_path / "notebooks"
     nb.mkdir()
-    (nb / "01_compute.md").write_text(HEADER.format(title="Compute") + COMPUTE)
-    (nb / "02_fail.md").write_text(HEADER.format(title="Fail") + FAIL)
-    (nb / "03_after.md").write_text(HEADER.format(title="After") + COMPUTE)
+    (nb / "01_compute.md").write_text(chapter("Compute", SETUP, STORE) + COMPUTE)
+    (nb / "02_fail.md").write_text(chapter("Fail", SETUP, STORE) + FAIL)
+    (nb / "03_after.md").write_text(chapter("After", SETUP, STORE) + COMPUTE)
     return nb
 
 
