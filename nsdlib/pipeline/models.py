@@ -8,7 +8,7 @@ import numpy as np
 
 from ..config import RunConfig
 
-__all__ = ["mini_models", "mini_world_config", "zoo_figure", "zoo_summary"]
+__all__ = ["mini_models", "mini_world_config", "zoo_evaluation", "zoo_figure", "zoo_summary"]
 
 
 def mini_world_config(cfg: RunConfig) -> RunConfig:
@@ -36,14 +36,28 @@ def mini_models(cfg: RunConfig, progress: bool = True) -> Path:
                                     seed=0, progress=progress)
 
 
-def zoo_summary(folder: Path) -> dict:
-    """The held-out evaluation stored by the training run, as a table and a sentence."""
+def zoo_evaluation(cfg: RunConfig, folder: Path) -> dict:
+    """:func:`nsdlib.minimodels.evaluate_models` on this run's mini-NSD, cached in the run's store."""
+    from ..minimodels import RECIPES, evaluate_models, read_models_manifest
+    from ..store import Store
+
+    world = mini_world_config(cfg)
+    recipe = RECIPES["quick" if cfg.quick else "full"]
+    man = read_models_manifest(folder)
+    params = {"v": 1, "models": str(folder), "trained": {k: man.get(k) for k in ("version", "world", "recipe", "seed")},
+              "root": str(world.nsd_root), "n_images": recipe.eval_images, "steps": recipe.eval_steps}
+    return Store.for_config(cfg).json("mini_models_evaluation", params, lambda: evaluate_models(
+        world.nsd_root, folder, n_images=recipe.eval_images, steps=recipe.eval_steps, seed=0, progress=False))
+
+
+def zoo_summary(cfg: RunConfig, folder: Path) -> dict:
+    """The zoo's held-out evaluation, measured by this run, as a table and a sentence."""
     import pandas as pd
 
     from ..minimodels import read_models_manifest
 
     man = read_models_manifest(folder)
-    ev = man["evaluation"]
+    ev = zoo_evaluation(cfg, folder)
     rows = [
         ("small VDVAE", "reconstruction SSIM (32 × 32, 2-D)", ev["vdvae_ssim"], ev["vdvae_ssim_shuffled"],
          "shuffled pairs"),
@@ -54,12 +68,13 @@ def zoo_summary(folder: Path) -> dict:
     table = pd.DataFrame(rows, columns=["model", "measure", "measured", "baseline", "baseline is"])
     table = table.style.format({"measured": "{:.3f}", "baseline": "{:.3f}"}).hide(axis="index")
     secs = man["seconds"]
-    note = (f"Measured on {ev['n_images']} held-out mini-NSD images by the training run "
-            f"(recipe '{man['recipe']}', {man['n_training_images']} training images, seed {man['seed']}; "
-            f"diffusion samples: {ev['diffusion_steps']} DDIM steps, guidance {ev['diffusion_guidance_scale']}). "
-            f"Training took {secs['vdvae_s']:.0f} s (VDVAE), {secs['clip_s']:.0f} s (CLIP) and "
-            f"{secs['diffusion_s']:.0f} s (diffusion)" + (" on this machine." if not man.get("shipped") else
-                                                        " where the shipped weights were made."))
+    where = ("the weights shipped with nsdlib, trained by `nsdlib mini train-models` on a 2-core CPU"
+             if man.get("shipped") else f"the models trained in {folder}")
+    note = (f"Measured by this run on {ev['n_images']} held-out images of {mini_world_config(cfg).nsd_root}, "
+            f"for {where} (recipe '{man['recipe']}', {man['n_training_images']} training images, seed "
+            f"{man['seed']}; diffusion samples: {ev['diffusion_steps']} DDIM steps, guidance "
+            f"{ev['diffusion_guidance_scale']}). Training took {secs['vdvae_s']:.0f} s (VDVAE), "
+            f"{secs['clip_s']:.0f} s (CLIP) and {secs['diffusion_s']:.0f} s (diffusion).")
     return {"table": table, "note": note, "manifest": man}
 
 
