@@ -1,0 +1,37 @@
+"""Each `nsdlib` sub-command turns a user's mistake into one sentence and exit code 2."""
+
+import pytest
+
+from nsdlib.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def test_book_without_executed_notebooks(capsys, tmp_path):
+    code, err = run(capsys, "book", "--run", str(tmp_path / "runs" / "mini" / "subj01"))
+    assert code == 2
+    assert "lacks executed notebooks 00_mini_models" in err and "run `nsdlib run` for them first" in err
+
+
+def test_fetch_nsd_needs_subject_and_root(capsys):
+    code, err = run(capsys, "fetch", "nsd")
+    assert code == 2 and "`nsdlib fetch nsd` needs --subject N and --root DIR" in err
+
+
+def test_train_models_on_a_folder_that_is_not_mini_nsd(capsys, tmp_path):
+    code, err = run(capsys, "mini", "train-models", "--root", str(tmp_path), "--workdir", str(tmp_path / "w"))
+    assert code == 2 and f"{tmp_path} is not a mini-NSD root" in err and "nsdlib mini generate --root" in err
+
+
+def test_betas_for_real_nsd_explain_that_nsd_ships_them(capsys, tmp_path):
+    code, err = run(capsys, "betas", "--dataset", "nsd", "--subject", "1", "--workdir", str(tmp_path))
+    assert code == 2 and "NSD ships its single-trial betas" in err
+
+
+def test_unknown_asset_is_refused_by_argparse(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fetch", "weights"])
+    assert exc.value.code == 2 and "invalid choice: 'weights'" in capsys.readouterr().err
