@@ -160,11 +160,13 @@ class RunConfig:
         _check_writable(workdir)
         set_("workdir", str(workdir.resolve()))
         if self.nsd_root in (None, ""):
-            mini = "mini-nsd-small" if self.quick else "mini-nsd"  # quick runs use the small world
-            root = NSD_S3_ROOT if self.dataset == "nsd" else str(Path(self.workdir) / mini)
-            set_("nsd_root", root)
+            set_("nsd_root", self._default_nsd_root())
         else:
             set_("nsd_root", str(self.nsd_root))
+
+    def _default_nsd_root(self) -> str:
+        mini = "mini-nsd-small" if self.quick else "mini-nsd"  # quick runs use the small world
+        return NSD_S3_ROOT if self.dataset == "nsd" else str(Path(self.workdir) / mini)
 
     # ------------------------------------------------------------------ views
     def params(self) -> dict:
@@ -172,7 +174,13 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def replace(self, **changes) -> RunConfig:
-        """A copy with some parameters changed, validated again."""
+        """A copy with some parameters changed, validated again.
+
+        A dataset root that was the default stays the default: it follows a changed
+        ``dataset``, ``quick`` or ``workdir``.
+        """
+        if "nsd_root" not in changes and self.nsd_root == self._default_nsd_root():
+            changes["nsd_root"] = None
         return dataclasses.replace(self, **changes)
 
     @classmethod

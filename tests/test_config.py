@@ -70,6 +70,12 @@ def test_default_workdir_honours_the_environment(monkeypatch, tmp_path):
 def test_replace_validates_again(tmp_path):
     cfg = RunConfig(workdir=tmp_path)
     assert cfg.replace(subject=2).subject == 2
+    # a default dataset root follows the parameters it depends on; a given one is kept
+    assert cfg.replace(dataset="nsd").nsd_root == "s3://natural-scenes-dataset"
+    assert cfg.replace(quick=True).nsd_root.endswith("mini-nsd-small")
+    assert cfg.replace(workdir=tmp_path / "w2").nsd_root == str((tmp_path / "w2").resolve() / "mini-nsd")
+    given = RunConfig(workdir=tmp_path, nsd_root=str(tmp_path / "mine"))
+    assert given.replace(quick=True).nsd_root == str(tmp_path / "mine")
     with pytest.raises(ConfigError):
         cfg.replace(subject=4)
 
