@@ -118,6 +118,16 @@ def _source_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+def library_hash() -> str:
+    """A hash of nsdlib's Python sources: a notebook completed by other code is not skipped."""
+    h = hashlib.sha256()
+    pkg = Path(__file__).resolve().parent
+    for p in sorted(pkg.rglob("*.py")):
+        h.update(str(p.relative_to(pkg)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _error_text(exc: BaseException) -> str:
     ename = getattr(exc, "ename", None)
     evalue = getattr(exc, "evalue", None)
@@ -147,8 +157,9 @@ def run_chain(
     notebooks : str, optional
         Selection, e.g. ``"01-10"`` (default: all).
     resume : bool
-        Skip a notebook whose executed copy is marked complete for the same parameters
-        and the same notebook source.
+        Skip a notebook whose executed copy is marked complete for the same parameters,
+        the same notebook source and the same nsdlib sources, unless an earlier notebook
+        of this chain had to run.
     cell_timeout : int
         Seconds one cell may run before the notebook fails (sized for CPU runs).
     """
@@ -160,12 +171,14 @@ def run_chain(
     out_dir.mkdir(parents=True, exist_ok=True)
     params = cfg.params()
     results: list[NotebookResult] = []
+    library = library_hash()
+    ran_one = False  # once a notebook runs again, the ones after it run too (they may read its work)
     for md in selected:
         name = md.stem
         out = out_dir / f"{name}.ipynb"
         done_marker = out_dir / f"{name}.done.json"
-        stamp = {"params_key": params_key(params), "source": _source_hash(md)}
-        if resume and out.exists() and done_marker.exists():
+        stamp = {"params_key": params_key(params), "source": _source_hash(md), "library": library}
+        if resume and not ran_one and out.exists() and done_marker.exists():
             try:
                 prev = json.loads(done_marker.read_text())
             except json.JSONDecodeError:
@@ -174,6 +187,7 @@ def run_chain(
                 results.append(NotebookResult(name, "skipped", out))
                 continue
         done_marker.unlink(missing_ok=True)
+        ran_one = True
         start = _dt.datetime.now()
         with tempfile.TemporaryDirectory(prefix="nsdlib-nb-") as tmp:
             src = Path(tmp) / f"{name}.ipynb"
