@@ -181,8 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ConfigError, FileNotFoundError, ValueError) as exc:  # includes RunnerError, MissingAssetError
+        if not _raised_by_nsdlib(exc):
+            raise  # a crash inside a dependency is a bug to see in full, not a user's mistake
         print(f"nsdlib: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _raised_by_nsdlib(exc: BaseException) -> bool:
+    """Whether the innermost frame of the traceback belongs to nsdlib (its own checks)."""
+    tb, last = exc.__traceback__, None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return last is not None and str(last.tb_frame.f_globals.get("__name__", "")).startswith("nsdlib")
 
 
 if __name__ == "__main__":

@@ -35,3 +35,26 @@ def test_unknown_asset_is_refused_by_argparse(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["fetch", "weights"])
     assert exc.value.code == 2 and "invalid choice: 'weights'" in capsys.readouterr().err
+
+
+def test_a_crash_inside_a_dependency_is_not_disguised_as_a_user_error(monkeypatch, tmp_path):
+    import numpy as np
+
+    import nsdlib.cli as cli
+
+    def broken(args):
+        return np.reshape(np.arange(3), (2, 2))  # numpy's own ValueError: a bug, not a bad parameter
+
+    monkeypatch.setattr(cli, "_cmd_betas", broken)
+    parser_default = cli.build_parser
+    monkeypatch.setattr(cli, "build_parser", lambda: _with_func(parser_default(), broken))
+    with pytest.raises(ValueError, match="cannot reshape"):
+        main(["betas", "--workdir", str(tmp_path)])
+
+
+def _with_func(parser, func):
+    parser.set_defaults(func=func)
+    for action in parser._subparsers._group_actions:
+        for sub in action.choices.values():
+            sub.set_defaults(func=func)
+    return parser
