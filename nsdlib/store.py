@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Store", "atomic_write", "load_arrays", "package_versions", "params_key", "save_arrays"]
+__all__ = ["Store", "array_key", "atomic_write", "load_arrays", "package_versions", "params_key", "save_arrays"]
 
 KEY_PACKAGES = (
     "nsdlib", "numpy", "scipy", "torch", "torchvision", "transformers", "diffusers",
@@ -45,6 +45,20 @@ def package_versions() -> dict[str, str | None]:
 
 def _canonical(params: dict) -> str:
     return json.dumps(params, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def array_key(*arrays) -> str:
+    """A short hash of arrays' shapes, dtypes and every byte of their content.
+
+    For cache keys of artifacts computed from arrays (betas, first guesses): any change of a
+    value changes the key. Hashing reads each array once (about 1 s per GB).
+    """
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(repr((a.shape, a.dtype.str)).encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()[:16]
 
 
 def params_key(params: dict) -> str:

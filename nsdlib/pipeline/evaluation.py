@@ -37,7 +37,7 @@ import numpy as np
 from .. import metrics as M
 from .. import noise as N
 from ..config import RunConfig
-from ..store import Store, atomic_write
+from ..store import Store, array_key, atomic_write
 
 __all__ = [
     "KEY_COLUMNS",
@@ -117,11 +117,6 @@ def _stage2(cfg: RunConfig, first_guesses=None, noise: str | None = None, indice
     return stage2.stage2_images(cfg, first_guesses=first_guesses, noise=noise, **extra)
 
 
-def _images_key(images) -> str:
-    images = np.ascontiguousarray(images)
-    h = hashlib.sha256(str((images.shape, images.dtype.str)).encode())
-    h.update(memoryview(images).cast("B"))
-    return h.hexdigest()[:16]
 
 
 # -------------------------------------------------------------------- noise
@@ -285,7 +280,7 @@ def score(cfg: RunConfig, reconstructions, *, gt=None, clip=None, batch_size: in
     if clip is None and _scorer is None:
         clip = _default_clip(cfg)
     scorer = _scorer or _Scorer(cfg, gt, clip, batch_size, progress)
-    params = {"v": _VERSION, "metrics_v": 1, "gt": _images_key(gt), "rec": _images_key(reconstructions),
+    params = {"v": _VERSION, "metrics_v": 1, "gt": array_key(gt), "rec": array_key(reconstructions),
               "models": cfg.models, "plan": metric_plan(cfg, scorer.clip), "size": int(gt.shape[1]),
               "ssim_mode": RESULTS_SSIM_MODE, "clip": _clip_fingerprint(scorer.clip, gt)}
 

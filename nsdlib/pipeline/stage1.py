@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import RunConfig
-from ..store import Store, params_key
+from ..store import Store, array_key, params_key
 
 __all__ = [
     "QUICK_TRAIN_IMAGES",
@@ -166,12 +166,6 @@ def _n_train(cfg: RunConfig, n: int) -> int:
     return min(n, QUICK_TRAIN_IMAGES) if cfg.quick else n
 
 
-def _array_key(a: np.ndarray) -> str:
-    a = np.asarray(a)
-    h = hashlib.sha256(repr((a.shape, str(a.dtype))).encode())
-    h.update(np.float64(a.sum(dtype=np.float64)).tobytes())
-    h.update(np.ascontiguousarray(a[:: max(1, len(a) // 16)][:16]).tobytes())
-    return h.hexdigest()[:16]
 
 
 def _subject(cfg: RunConfig):
@@ -311,8 +305,8 @@ def _fit_params(cfg: RunConfig, regressor: str, n: int) -> tuple[dict, object]:
     lat_params, sd = _latent_params(cfg, n)
     n_tr = _n_train(cfg, len(sd.train_ids))
     params = {"v": _VERSION, "regressor": regressor, "options": regressor_options(cfg, regressor),
-              "latents": params_key(lat_params), "betas": _array_key(sd.train_betas[:n_tr]),
-              "test_betas": _array_key(sd.test_betas), "val_fraction": 0.1, "seed": cfg.seed}
+              "latents": params_key(lat_params), "betas": array_key(sd.train_betas[:n_tr]),
+              "test_betas": array_key(sd.test_betas), "val_fraction": 0.1, "seed": cfg.seed}
     return params, sd
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import RunConfig
-from ..store import Store, params_key
+from ..store import Store, array_key, params_key
 
 __all__ = [
     "ALPHA_SETTINGS",
@@ -214,15 +214,6 @@ def resolve_alphas(cfg: RunConfig, alpha="auto") -> tuple[str, object, object]:
     raise ValueError(f"alpha must be 'auto', 'paper', 'brain-diffuser', 'cv' or a positive number; found {alpha!r}")
 
 
-def _betas_key(subj) -> str:
-    """Ids, shapes, sums and a strided sample of the betas: changes whenever the betas do."""
-    h = hashlib.sha256()
-    for a in (np.asarray(subj.train_ids), np.asarray(subj.test_ids)):
-        h.update(np.ascontiguousarray(a, np.int64).tobytes())
-    for a in (np.asarray(subj.train_betas), np.asarray(subj.test_betas)):
-        h.update(repr((a.shape, str(a.dtype), float(a.sum(dtype=np.float64)))).encode())
-        h.update(np.ascontiguousarray(a[:: max(1, len(a) // 64)]).tobytes())
-    return h.hexdigest()[:16]
 
 
 def clip_predictions(cfg: RunConfig, *, alpha="auto", normalize: str | None = "test",
@@ -253,7 +244,8 @@ def clip_predictions(cfg: RunConfig, *, alpha="auto", normalize: str | None = "t
 
     name, a_text, a_vision = resolve_alphas(cfg, alpha)
     subj = _subject(cfg)
-    params = {"v": _VERSION, "dataset": cfg.dataset, "betas": _betas_key(subj),
+    betas = array_key(subj.train_ids, subj.test_ids, subj.train_betas, subj.test_betas)
+    params = {"v": _VERSION, "dataset": cfg.dataset, "betas": betas,
               "clip": model_sources(cfg)["clip"]["key"], "alpha": name, "normalize": normalize,
               "cv_alphas": list(CV_ALPHAS) if name == "cv" else None}
 
@@ -276,10 +268,6 @@ def clip_predictions(cfg: RunConfig, *, alpha="auto", normalize: str | None = "t
 
 
 # ---------------------------------------------------------------- images
-def _images_key(images: np.ndarray) -> str:
-    h = hashlib.sha256(str((images.shape, str(images.dtype))).encode())
-    h.update(np.ascontiguousarray(images).tobytes())
-    return h.hexdigest()[:16]
 
 
 def stage2_images(cfg: RunConfig, first_guesses: np.ndarray | None = None, noise=None, *,
@@ -339,7 +327,7 @@ def stage2_images(cfg: RunConfig, first_guesses: np.ndarray | None = None, noise
     emb_key = ("true", sources["clip"]["key"]) if embeddings == "true" else \
         ("predicted", sources["clip"]["key"], resolve_alphas(cfg, alpha)[0], normalize)
     params = {"v": _VERSION, "dataset": cfg.dataset, "vd": sources["vd"]["key"], "embeddings": list(emb_key),
-              "first_guesses": _images_key(first_guesses), "noise": None if noise is None else str(noise),
+              "first_guesses": array_key(first_guesses), "noise": None if noise is None else str(noise),
               "indices": None if indices is None else params_key({"i": idx.tolist()}), "seed": cfg.seed,
               **run}
 
