@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -152,7 +153,18 @@ def download(url: str, dest: Path, *, expected_size: int | None = None, desc: st
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
     req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    with urllib.request.urlopen(req, timeout=60) as resp:
+    try:
+        resp = urllib.request.urlopen(req, timeout=60)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 416 or not have:
+            raise
+        # 416: nothing after byte `have`, so the partial file is already whole (a run died before renaming)
+        if expected_size is not None and have != expected_size:
+            raise OSError(f"{part} has {have} bytes but {url} should have {expected_size}; delete it and "
+                          "run the command again") from None
+        os.replace(part, dest)
+        return dest
+    with resp:
         if have and resp.status != 206:  # server ignored the range: start again
             have = 0
         total = resp.headers.get("Content-Length")

@@ -372,7 +372,7 @@ def _outcome_of_job(subject: int, job_id: str, state: dict, subject_dir: Path) -
                           job_id=job_id, log=str(log))
 
 
-def _run_submitit(specs, cluster, folder, subject_dirs, *, detach, progress, **resources):
+def _run_submitit(specs, cluster, folder, subject_dirs, *, detach, progress, on_submit=None, **resources):
     from tqdm.auto import tqdm
 
     ex = _submitit_executor(cluster, folder, **resources)
@@ -380,6 +380,8 @@ def _run_submitit(specs, cluster, folder, subject_dirs, *, detach, progress, **r
     for subject, spec in specs.items():
         ex.update_parameters(name=f"nsd-{spec['params']['dataset']}-subj{subject:02d}")
         jobs[subject] = ex.submit(run_subject, spec)
+        if on_submit is not None:  # recorded at once: a later failed submission loses no job
+            on_submit(subject, str(jobs[subject].job_id))
     ids = {s: str(j.job_id) for s, j in jobs.items()}
     if detach:
         return ids, {s: SubjectOutcome(s, "pending", job_id=ids[s]) for s in specs}
@@ -433,7 +435,9 @@ def _write_report(batch_dir: Path, cfgs: Sequence[RunConfig]) -> tuple[Path, Pat
 
     dataset = cfgs[0].dataset
     workdirs = list(dict.fromkeys(c.workdir for c in cfgs))
+    subjects = {c.subject for c in cfgs}  # only this batch's subjects, not every results file found
     frames = [collect_results(w, dataset) for w in workdirs]
+    frames = [f[f["subject"].isin(subjects)] for f in frames]
     frames = [f for f in frames if len(f)]
     results = pd.concat(frames, ignore_index=True) if frames else collect_results(workdirs[0], dataset)
     return write_report(results, batch_dir, dataset=dataset, sources=[str(Path(w) / dataset) for w in workdirs],
@@ -534,8 +538,12 @@ def run_batch(
         folder = batch_dir / "submitit"
         state.update(cluster=cluster, submitit_folder=str(folder), gpus_per_job=per_job, partition=partition,
                      time_min=time_min, mem_gb=mem_gb, cpus_per_job=cpus_per_job)
+        def record(subject, job_id):
+            state["subjects"][str(subject)]["job_id"] = job_id
+            _write_state(state_file, state)
+
         ids, outcomes = _run_submitit(specs, cluster, folder, subject_dirs, detach=detach, progress=progress,
-                                      partition=partition, time_min=time_min, mem_gb=mem_gb,
+                                      on_submit=record, partition=partition, time_min=time_min, mem_gb=mem_gb,
                                       gpus_per_job=per_job, cpus_per_job=cpus_per_job)
         for s, jid in ids.items():
             state["subjects"][str(s)]["job_id"] = jid

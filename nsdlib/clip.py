@@ -408,5 +408,7 @@ def embedding_identification(pred: np.ndarray, true: np.ndarray) -> float:
     r = p @ t.T  # r[j, k]: prediction j against truth k
     own = np.diag(r)
     n = len(r)
+    if n < 2:
+        raise ValueError(f"2-way identification needs at least 2 images; found {n}")
     beaten = (r < own[:, None]).sum(1)  # own vs own is not counted (not strictly lower)
     return float(np.mean(beaten / (n - 1)))
