@@ -109,8 +109,6 @@ def _present(asset: Asset, path: Path) -> bool:
     if asset.kind == "hf":
         return (path / ".complete").is_file()
     if asset.kind == "torchvision":
-        from torch.hub import load_state_dict_from_url  # noqa: F401 (documents the cache used)
-
         return all((path / Path(_tv_weights(s).url).name).is_file() for s in asset.source.split(","))
     raise ValueError(asset.kind)
 

@@ -36,10 +36,9 @@ def _config(args) -> RunConfig:
 
 
 def _cmd_run(args) -> int:
-    from .runner import run_chain
+    from .runner import NOTEBOOKS_DIR, run_chain
 
     cfg = _config(args)
-    from .runner import NOTEBOOKS_DIR
 
     result = run_chain(cfg, args.notebooks, resume=not args.no_resume,
                        notebooks_dir=Path(args.notebooks_dir) if args.notebooks_dir else NOTEBOOKS_DIR,
