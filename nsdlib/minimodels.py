@@ -80,9 +80,6 @@ class TrainingSet:
     images64: np.ndarray
     captions: list[list[str]]
 
-    def images(self, size: int) -> np.ndarray:
-        return resize_images(self.images64, size)
-
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     """Resize uint8 images (n, H, W, 3) to (n, size, size, 3) with antialiasing."""
