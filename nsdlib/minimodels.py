@@ -619,7 +619,7 @@ def evaluate_models(root, folder, *, n_images: int = 100, steps: int = 25, seed:
     from .diffusion import DualGuidedDiffusion
     from .metrics import ssim, two_way_identification
     from .nsd import NSDLayout, read_captions, read_expdesign, read_stimuli
-    from .vdvae import decode_latents, encode_latents, load_vdvae
+    from .vdvae import load_vdvae, reconstruct_images
 
     folder = Path(folder)
     layout = NSDLayout(root, dataset="mini")
@@ -634,9 +634,7 @@ def evaluate_models(root, folder, *, n_images: int = 100, steps: int = 25, seed:
 
     vdvae = load_vdvae(folder / "vdvae.pt")
     small = resize_images(images, vdvae.config.image_size)
-    n_blocks = vdvae.config.n_dec_blocks
-    lat = encode_latents(vdvae, small, n_blocks, posterior="mean", seed=seed, progress=False)
-    rec = decode_latents(vdvae, lat, n_blocks, seed=seed, progress=False)
+    rec = reconstruct_images(vdvae, small, posterior="mean", seed=seed, progress=False)
     out["vdvae_ssim"] = float(np.mean(ssim(small, rec)))
     out["vdvae_ssim_shuffled"] = float(np.mean(ssim(small, rec[shuffled])))
 

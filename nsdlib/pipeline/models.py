@@ -86,7 +86,7 @@ def zoo_figure(cfg: RunConfig, folder: Path, n_images: int = 6, steps: int = 25)
     from ..diffusion import DualGuidedDiffusion
     from ..minimodels import resize_images
     from ..nsd import NSDLayout, read_captions, read_expdesign, read_stimuli
-    from ..vdvae import decode_latents, encode_latents, load_vdvae
+    from ..vdvae import load_vdvae, reconstruct_images
 
     world = mini_world_config(cfg)
     layout = NSDLayout(world.nsd_root, dataset="mini")
@@ -95,9 +95,7 @@ def zoo_figure(cfg: RunConfig, folder: Path, n_images: int = 6, steps: int = 25)
     captions = read_captions(layout, ids)
     vdvae = load_vdvae(Path(folder) / "vdvae.pt")
     small = resize_images(images, vdvae.config.image_size)
-    n_blocks = vdvae.config.n_dec_blocks
-    rec = decode_latents(vdvae, encode_latents(vdvae, small, n_blocks, posterior="mean", progress=False),
-                         n_blocks, progress=False)
+    rec = reconstruct_images(vdvae, small, posterior="mean", progress=False)
     emb = ClipEmbedder.from_pretrained(Path(folder) / "clip")
     vd = DualGuidedDiffusion.from_pretrained(Path(folder) / "diffusion")
     u_text, u_vision = emb.unconditional()
