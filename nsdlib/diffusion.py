@@ -46,10 +46,13 @@ __all__ = [
 
 # DDIM as Versatile Diffusion (and latent diffusion) sample it: betas of the training
 # schedule, uniform ("leading") time steps offset by one, and the last step going to
-# alpha_cumprod[0] rather than to 1.
-_DDIM_FIXED = dict(clip_sample=False, set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading")
+# alpha_cumprod[0] rather than to 1. The training schedule, the prediction target and the
+# time-step spacing come from a model's scheduler config (the defaults are Versatile
+# Diffusion's); the mini model zoo trains its small UNet for a zero-terminal-SNR schedule with
+# v-prediction and "trailing" steps, which tiny latents need (see nsdlib.minimodels).
+_DDIM_FIXED = dict(clip_sample=False, set_alpha_to_one=False, steps_offset=1)
 _DDIM_DEFAULTS = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                      prediction_type="epsilon")
+                      prediction_type="epsilon", rescale_betas_zero_snr=False, timestep_spacing="leading")
 
 
 def _dual_transformer_class():
@@ -300,7 +303,9 @@ class DualGuidedDiffusion:
         Only its transformers are kept.
     scheduler_config : dict, optional
         Training schedule of the UNet (``num_train_timesteps``, ``beta_start``,
-        ``beta_end``, ``beta_schedule``, ``prediction_type``); sampling is DDIM.
+        ``beta_end``, ``beta_schedule``, ``prediction_type``, ``rescale_betas_zero_snr``)
+        and the DDIM ``timestep_spacing``; sampling is DDIM. Missing keys take Versatile
+        Diffusion's values.
     device : str or torch.device
     unet_dtype : torch.dtype, optional
         Default float16 on CUDA, float32 on the CPU.

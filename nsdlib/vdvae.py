@@ -602,15 +602,18 @@ class VDVAE(nn.Module):
         -------
         dict with Tensors of shape (n,):
             ``elbo`` (= ``distortion`` + ``rate``, the negative ELBO), ``distortion`` (the
-            reconstruction NLL) and ``rate`` (the summed KL), all in nats per dimension.
+            reconstruction NLL) and ``rate`` (the summed KL), all in nats per dimension;
+            and ``block_rates`` of shape (n, n_dec_blocks), each decoder block's KL (nats
+            per dimension), which sum to ``rate``.
         """
         acts = self.encoder(self.preprocess(images))
         h, _, kls = self.decoder.run(images.shape[0], acts=acts)
         target = images.to(h.dtype) / 127.5 - 1.0
         distortion = self.decoder.out_net.nll(h, target)
         ndims = images.shape[1] * images.shape[2] * images.shape[3]
-        rate = sum(kl.sum(dim=(1, 2, 3)) for kl in kls) / ndims
-        return {"elbo": distortion + rate, "distortion": distortion, "rate": rate}
+        block_rates = torch.stack([kl.sum(dim=(1, 2, 3)) for kl in kls], dim=1) / ndims
+        rate = block_rates.sum(dim=1)
+        return {"elbo": distortion + rate, "distortion": distortion, "rate": rate, "block_rates": block_rates}
 
 
 # ------------------------------------------------------------------------------ checkpoints

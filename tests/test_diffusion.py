@@ -347,3 +347,22 @@ def test_stage2_loads_the_mini_zoos_models_when_present(stage2_run, tmp_path, mo
     fg = np.zeros((8, 16, 16, 3), np.uint8)
     out = stage2.stage2_images(cfg, fg, progress=False, indices=[0])
     assert out.shape == (1, 32, 32, 3)  # the zoo's diffusion model sets the output size
+
+
+def test_zero_snr_v_prediction_schedule_is_sampled_as_diffusers_does(components, vd, inputs, tmp_path):
+    from nsdlib.minimodels import MINI_SCHEDULE
+
+    comps = copy.deepcopy(components)
+    comps["scheduler_config"] = {**comps["scheduler_config"], **MINI_SCHEDULE}
+    settings = dict(num_steps=6, strength=1.0, guidance_scale=7.5, seed=11)
+    ours = DualGuidedDiffusion(**copy.deepcopy(comps)).reconstruct(**inputs, text_weight=0.0, progress=False,
+                                                                    **settings)
+    ref = _reference_single_guided(comps, "image", inputs["first_guesses"], inputs["vision_embeds"],
+                                   inputs["uncond_vision"], **settings)
+    assert np.abs(ours.astype(int) - ref).max() <= 1
+    default = vd.reconstruct(**inputs, text_weight=0.0, progress=False, **settings)
+    assert np.abs(default.astype(int) - ours).mean() > 1  # the schedule is really used
+    save_components(comps, tmp_path / "vd")
+    back = DualGuidedDiffusion.from_pretrained(tmp_path / "vd")
+    assert {k: back.scheduler_config[k] for k in MINI_SCHEDULE} == MINI_SCHEDULE
+    np.testing.assert_array_equal(back.reconstruct(**inputs, text_weight=0.0, progress=False, **settings), ours)

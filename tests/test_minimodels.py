@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from nsdlib.minimodels import TrainSchedule, build_caption_tokenizer, train_loop, train_vdvae
+from nsdlib.minimodels import KLWarmup, TrainSchedule, build_caption_tokenizer, train_loop, train_vdvae
 from nsdlib.vdvae import VDVAEConfig
 
 TINY_VDVAE = VDVAEConfig(image_size=8, width=8, zdim=2, enc_blocks="8x1,8d2,4x1,4d4,1x1",
@@ -31,7 +31,8 @@ def test_training_resumes_to_the_same_model(tmp_path):
         return torch.nn.Linear(5, 3)
 
     def loss_of(model):
-        return lambda idx, gen: ((model(x[idx] + 0.01 * torch.randn(len(idx), 5, generator=gen)) - y[idx]) ** 2).mean()
+        return lambda idx, gen, step: ((model(x[idx] + 0.01 * torch.randn(len(idx), 5, generator=gen))
+                                        - y[idx]) ** 2).mean()
 
     sched = TrainSchedule(steps=30, batch_size=8, lr=0.05, warmup=3, checkpoint_every=10)
     whole = make()
@@ -61,6 +62,32 @@ def test_vdvae_training_lowers_the_elbo_and_saves_a_loadable_model(tmp_path):
         torch.testing.assert_close(a, b)
 
 
+def test_kl_warmup_weights_coarse_blocks_then_ends_on_the_elbo():
+    warm = KLWarmup(start=0.1, hold=10, full=20, max_resolution=4)  # TINY_VDVAE: blocks at 1, 4, 4, 8, 8
+    np.testing.assert_allclose(warm.weights(TINY_VDVAE, 0).numpy(), [0.1, 0.1, 0.1, 1, 1])
+    np.testing.assert_allclose(warm.weights(TINY_VDVAE, 15).numpy(), [0.55, 0.55, 0.55, 1, 1])
+    np.testing.assert_allclose(warm.weights(TINY_VDVAE, 20).numpy(), np.ones(5))
+    assert KLWarmup().at(0) == 1.0 and KLWarmup(start=0.5, hold=3, full=3).at(3) == 1.0
+    with pytest.raises(ValueError, match="0 < start <= 1 and 0 <= hold <= full"):
+        KLWarmup(start=0.0)
+    with pytest.raises(ValueError, match="0 < start <= 1 and 0 <= hold <= full"):
+        KLWarmup(start=0.5, hold=5, full=2)
+
+
+def test_kl_warmup_puts_more_information_in_the_latents(tmp_path):
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (4, 1, 1, 3))
+    images = np.clip(base + rng.normal(0, 10, (4, 8, 8, 3)), 0, 255).astype(np.uint8).repeat(8, axis=0)
+    sched = TrainSchedule(steps=30, batch_size=8, lr=3e-3, warmup=5, checkpoint_every=100)
+    rates = []
+    for warm in (KLWarmup(), KLWarmup(start=0.01, hold=30, full=30)):
+        model, _ = train_vdvae(images, tmp_path / f"{warm.start}.pt", sched, config=TINY_VDVAE, kl_warmup=warm,
+                               progress=False)
+        with torch.no_grad():
+            rates.append(float(model(torch.from_numpy(images))["rate"].mean()))
+    assert rates[1] > 1.2 * rates[0]  # a cheaper KL buys more nats of latent information
+
+
 @pytest.mark.slow
 def test_quick_zoo_trains_evaluates_and_loads(mini_small_root, tmp_path):
     from nsdlib.clip import N_TEXT_TOKENS, N_VISION_TOKENS, ClipEmbedder
@@ -77,7 +104,7 @@ def test_quick_zoo_trains_evaluates_and_loads(mini_small_root, tmp_path):
     assert man["complete"] and man["recipe"] == "quick" and man["n_training_images"] == 32
     ev = man["evaluation"]
     assert 0 <= ev["clip_top1_of_10"] <= 1 and 0 <= ev["diffusion_identification"] <= 1
-    assert -1 <= ev["vdvae_ssim"] <= 1
+    assert -1 <= ev["vdvae_ssim"] <= 1 and -1 <= ev["vdvae_ssim_15"] <= 1
     vdvae = load_vdvae(out / "vdvae.pt")
     assert vdvae.config.n_dec_blocks >= 31 and n_latents(vdvae.config, 15) < n_latents(vdvae.config, 31)
     emb = ClipEmbedder.from_pretrained(out / "clip")
@@ -91,6 +118,15 @@ def test_quick_zoo_trains_evaluates_and_loads(mini_small_root, tmp_path):
     mtime = (out / "vdvae.pt").stat().st_mtime_ns
     assert train_models(mini_small_root, workdir=tmp_path, quick=True, progress=False) == out
     assert (out / "vdvae.pt").stat().st_mtime_ns == mtime
+    # training in two processes (one thread each) makes the same models as one process with one thread
+    par = train_models(mini_small_root, workdir=tmp_path / "parallel", quick=True, progress=False, parallel=True)
+    assert read_models_manifest(par)["parallel"] and not man["parallel"]
+    assert read_models_manifest(par)["evaluation"] == ev
+    for a, b in zip(vdvae.state_dict().values(), load_vdvae(par / "vdvae.pt").state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for f in ("clip/model.safetensors", "diffusion/vae/diffusion_pytorch_model.safetensors",
+              "diffusion/image_unet/diffusion_pytorch_model.safetensors"):
+        assert (out / f).read_bytes() == (par / f).read_bytes(), f
 
 
 def test_training_needs_a_mini_nsd_root(tmp_path):

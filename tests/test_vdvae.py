@@ -199,6 +199,8 @@ def test_training_loss_is_finite_and_learns():
         loss = out["elbo"].mean()
         assert torch.isfinite(loss)
         torch.testing.assert_close(out["elbo"], out["distortion"] + out["rate"])
+        assert out["block_rates"].shape == (8, TINY.n_dec_blocks)
+        torch.testing.assert_close(out["block_rates"].sum(dim=1), out["rate"])
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -44,7 +44,7 @@ def zoo_evaluation(cfg: RunConfig, folder: Path) -> dict:
     world = mini_world_config(cfg)
     recipe = RECIPES["quick" if cfg.quick else "full"]
     man = read_models_manifest(folder)
-    params = {"v": 1, "models": str(folder), "trained": {k: man.get(k) for k in ("version", "world", "recipe", "seed")},
+    params = {"v": 2, "models": str(folder), "trained": {k: man.get(k) for k in ("version", "world", "recipe", "seed")},
               "root": str(world.nsd_root), "n_images": recipe.eval_images, "steps": recipe.eval_steps}
     return Store.for_config(cfg).json("mini_models_evaluation", params, lambda: evaluate_models(
         world.nsd_root, folder, n_images=recipe.eval_images, steps=recipe.eval_steps, seed=0, progress=False))
@@ -61,6 +61,8 @@ def zoo_summary(cfg: RunConfig, folder: Path) -> dict:
     rows = [
         ("small VDVAE", "reconstruction SSIM (32 × 32, 2-D)", ev["vdvae_ssim"], ev["vdvae_ssim_shuffled"],
          "shuffled pairs"),
+        ("small VDVAE", "SSIM, first 15 blocks from the posterior, the rest from the prior",
+         ev["vdvae_ssim_15"], ev["vdvae_ssim_15_shuffled"], "shuffled pairs"),
         ("small CLIP", "own caption ranked first among 10", ev["clip_top1_of_10"], ev["clip_chance"], "chance"),
         ("small diffusion", "2-way identification of samples (small-CLIP features)",
          ev["diffusion_identification"], 0.5, "chance"),
@@ -74,7 +76,11 @@ def zoo_summary(cfg: RunConfig, folder: Path) -> dict:
             f"for {where} (recipe '{man['recipe']}', {man['n_training_images']} training images, seed "
             f"{man['seed']}; diffusion samples: {ev['diffusion_steps']} DDIM steps, guidance "
             f"{ev['diffusion_guidance_scale']}). Training took {secs['vdvae_s']:.0f} s (VDVAE), "
-            f"{secs['clip_s']:.0f} s (CLIP) and {secs['diffusion_s']:.0f} s (diffusion).")
+            f"{secs['clip_s']:.0f} s (CLIP) and {secs['diffusion_s']:.0f} s (diffusion autoencoder and UNet)")
+    if "wall_s" in secs:
+        how = " in two processes side by side" if man.get("parallel") else ""
+        note += f", {secs['wall_s']:.0f} s of wall-clock time in all{how}"
+    note += "."
     return {"table": table, "note": note, "manifest": man}
 
 

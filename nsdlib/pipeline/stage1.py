@@ -123,7 +123,8 @@ def vdvae_info(cfg: RunConfig) -> dict:
         config = mini_vdvae_config()
     except ImportError:
         config = MINI
-    return {"source": "mini-random", "path": None, "config": config, "key": f"random:{cfg.seed}:{config.width}",
+    key = f"random:{cfg.seed}:{config.width}:{config.bottleneck_multiple}"
+    return {"source": "mini-random", "path": None, "config": config, "key": key,
             "description": f"a RANDOMLY INITIALISED small VDVAE (seed {cfg.seed}; {config.n_dec_blocks} decoder "
                            f"blocks, {config.image_size} x {config.image_size} images): the mini model zoo has not "
                            "been trained here (`nsdlib mini train-models --root <mini-NSD root>`), so its latents "
