@@ -49,7 +49,7 @@ __all__ = [
 # alpha_cumprod[0] rather than to 1. The training schedule, the prediction target and the
 # time-step spacing come from a model's scheduler config (the defaults are Versatile
 # Diffusion's); the mini model zoo trains its small UNet for a zero-terminal-SNR schedule with
-# v-prediction and "trailing" steps, which tiny latents need (see nsdlib.minimodels).
+# v-prediction and "trailing" steps (nsdlib.minimodels.MINI_SCHEDULE).
 _DDIM_FIXED = dict(clip_sample=False, set_alpha_to_one=False, steps_offset=1)
 _DDIM_DEFAULTS = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                       prediction_type="epsilon", rescale_betas_zero_snr=False, timestep_spacing="leading")

@@ -571,9 +571,10 @@ def train_models(root, workdir=None, quick: bool = False, device="auto", seed: i
         Train the CLIP, then the VDVAE, in one process and the diffusion autoencoder in
         another, one thread each, before the UNet trains with all threads (which needs
         both CLIP and the autoencoder). These small models gain little from a second
-        thread, so on two cores this cuts the wall-clock time by about a third; the models
-        are the same as a sequential run's with one thread. Default: on for the full recipe
-        on a CPU with at least two cores.
+        thread, so on two cores the wall-clock time is about that of the longer process
+        plus the UNet's, rather than the sum of all four; the models are the same as a
+        one-process run's with one thread. Default: on for the full recipe on a CPU with at
+        least two cores.
 
     Returns
     -------
@@ -704,10 +705,11 @@ def _train_in_parallel(root: Path, out: Path, recipe_name: str, *, seed: int, pr
 
 #: The zoo's diffusion schedule: Versatile Diffusion's betas rescaled to zero terminal SNR,
 #: v-prediction and "trailing" DDIM steps (Lin et al. 2024, "Common diffusion noise schedules
-#: and sample steps are flawed"). Versatile Diffusion's own schedule ends at a signal-to-noise
-#: ratio that leaves the mean colour of 4 x 8 x 8 latents visible through the noise, so a
-#: small UNet trained on it learns to read colour from the noise instead of from its CLIP
-#: conditions, and its samples from pure noise ignore them.
+#: and sample steps are flawed"). Versatile Diffusion's own schedule ends at a small non-zero
+#: signal-to-noise ratio, through which a model can read an image's mean colour from the noise
+#: it starts from instead of from its conditions, and averaged over 4 x 8 x 8 latents little
+#: noise remains; trained on it, recipe 1's UNet made samples from pure noise that ignored their
+#: CLIP conditions (benchmarks/RESULTS.md).
 MINI_SCHEDULE = dict(prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing")
 
 

@@ -78,14 +78,16 @@ def zoo_summary(cfg: RunConfig, folder: Path) -> dict:
             f"{ev['diffusion_guidance_scale']}). Training took {secs['vdvae_s']:.0f} s (VDVAE), "
             f"{secs['clip_s']:.0f} s (CLIP) and {secs['diffusion_s']:.0f} s (diffusion autoencoder and UNet)")
     if "wall_s" in secs:
-        how = " in two processes side by side" if man.get("parallel") else ""
-        note += f", {secs['wall_s']:.0f} s of wall-clock time in all{how}"
+        how = ", two processes side by side before the UNet" if man.get("parallel") else ""
+        note += f"; {secs['wall_s']:.0f} s in all, wall-clock{how}"
     note += "."
     return {"table": table, "note": note, "manifest": man}
 
 
 def zoo_figure(cfg: RunConfig, folder: Path, n_images: int = 6, steps: int = 25):
     """Held-out stimuli, their VDVAE reconstructions and diffusion samples from true embeddings."""
+    import textwrap
+
     import matplotlib.pyplot as plt
 
     from ..clip import ClipEmbedder
@@ -108,7 +110,7 @@ def zoo_figure(cfg: RunConfig, folder: Path, n_images: int = 6, steps: int = 25)
     samples = vd.reconstruct(np.full_like(images, 128), emb.text(captions, progress=False),
                              emb.vision(images, progress=False), u_text, u_vision, strength=1.0, num_steps=steps,
                              guidance_scale=3.0, seed=cfg.seed, indices=ids, progress=False)
-    fig, axes = plt.subplots(3, n_images, figsize=(1.8 * n_images, 6.2))
+    fig, axes = plt.subplots(3, n_images, figsize=(1.8 * n_images, 6.6))
     for j in range(n_images):
         for row, (img, label) in enumerate(((images[j], "stimulus"), (rec[j], "VDVAE reconstruction"),
                                             (samples[j], "diffusion sample"))):
@@ -118,7 +120,7 @@ def zoo_figure(cfg: RunConfig, folder: Path, n_images: int = 6, steps: int = 25)
             ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel(label, fontsize=9)
-        axes[0, j].set_title(captions[j][0][:40], fontsize=7)
+        axes[0, j].set_title("\n".join(textwrap.wrap(captions[j][0], 26)[:3]), fontsize=7)
     fig.suptitle("Held-out mini-NSD images: stimulus, small-VDVAE reconstruction, sample from true embeddings",
                  fontsize=10)
     fig.tight_layout()
