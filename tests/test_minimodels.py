@@ -134,3 +134,12 @@ def test_training_needs_a_mini_nsd_root(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="is not a mini-NSD root.*nsdlib mini generate --root"):
         train_models(tmp_path / "nothing", workdir=tmp_path)
+
+
+def test_parallel_training_names_the_part_that_failed(tmp_path):
+    from nsdlib.minimodels import _train_in_parallel
+
+    # no mini-NSD at the root: both processes fail, and the error says which and how to go on
+    with pytest.raises(RuntimeError, match=r"failed for clip\+vdvae \(exit code 1\), vae \(exit code 1\).*"
+                                           r"run again to resume, or pass parallel=False"):
+        _train_in_parallel(tmp_path / "no-world", tmp_path / "out", "quick", seed=0, progress=False)
