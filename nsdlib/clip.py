@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .images import check_images, to_unit_float
+
 __all__ = [
     "N_TEXT_TOKENS",
     "N_VISION_TOKENS",
@@ -272,7 +274,7 @@ class ClipEmbedder:
         """
         import torch
 
-        unit = _as_unit_float(images)
+        unit = to_unit_float(images)
         batch = torch.from_numpy(unit).permute(0, 3, 1, 2)
         return self.image_processor(images=batch, do_rescale=False, return_tensors="pt").pixel_values
 
@@ -294,7 +296,7 @@ class ClipEmbedder:
         """
         import torch
 
-        images = _check_images(images)
+        images = np.asarray(check_images(images, uint8=False))
         out = np.empty((len(images), self.n_vision_tokens, self.dim), np.float32)
         starts = range(0, len(images), self.batch_size)
         for s in _tqdm(starts, desc="CLIP vision", unit="batch", disable=not progress or len(starts) < 2):
@@ -319,29 +321,6 @@ class ClipEmbedder:
         """
         grey = np.full((1, self.image_size, self.image_size, 3), 0.5, np.float32)
         return self.text([[""]], progress=False)[0], self.vision(grey, progress=False)[0]
-
-
-def _check_images(images) -> np.ndarray:
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must have shape (n, height, width, 3); found {images.shape}")
-    return images
-
-
-def _as_unit_float(images) -> np.ndarray:
-    """uint8 0–255 → float32 0–1; floats must already be in 0–1."""
-    images = _check_images(images)
-    if images.dtype == np.uint8:
-        return images.astype(np.float32) / 255.0
-    if np.issubdtype(images.dtype, np.floating):
-        if not np.isfinite(images).all():
-            raise ValueError("images contain NaN or infinite values")
-        lo, hi = float(images.min()), float(images.max())
-        if lo < -1e-6 or hi > 1 + 1e-6:
-            raise ValueError(f"floating-point images must be in 0-1; found values from {lo:g} to {hi:g} "
-                             "(pass 0-255 images as uint8)")
-        return np.clip(images, 0, 1).astype(np.float32)
-    raise ValueError(f"images must be uint8 (0-255) or floating point (0-1); found dtype {images.dtype}")
 
 
 # ------------------------------------------------------------------ scores

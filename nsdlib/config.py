@@ -12,6 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .names import DATASETS, MODEL_SETS, N_LAYERS, REGRESSORS, SUBJECTS
+
 __all__ = [
     "DATASETS",
     "MODEL_SETS",
@@ -25,11 +27,6 @@ __all__ = [
     "resolve_device",
 ]
 
-SUBJECTS = (1, 2, 5, 7)
-DATASETS = ("mini", "nsd")
-MODEL_SETS = ("mini", "pretrained")
-N_LAYERS = (15, 31)
-REGRESSORS = ("gru", "ridge", "cnn", "transformer")
 NSD_S3_ROOT = "s3://natural-scenes-dataset"
 
 

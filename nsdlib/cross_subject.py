@@ -23,6 +23,11 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from .names import DATASET_LABELS as _DATASET_LABELS
+from .names import IDENTIFICATION_METRICS as _FRACTIONS  # fractions in 0-1 (the paper prints .942, not 94.2)
+from .names import IMAGE_METRICS as METRICS
+from .names import METRIC_SHORT_HEADERS as _HEADERS
+from .names import REGRESSOR_LABELS as _REGRESSOR_LABELS
 from .store import atomic_write
 
 __all__ = [
@@ -40,19 +45,11 @@ __all__ = [
     "write_report",
 ]
 
-#: The eight image metrics in the paper's column order (keys of :mod:`nsdlib.paper`).
-METRICS = ("ssim", "pixcorr", "alexnet2", "alexnet5", "inceptionv3", "clip", "efficientnet", "swav")
-#: Identification scores: fractions in 0-1 (the paper prints .942, not 94.2).
-_FRACTIONS = ("alexnet2", "alexnet5", "inceptionv3", "clip")
 #: The columns that name a result row.
 IDENTITY_COLUMNS = ("dataset", "models", "quick", "ssim_mode", "subject", "regressor", "n_layers", "noise")
 
-_HEADERS = {"ssim": "SSIM ↑", "pixcorr": "PixCorr ↑", "alexnet2": "Alex(2) ↑", "alexnet5": "Alex(5) ↑",
-            "inceptionv3": "Incep ↑", "clip": "CLIP ↑", "efficientnet": "Eff ↓", "swav": "SwAV ↓"}
-_REGRESSOR_LABELS = {"gru": "GRU", "ridge": "Ridge", "cnn": "CNN", "transformer": "Transformer"}
 _SSIM_MODES = {"columns": "Brain-Diffuser's column SSIM (as in the paper)", "2d": "the true 2-D SSIM",
                "unknown": "of an unrecorded variant"}
-_DATASET_LABELS = {"mini": "mini-NSD (simulated)", "nsd": "NSD"}
 
 #: Column names a results file may use for each metric (compared lower-case, letters and digits only).
 _ALIASES = {

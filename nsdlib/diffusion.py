@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .clip import N_TEXT_TOKENS, N_VISION_TOKENS
+from .images import check_images, resize, to_tensor, to_uint8
 
 __all__ = [
     "DualGuidedDiffusion",
@@ -39,9 +40,9 @@ __all__ = [
     "load_components",
     "make_dual_guided",
     "random_components",
-    "resize_images",
     "save_components",
     "set_mixing",
+    "vae_input",
 ]
 
 # DDIM as Versatile Diffusion (and latent diffusion) sample it: betas of the training
@@ -164,25 +165,14 @@ def set_mixing(unet, text_weight: float, n_text: int = N_TEXT_TOKENS, n_vision: 
         raise ValueError("the UNet has no DualTransformer blocks; call make_dual_guided first")
 
 
-def resize_images(images: np.ndarray, size: int):
-    """uint8 (n, H, W, 3) → float32 tensor (n, 3, size, size) in [-1, 1] (bicubic, antialiased)."""
-    import torch
-    import torch.nn.functional as F
+def vae_input(images: np.ndarray, size: int):
+    """The VAE's input: uint8 (n, H, W, 3) -> float32 tensor (n, 3, size, size) in [-1, 1].
 
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 arrays of shape (n, height, width, 3); "
-                         f"found {images.dtype} {images.shape}")
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-    return x * 2 - 1
-
-
-def _to_uint8(x) -> np.ndarray:
-    """[-1, 1] tensor (n, 3, H, W) → uint8 (n, H, W, 3)."""
-    x = ((x.float() / 2 + 0.5).clamp(0, 1) * 255).round()
-    return x.permute(0, 2, 3, 1).cpu().numpy().astype(np.uint8)
+    Resized in 0-1 floats with :func:`nsdlib.images.resize`'s ``"torch-bicubic"`` filter
+    (antialiased, clamped), as the first guesses enter Versatile Diffusion.
+    """
+    x = to_tensor(check_images(images, "first guesses"))
+    return resize(x, size, filter="torch-bicubic") * 2 - 1
 
 
 # ------------------------------------------------------------ components
@@ -352,7 +342,7 @@ class DualGuidedDiffusion:
         """uint8 (n, H, W, 3) → latents (n, 4, h, w): the VAE posterior mean times ``scaling_factor``."""
         import torch
 
-        x = resize_images(images, self.image_size).to(self.device)
+        x = vae_input(images, self.image_size).to(self.device)
         with torch.no_grad():
             return self.vae.encode(x).latent_dist.mode() * self.vae.config.scaling_factor
 
@@ -362,7 +352,7 @@ class DualGuidedDiffusion:
 
         with torch.no_grad():
             x = self.vae.decode(latents.to(self.device, torch.float32) / self.vae.config.scaling_factor).sample
-        return _to_uint8(x)
+        return to_uint8(x, value_range=(-1, 1))
 
     def vae_round_trip(self, images: np.ndarray) -> np.ndarray:
         """Resize, encode and decode: what stage 2 returns at strength 0."""

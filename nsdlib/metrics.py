@@ -51,18 +51,14 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .images import check_images, resize, to_tensor
+from .names import DISTANCE_METRICS, IDENTIFICATION_METRICS, IMAGE_METRICS, METRIC_LABELS, SSIM_MODES
+
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
-    "DISTANCE_METRICS",
-    "HIGHER_IS_BETTER",
-    "IDENTIFICATION_METRICS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "IMAGE_METRICS",
-    "LOW_LEVEL_METRICS",
-    "METRIC_LABELS",
-    "SSIM_MODES",
     "FeatureNetwork",
     "ImageEvaluator",
     "MetricReport",
@@ -76,24 +72,11 @@ __all__ = [
     "latent_errors",
     "load_swav_state_dict",
     "pixcorr",
-    "resize_images",
     "ssim",
     "swav_network",
     "to_gray",
     "two_way_identification",
 ]
-
-#: The eight image metrics in the paper's column order.
-IMAGE_METRICS = ("ssim", "pixcorr", "alexnet2", "alexnet5", "inceptionv3", "clip", "efficientnet", "swav")
-LOW_LEVEL_METRICS = ("ssim", "pixcorr")
-IDENTIFICATION_METRICS = ("alexnet2", "alexnet5", "inceptionv3", "clip")
-DISTANCE_METRICS = ("efficientnet", "swav")
-HIGHER_IS_BETTER = {m: m not in DISTANCE_METRICS for m in IMAGE_METRICS}
-METRIC_LABELS = {
-    "ssim": "SSIM", "pixcorr": "PixCorr", "alexnet2": "AlexNet(2)", "alexnet5": "AlexNet(5)",
-    "inceptionv3": "InceptionV3", "clip": "CLIP", "efficientnet": "EfficientNet-B1", "swav": "SwAV-ResNet50",
-}
-SSIM_MODES = ("2d", "columns")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -113,18 +96,9 @@ _TV_FILES = {
 
 
 # ---------------------------------------------------------------------------- inputs
-def _check_images(images, name: str = "images"):
-    shape = getattr(images, "shape", None)
-    dtype = getattr(images, "dtype", None)
-    if shape is None or len(shape) != 4 or shape[-1] != 3 or dtype != np.uint8:
-        raise ValueError(f"{name}: expected uint8 images of shape (n_images, height, width, 3) in 0-255; "
-                         f"found {dtype} array of shape {shape}")
-    return images
-
-
 def _check_pair(gt, rec):
-    _check_images(gt, "ground truth")
-    _check_images(rec, "reconstructions")
+    check_images(gt, "ground truth")
+    check_images(rec, "reconstructions")
     if len(gt) != len(rec):
         raise ValueError(f"one reconstruction per ground-truth image is needed: found {len(gt)} ground-truth "
                          f"images and {len(rec)} reconstructions")
@@ -145,29 +119,6 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, leave=False)
-
-
-def resize_images(images, size: int) -> np.ndarray:
-    """Resize uint8 images to ``size x size`` with Pillow's bicubic filter (a no-op at that size).
-
-    Parameters
-    ----------
-    images : ndarray of uint8, shape (n_images, height, width, 3)
-    size : int
-
-    Returns
-    -------
-    ndarray of uint8, shape (n_images, size, size, 3)
-    """
-    from PIL import Image
-
-    images = np.asarray(_check_images(images))
-    if images.shape[1:3] == (size, size):
-        return images
-    out = np.empty((len(images), size, size, 3), dtype=np.uint8)
-    for i, im in enumerate(images):
-        out[i] = np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC))
-    return out
 
 
 def to_gray(images) -> np.ndarray:
@@ -268,8 +219,8 @@ def _low_level(gt, rec, *, size, pixcorr: bool = False, ssim_modes: Sequence[str
         dev = torch.device(device)
     n_batches = math.ceil(len(gt) / batch_size)
     for sl in _progress(_batches(len(gt), batch_size), n_batches, "pixel metrics", progress):
-        g = resize_images(np.asarray(gt[sl]), size)
-        r = resize_images(np.asarray(rec[sl]), size)
+        g = resize(np.asarray(gt[sl]), size, filter="pil-bicubic")
+        r = resize(np.asarray(rec[sl]), size, filter="pil-bicubic")
         if use_torch:
             g = torch.from_numpy(g).to(dev, torch.float64) / 255.0
             r = torch.from_numpy(r).to(dev, torch.float64) / 255.0
@@ -484,11 +435,8 @@ class FeatureNetwork:
 
 def _to_input(images, size, mean, std, device):
     import torch
-    import torch.nn.functional as F
 
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 255.0
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    x = resize(to_tensor(images, device=device), size, filter="torch-bilinear")
     m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     s = torch.tensor(std, device=device).view(1, 3, 1, 1)
     return (x - m) / s
@@ -833,7 +781,7 @@ class ImageEvaluator:
     def __init__(self, ground_truth, *, networks: Sequence[FeatureNetwork] = (), unavailable: dict | None = None,
                  size: int | None = None, ssim_mode: str = "2d", batch_size: int = 32, device=None,
                  progress: bool = True, also_ssim_2d: bool = False):
-        _check_images(ground_truth, "ground truth")
+        check_images(ground_truth, "ground truth")
         if ssim_mode not in SSIM_MODES:
             raise ValueError(f"ssim_mode must be one of {', '.join(SSIM_MODES)}; found {ssim_mode!r}")
         self.ground_truth = ground_truth

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .images import resize
 from .store import atomic_path, atomic_write
 
 __all__ = [
@@ -86,18 +87,6 @@ class TrainingSet:
     ids: np.ndarray
     images64: np.ndarray
     captions: list[list[str]]
-
-
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """Resize uint8 images (n, H, W, 3) to (n, size, size, 3) with antialiasing."""
-    if images.shape[1] == size and images.shape[2] == size:
-        return images
-    out = []
-    for start in range(0, len(images), 256):
-        x = torch.from_numpy(images[start:start + 256]).permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
-    return np.concatenate(out)
 
 
 def read_training_set(root: str | Path, *, max_images: int | None = None, size: int = 64) -> TrainingSet:
@@ -413,7 +402,7 @@ def train_vae(images: np.ndarray, vae, schedule: TrainSchedule, checkpoint: Path
     Afterwards its ``scaling_factor`` is set to one over the standard deviation of the
     training latents, as latent diffusion does, so the diffusion model sees unit-variance latents.
     """
-    from .diffusion import resize_images as to_unit
+    from .diffusion import vae_input as to_unit
 
     data = to_unit(images, vae.config.sample_size)
 
@@ -637,7 +626,7 @@ def train_models(root, workdir=None, quick: bool = False, device="auto", seed: i
 
 def _ensure_vdvae(data: TrainingSet, out: Path, recipe: Recipe, seed: int, progress: bool) -> None:
     if not (out / "vdvae.pt").exists():
-        train_vdvae(resize_images(data.images64, 32), out / "vdvae.pt", recipe.vdvae, seed=seed,
+        train_vdvae(resize(data.images64, 32, filter="torch-bilinear"), out / "vdvae.pt", recipe.vdvae, seed=seed,
                     kl_warmup=recipe.vdvae_kl, progress=progress)
 
 
@@ -738,7 +727,7 @@ def _train_diffusion(data: TrainingSet, embedder, out: Path, recipe: Recipe, *, 
     vae, image_unet, text_unet = comps["vae"], comps["image_unet"], comps["text_unet"]
     train_vae(data.images64, vae, recipe.vae, out / "vae.ckpt", seed=seed, progress=progress)
     vae.eval()
-    from .diffusion import resize_images as to_unit
+    from .diffusion import vae_input as to_unit
 
     with torch.no_grad():
         x = to_unit(data.images64, vae.config.sample_size)
@@ -796,7 +785,7 @@ def evaluate_models(root, folder, *, n_images: int = 100, steps: int = 25, seed:
     out: dict = {"n_images": int(len(ids))}
 
     vdvae = load_vdvae(folder / "vdvae.pt")
-    small = resize_images(images, vdvae.config.image_size)
+    small = resize(images, vdvae.config.image_size, filter="torch-bilinear")
     rec = reconstruct_images(vdvae, small, posterior="mean", seed=seed, progress=False)
     out["vdvae_ssim"] = float(np.mean(ssim(small, rec)))
     out["vdvae_ssim_shuffled"] = float(np.mean(ssim(small, rec[shuffled])))

@@ -23,22 +23,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from .images import check_images
+from .names import NOISE_AMPLITUDES, NOISE_LEVELS, PURE_NOISE_AMPLITUDE
+
 __all__ = [
-    "AMPLITUDES",
-    "NOISE_LEVELS",
-    "PURE_NOISE_AMPLITUDE",
     "add_noise",
     "noise_amplitude",
     "noise_label",
     "pure_noise",
 ]
-
-#: Added-noise amplitudes of the paper, in grey levels (0-255 scale).
-AMPLITUDES = (8, 16, 32, 64)
-#: The amplitude the paper uses as a label for "pure noise, no first guess".
-PURE_NOISE_AMPLITUDE = 256
-#: Every level of Table 6 as a label: "none", the amplitudes, and "256" (pure noise).
-NOISE_LEVELS = ("none", "8", "16", "32", "64", "256")
 
 _MID_GREY = 127.5
 
@@ -56,7 +49,7 @@ def noise_label(level) -> str:
         raise ValueError(f"noise level must be one of {', '.join(NOISE_LEVELS)}; found {level!r}") from None
     if amp == 0:
         return "none"
-    if isinstance(level, float) and level != amp or amp not in (*AMPLITUDES, PURE_NOISE_AMPLITUDE):
+    if isinstance(level, float) and level != amp or amp not in (*NOISE_AMPLITUDES, PURE_NOISE_AMPLITUDE):
         raise ValueError(f"noise level must be one of {', '.join(NOISE_LEVELS)}; found {level!r}")
     return str(amp)
 
@@ -65,14 +58,6 @@ def noise_amplitude(level) -> int:
     """The amplitude of a level in grey levels (0 for ``"none"``)."""
     label = noise_label(level)
     return 0 if label == "none" else int(label)
-
-
-def _check_images(images) -> np.ndarray:
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError("expected uint8 images of shape (n_images, height, width, 3) in 0-255; "
-                         f"found {images.dtype} array of shape {images.shape}")
-    return images
 
 
 def _keys(n: int, ids) -> np.ndarray:
@@ -112,7 +97,7 @@ def add_noise(images, level, *, seed: int = 0, ids=None) -> np.ndarray:
         ``clip(round(image + amplitude * z), 0, 255)`` with ``z`` standard normal, one
         independent value per pixel and channel.
     """
-    images = _check_images(images)
+    images = np.asarray(check_images(images))
     label = noise_label(level)
     if label == "none":
         return images.copy()

@@ -8,14 +8,17 @@ a result from these numbers.
 
 Conventions
 -----------
-- Metric keys follow :mod:`nsdlib.metrics`: ``ssim``, ``pixcorr``, ``alexnet2``,
-  ``alexnet5``, ``inceptionv3``, ``clip`` (2-way identification, a fraction in 0-1),
-  ``efficientnet``, ``swav`` (mean correlation distance, lower is better).
+- Keys and labels come from :mod:`nsdlib.names`: metric keys (``ssim``, ``pixcorr``,
+  ``alexnet2``, ``alexnet5``, ``inceptionv3``, ``clip``: 2-way identification, a fraction in
+  0-1; ``efficientnet``, ``swav``: mean correlation distance, lower is better), regressor
+  keys (``gru``, ``ridge``, ``cnn``, ``transformer``) with the paper's row labels
+  (:data:`~nsdlib.names.REGRESSOR_PAPER_LABELS`), and noise levels with Table 6's row labels.
 - Identification scores that a source prints in percent (e.g. 94.2) are stored as
   fractions (0.942), the way the paper's own tables print them.
 - A value the source does not report is ``None``.
-- Stage-1 models use :data:`nsdlib.config.REGRESSORS` names (``gru``, ``ridge``, ``cnn``,
-  ``transformer``).
+- :data:`METRIC_LABELS` are the book's column headers (:data:`nsdlib.names.METRIC_HEADERS`);
+  the paper prints "EfficientNet-B" where the book prints the network's full name,
+  "EfficientNet-B1".
 
 One oddity of the source, kept as published: the "no noise" row of Table 6 (captioned
 "subject 1") repeats the GRU 15-layer row of Table 5 (the mean of four subjects), not the
@@ -24,10 +27,12 @@ one of Table 4 (subject 1).
 
 from __future__ import annotations
 
+from .names import IMAGE_METRICS, METRIC_HEADERS, NOISE_LABELS
+from .names import REGRESSOR_PAPER_LABELS as _LABELS
+
 __all__ = [
     "IMAGE_METRICS",
     "METRIC_LABELS",
-    "NOISE_LEVELS",
     "OTHER_SYSTEMS",
     "SOURCE",
     "TABLE2",
@@ -42,18 +47,8 @@ __all__ = [
 SOURCE = ("Veronese, Moglia, Mainardi, Cerveri: Optimized two-stage AI-based neural decoding "
           "for enhancing perceived image reconstruction (the paper)")
 
-#: The eight image metrics in the paper's column order (Tables 4-6).
-IMAGE_METRICS = ("ssim", "pixcorr", "alexnet2", "alexnet5", "inceptionv3", "clip", "efficientnet", "swav")
-
-#: Column headers as the paper prints them; the arrow says which direction is better.
-METRIC_LABELS = {
-    "ssim": "SSIM ↑", "pixcorr": "PixCorr ↑", "alexnet2": "AlexNet(2) ↑", "alexnet5": "AlexNet(5) ↑",
-    "inceptionv3": "InceptionV3 ↑", "clip": "CLIP ↑", "efficientnet": "EfficientNet-B ↓",
-    "swav": "SwAV-ResNet50 ↓",
-}
-
-#: Noise amplitudes of Table 6 as labels ("none" = the unaltered first guess; "256" = pure noise).
-NOISE_LEVELS = ("none", "8", "16", "32", "64", "256")
+#: Column headers of the metrics, with the direction that is better (``"SSIM ↑"``).
+METRIC_LABELS = METRIC_HEADERS
 
 
 def _row(values, **keys) -> dict:
@@ -64,34 +59,34 @@ def _row(values, **keys) -> dict:
 
 #: Table 2: stage-1 latents (VDVAE, 15 layers), subject 1, MSE and MAE.
 TABLE2 = [
-    {"regressor": "cnn", "label": "Convolutional", "n_layers": 15, "subject": 1,
+    {"regressor": "cnn", "label": _LABELS["cnn"], "n_layers": 15, "subject": 1,
      "val_mse": 0.0687, "val_mae": 0.1392, "test_mse": 0.0683, "test_mae": 0.1389},
-    {"regressor": "transformer", "label": "Transformer", "n_layers": 15, "subject": 1,
+    {"regressor": "transformer", "label": _LABELS["transformer"], "n_layers": 15, "subject": 1,
      "val_mse": 0.0690, "val_mae": 0.1392, "test_mse": 0.0685, "test_mae": 0.1389},
-    {"regressor": "gru", "label": "GRU", "n_layers": 15, "subject": 1,
+    {"regressor": "gru", "label": _LABELS["gru"], "n_layers": 15, "subject": 1,
      "val_mse": 0.0685, "val_mae": 0.1390, "test_mse": 0.0681, "test_mae": 0.1388},
 ]
 
 #: Table 3: ridge (Brain-Diffuser, the paper's reference [21]) against the GRU, subject 1.
 TABLE3 = [
-    {"regressor": "ridge", "label": "Ridge [21]", "n_layers": 15, "subject": 1,
+    {"regressor": "ridge", "label": _LABELS["ridge"], "n_layers": 15, "subject": 1,
      "val_mse": 0.0695, "val_mae": 0.1184, "test_mse": 0.0690, "test_mae": 0.1182},
-    {"regressor": "gru", "label": "GRU", "n_layers": 15, "subject": 1,
+    {"regressor": "gru", "label": _LABELS["gru"], "n_layers": 15, "subject": 1,
      "val_mse": 0.0685, "val_mae": 0.1390, "test_mse": 0.0681, "test_mae": 0.1388},
 ]
 
 #: Table 4: the full pipeline, subject 1. "GRU (CLIP)" is a variant the paper lists as
 #: "Ours (CLIP)" without further description.
 TABLE4 = [
-    _row((.358, .286, .935, .962, .881, .925, .772, .413), regressor="ridge", label="Ridge [21]", n_layers=15,
+    _row((.358, .286, .935, .962, .881, .925, .772, .413), regressor="ridge", label=_LABELS["ridge"], n_layers=15,
          subjects="1"),
-    _row((.367, .305, .967, .974, .878, .925, .768, .415), regressor="ridge", label="Ridge [21]", n_layers=31,
+    _row((.367, .305, .967, .974, .878, .925, .768, .415), regressor="ridge", label=_LABELS["ridge"], n_layers=31,
          subjects="1"),
     _row((.357, .230, .870, .922, .860, .916, .778, .437), regressor="gru", label="GRU (CLIP)", n_layers=15,
          subjects="1"),
-    _row((.370, .242, .904, .942, .868, .924, .779, .421), regressor="gru", label="GRU", n_layers=15,
+    _row((.370, .242, .904, .942, .868, .924, .779, .421), regressor="gru", label=_LABELS["gru"], n_layers=15,
          subjects="1"),
-    _row((.374, .207, .880, .929, .890, .958, .768, .416), regressor="gru", label="GRU", n_layers=31,
+    _row((.374, .207, .880, .929, .890, .958, .768, .416), regressor="gru", label=_LABELS["gru"], n_layers=31,
          subjects="1"),
 ]
 
@@ -104,22 +99,22 @@ TABLE5 = [
          n_layers=None, subjects="1,2,5,7"),
     _row((.150, .325, None, None, None, None, .862, .465), regressor=None, label="Gu et al. [9]",
          n_layers=None, subjects="1,2,5,7"),
-    _row((.356, .254, .942, .962, .872, .915, .775, .423), regressor="ridge", label="Ridge [21]", n_layers=31,
+    _row((.356, .254, .942, .962, .872, .915, .775, .423), regressor="ridge", label=_LABELS["ridge"], n_layers=31,
          subjects="1,2,5,7"),
-    _row((.361, .202, .878, .931, .862, .914, .786, .434), regressor="gru", label="GRU", n_layers=15,
+    _row((.361, .202, .878, .931, .862, .914, .786, .434), regressor="gru", label=_LABELS["gru"], n_layers=15,
          subjects="1,2,5,7"),
-    _row((.360, .177, .864, .923, .869, .922, .785, .434), regressor="gru", label="GRU", n_layers=31,
+    _row((.360, .177, .864, .923, .869, .922, .785, .434), regressor="gru", label=_LABELS["gru"], n_layers=31,
          subjects="1,2,5,7"),
 ]
 
 #: Table 6: noise added to the 15-layer GRU first guess before stage 2 (captioned subject 1).
 TABLE6 = [
-    _row((.361, .202, .878, .931, .862, .914, .786, .434), noise="none", label="No noise"),
-    _row((.311, .197, .907, .948, .879, .946, .767, .400), noise="8", label="Added noise (8)"),
-    _row((.287, .191, .903, .946, .870, .946, .773, .401), noise="16", label="Added noise (16)"),
-    _row((.256, .180, .894, .944, .866, .949, .759, .409), noise="32", label="Added noise (32)"),
-    _row((.207, .167, .864, .950, .877, .954, .755, .410), noise="64", label="Added noise (64)"),
-    _row((.140, .090, .783, .924, .907, .939, .766, .435), noise="256", label="Pure noise (256)"),
+    _row((.361, .202, .878, .931, .862, .914, .786, .434), noise="none", label=NOISE_LABELS["none"]),
+    _row((.311, .197, .907, .948, .879, .946, .767, .400), noise="8", label=NOISE_LABELS["8"]),
+    _row((.287, .191, .903, .946, .870, .946, .773, .401), noise="16", label=NOISE_LABELS["16"]),
+    _row((.256, .180, .894, .944, .866, .949, .759, .409), noise="32", label=NOISE_LABELS["32"]),
+    _row((.207, .167, .864, .950, .877, .954, .755, .410), noise="64", label=NOISE_LABELS["64"]),
+    _row((.140, .090, .783, .924, .907, .939, .766, .435), noise="256", label=NOISE_LABELS["256"]),
 ]
 
 #: Other systems on the same eight metrics, mean of subjects 1, 2, 5, 7 (identification as fractions).

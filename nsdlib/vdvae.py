@@ -55,6 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .images import check_images
+
 __all__ = [
     "IMAGENET64",
     "MINI",
@@ -527,14 +529,9 @@ class VDVAE(nn.Module):
         self.decoder = _Decoder(config)
 
     # ------------------------------------------------------------------ tensors
-    def _check_images(self, images: torch.Tensor) -> None:
-        s = self.config.image_size
-        if images.ndim != 4 or tuple(images.shape[1:]) != (s, s, 3):
-            raise ValueError(f"images must have shape (n, {s}, {s}, 3) (NHWC, 0-255); found {tuple(images.shape)}")
-
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 or float images (n, S, S, 3), 0-255 -> normalised encoder input (n, 3, S, S)."""
-        self._check_images(images)
+        check_images(images, uint8=False, size=self.config.image_size)
         x = images.to(device=self.decoder.gain.device, dtype=self.decoder.gain.dtype)
         return ((x + self.config.shift) * self.config.scale).permute(0, 3, 1, 2).contiguous()
 
@@ -740,10 +737,7 @@ def encode_latents(model: VDVAE, images: np.ndarray, n_blocks: int, *, posterior
 
     if posterior not in ("sample", "mean"):
         raise ValueError(f"posterior must be 'sample' or 'mean'; found {posterior!r}")
-    images = np.asarray(images)
-    s = model.config.image_size
-    if images.ndim != 4 or images.shape[1:] != (s, s, 3):
-        raise ValueError(f"images must have shape (n, {s}, {s}, 3), uint8 0-255; found {images.shape}")
+    images = np.asarray(check_images(images, uint8=False, size=model.config.image_size))
     n_blocks = _check_n_blocks(model.config, n_blocks)
     device, dtype = _model_device(model)
     out = np.empty((len(images), n_latents(model.config, n_blocks)), np.float32)
@@ -851,10 +845,7 @@ def reconstruct_images(model: VDVAE, images: np.ndarray, n_blocks: int | None = 
 
     if posterior not in ("sample", "mean"):
         raise ValueError(f"posterior must be 'sample' or 'mean'; found {posterior!r}")
-    images = np.asarray(images)
-    s = model.config.image_size
-    if images.ndim != 4 or images.shape[1:] != (s, s, 3):
-        raise ValueError(f"images must have shape (n, {s}, {s}, 3), uint8 0-255; found {images.shape}")
+    images = np.asarray(check_images(images, uint8=False, size=model.config.image_size))
     n_blocks = model.config.n_dec_blocks if n_blocks is None else _check_n_blocks(model.config, n_blocks)
     device, dtype = _model_device(model)
     out = np.empty_like(images, dtype=np.uint8)

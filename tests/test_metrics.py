@@ -11,6 +11,7 @@ from skimage.metrics import structural_similarity as sk_ssim
 
 from nsdlib import assets
 from nsdlib import metrics as M
+from nsdlib.images import resize
 
 torch.set_num_threads(1)  # 2 threads spin-wait on a shared 2-core machine
 
@@ -92,13 +93,14 @@ def test_pixcorr_equals_numpy_corrcoef():
 
 def test_comparison_size_defaults_to_ground_truth_and_resizes_reconstructions():
     gt = _images(3, 48)
-    big = M.resize_images(_noisy(gt), 64)
+    big = resize(_noisy(gt), 64, filter="pil-bicubic")
     assert big.shape == (3, 64, 64, 3)
-    back = M.resize_images(big, 48)
+    back = resize(big, 48, filter="pil-bicubic")
     np.testing.assert_allclose(M.ssim(gt, big), M.ssim(gt, back), atol=1e-12)
     # an explicit size resizes both sides
     np.testing.assert_allclose(M.pixcorr(gt, big, size=32),
-                               M.pixcorr(M.resize_images(gt, 32), M.resize_images(big, 32)), atol=1e-12)
+                               M.pixcorr(resize(gt, 32, filter="pil-bicubic"), resize(big, 32, filter="pil-bicubic")),
+                               atol=1e-12)
 
 
 def test_bad_inputs_are_named():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nsdlib import noise
+from nsdlib import names, noise
 
 
 def _guesses(n=4, size=32, value=None, seed=0):
@@ -18,7 +18,7 @@ def test_labels():
     assert [noise.noise_label(x) for x in (None, 0, "none", 8, "16", 32.0, 64, 256)] == \
         ["none", "none", "none", "8", "16", "32", "64", "256"]
     assert noise.noise_amplitude("none") == 0 and noise.noise_amplitude("64") == 64
-    assert noise.NOISE_LEVELS == ("none", "8", "16", "32", "64", "256")
+    assert names.NOISE_LEVELS == ("none", "8", "16", "32", "64", "256")
     for bad in (7, "loud", 8.5, -8):
         with pytest.raises(ValueError, match="noise level must be one of"):
             noise.noise_label(bad)

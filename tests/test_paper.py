@@ -1,15 +1,15 @@
 """The paper's published numbers are stored whole and stay labelled as the paper's."""
 
-from nsdlib import metrics, paper
+from nsdlib import names, paper
 
 
 def test_tables_complete_and_labelled():
-    assert paper.IMAGE_METRICS == metrics.IMAGE_METRICS
+    assert paper.IMAGE_METRICS == names.IMAGE_METRICS
     for name, rows in [("4", 5), ("5", 6), ("6", 6), ("other", 2), ("2", 3), ("3", 2)]:
         df = paper.table(name)
         assert len(df) == rows and (df["source"] == "paper").all()
     t6 = paper.table(6).set_index("noise")
-    assert list(t6.index) == list(paper.NOISE_LEVELS)
+    assert list(t6.index) == list(names.NOISE_LEVELS)
     assert t6.loc["256", "ssim"] == 0.140 and t6.loc["none", "swav"] == 0.434
     t4 = paper.table(4)
     gru31 = t4[(t4.label == "GRU") & (t4.n_layers == 31)].iloc[0]

@@ -37,6 +37,8 @@ import numpy as np
 from .. import metrics as M
 from .. import noise as N
 from ..config import RunConfig
+from ..images import check_images
+from ..names import DATASET_LABELS, IMAGE_METRICS, METRIC_LABELS, MODEL_SET_LABELS, NOISE_LEVELS, REGRESSOR_LABELS
 from ..store import Store, array_key, atomic_write
 
 __all__ = [
@@ -70,7 +72,7 @@ __all__ = [
 _VERSION = 1
 KEY_COLUMNS = ("regressor", "n_layers", "noise")
 RESULT_COLUMNS = ("dataset", "models", "subject", "regressor", "n_layers", "noise", "n_images", "size", "ssim_mode",
-                  *M.IMAGE_METRICS, "ssim_2d", "latent_mse", "latent_mae", "seed", "quick")
+                  *IMAGE_METRICS, "ssim_2d", "latent_mse", "latent_mae", "seed", "quick")
 #: The SSIM mode of the ``ssim`` column: Brain-Diffuser's, as behind the paper's numbers.
 RESULTS_SSIM_MODE = "columns"
 
@@ -78,8 +80,8 @@ RESULTS_SSIM_MODE = "columns"
 # ------------------------------------------------------------------- inputs
 def run_label(cfg: RunConfig) -> str:
     """A one-line description of the run for table captions."""
-    ds = {"mini": "mini-NSD (simulated)", "nsd": "NSD"}[cfg.dataset]
-    models = {"mini": "mini models", "pretrained": "pretrained models"}[cfg.models]
+    ds = DATASET_LABELS[cfg.dataset]
+    models = MODEL_SET_LABELS[cfg.models]
     return f"{ds}, subject {cfg.subject}, {models}" + (", quick" if cfg.quick else "")
 
 
@@ -142,7 +144,7 @@ def noised_first_guesses(cfg: RunConfig, level, guesses=None, ids=None) -> np.nd
     return N.add_noise(fg, level, seed=cfg.seed, ids=ids)
 
 
-def noise_sensitivity(cfg: RunConfig, levels: Sequence = N.NOISE_LEVELS, *, guesses=None, ids=None,
+def noise_sensitivity(cfg: RunConfig, levels: Sequence = NOISE_LEVELS, *, guesses=None, ids=None,
                       indices=None, stage2: Callable | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Stage-2 images made from noised first guesses, one set per noise level.
 
@@ -180,7 +182,7 @@ def noise_sensitivity(cfg: RunConfig, levels: Sequence = N.NOISE_LEVELS, *, gues
             final = final if idx is None else final[idx]
         else:
             final = run(cfg, first_guesses=noised, noise=label, **({} if idx is None else {"indices": idx}))
-        M._check_images(final, f"stage-2 images for noise {label}")
+        check_images(final, f"stage-2 images for noise {label}")
         out[label] = {"first_guess": noised if idx is None else noised[idx], "final": final}
     return out
 
@@ -333,7 +335,7 @@ def _row(cfg: RunConfig, regressor: str, n_layers: int, noise: str, rep: M.Metri
     means = rep.means
     row = {"dataset": cfg.dataset, "models": cfg.models, "subject": cfg.subject, "regressor": regressor,
            "n_layers": int(n_layers), "noise": noise, "n_images": rep.n_images, "size": rep.size,
-           "ssim_mode": rep.ssim_mode, **{m: means.get(m, float("nan")) for m in M.IMAGE_METRICS},
+           "ssim_mode": rep.ssim_mode, **{m: means.get(m, float("nan")) for m in IMAGE_METRICS},
            "ssim_2d": means.get("ssim_2d", float("nan")),
            "latent_mse": latents["mse"] if latents else float("nan"),
            "latent_mae": latents["mae"] if latents else float("nan"), "seed": cfg.seed, "quick": cfg.quick}
@@ -360,7 +362,7 @@ def write_results(cfg: RunConfig, rows: Sequence[dict], sources: dict | None = N
             raise ValueError(f"a results row needs the columns {', '.join(missing)}")
         keep[tuple(r[k] for k in KEY_COLUMNS)] = {k: _clean(r[k]) for k in RESULT_COLUMNS}
     order = {"ridge": 0, "gru": 1, "cnn": 2, "transformer": 3}
-    noise_order = {lab: i for i, lab in enumerate(N.NOISE_LEVELS)}
+    noise_order = {lab: i for i, lab in enumerate(NOISE_LEVELS)}
     merged = sorted(keep.values(), key=lambda r: (noise_order.get(r["noise"], 99), order.get(r["regressor"], 9),
                                                   r["n_layers"]))
     doc = {"schema": 1, "dataset": cfg.dataset, "models": cfg.models, "subject": cfg.subject,
@@ -488,15 +490,15 @@ def noise_table(rows, *, ours_label: str = "ours", with_paper: bool = True):
 
     from .. import paper
 
-    ours = rows[["noise", *M.IMAGE_METRICS]].copy()
+    ours = rows[["noise", *IMAGE_METRICS]].copy()
     ours.insert(1, "source", ours_label)
     parts = [ours]
     if with_paper:
-        p = paper.table(6)[["noise", *M.IMAGE_METRICS]].copy()
+        p = paper.table(6)[["noise", *IMAGE_METRICS]].copy()
         p.insert(1, "source", "paper (Table 6, subject 1, NSD)")
         parts.append(p)
     out = pd.concat(parts, ignore_index=True)
-    order = {lab: i for i, lab in enumerate(N.NOISE_LEVELS)}
+    order = {lab: i for i, lab in enumerate(NOISE_LEVELS)}
     out["_o"] = out["noise"].map(order)
     out["_s"] = (out["source"] != ours_label).astype(int)
     out = out.sort_values(["_o", "_s"]).drop(columns=["_o", "_s"])
@@ -524,17 +526,17 @@ def comparison_table(rows, *, table: int = 4, ours_label: str = "ours", with_pap
 
     from .. import paper
 
-    labels = {"gru": "GRU", "ridge": "Ridge", "cnn": "CNN", "transformer": "Transformer"}
+    labels = REGRESSOR_LABELS
     ours = rows[rows["noise"] == "none"].copy()
     ours = pd.DataFrame({"source": ours_label, "model": [labels.get(r, r) for r in ours["regressor"]],
                          "n_layers": ours["n_layers"].astype("Int64"),
-                         **{m: ours[m].to_numpy() for m in (*M.IMAGE_METRICS, *extra_columns)}})
+                         **{m: ours[m].to_numpy() for m in (*IMAGE_METRICS, *extra_columns)}})
     parts = [ours]
     if with_paper:
         src = {4: "paper (Table 4, subject 1, NSD)", 5: "paper (Table 5, mean of subjects 1, 2, 5, 7, NSD)"}[table]
         p = paper.table(table)
         parts.append(pd.DataFrame({"source": src, "model": p["label"], "n_layers": p["n_layers"].astype("Int64"),
-                                   **{m: p[m].astype(float) for m in M.IMAGE_METRICS}}))
+                                   **{m: p[m].astype(float) for m in IMAGE_METRICS}}))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -602,7 +604,7 @@ def image_grid(columns: dict, indices, *, row_labels=None, col_titles: dict | No
 # ----------------------------------------------------------------- explorer
 def default_noise_levels(cfg: RunConfig) -> tuple[str, ...]:
     """The noise levels chapters 08 and 10 show: all of Table 6, or three with ``quick``."""
-    return ("none", "64", "256") if cfg.quick else N.NOISE_LEVELS
+    return ("none", "64", "256") if cfg.quick else NOISE_LEVELS
 
 
 #: Test images of the noise experiment in quick runs (positions in the test set).
@@ -670,7 +672,7 @@ def explorer_view(data: dict, k: int, level: str = "none"):
     fig = image_grid({"stimulus": data["stimuli"], name: d["first_guess"], "stage 2": d["final"]}, [k], size=2.6)
     fig.suptitle(f"test image {k + 1} of {n} (NSD id {int(data['ids'][k])})", fontsize=9, y=1.02)
     rep = d["report"]
-    labels = {**M.METRIC_LABELS, "ssim_2d": "SSIM (2-D)"}
+    labels = METRIC_LABELS
     scores = pd.DataFrame({
         "this image": [rep.per_image[m][k] if rep.status[m] == "ok" else np.nan for m in rep.per_image],
         "mean over images": [rep.means[m] for m in rep.per_image],

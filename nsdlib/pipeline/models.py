@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import RunConfig
+from ..images import resize
 
 __all__ = ["mini_models", "mini_world_config", "zoo_evaluation", "zoo_figure", "zoo_summary"]
 
@@ -92,7 +93,6 @@ def zoo_figure(cfg: RunConfig, folder: Path, n_images: int = 6, steps: int = 25)
 
     from ..clip import ClipEmbedder
     from ..diffusion import DualGuidedDiffusion
-    from ..minimodels import resize_images
     from ..nsd import NSDLayout, read_captions, read_expdesign, read_stimuli
     from ..vdvae import load_vdvae, reconstruct_images
 
@@ -102,7 +102,7 @@ def zoo_figure(cfg: RunConfig, folder: Path, n_images: int = 6, steps: int = 25)
     images = read_stimuli(layout, ids, size=64, progress=False)
     captions = read_captions(layout, ids)
     vdvae = load_vdvae(Path(folder) / "vdvae.pt")
-    small = resize_images(images, vdvae.config.image_size)
+    small = resize(images, vdvae.config.image_size, filter="torch-bilinear")
     rec = reconstruct_images(vdvae, small, posterior="mean", progress=False)
     emb = ClipEmbedder.from_pretrained(Path(folder) / "clip")
     vd = DualGuidedDiffusion.from_pretrained(Path(folder) / "diffusion")
