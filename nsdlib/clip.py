@@ -17,8 +17,8 @@ floats here and the image processor is always called with ``do_rescale=False``, 
 image is never divided by 255 a second time (the processor's default would do exactly
 that, silently, and feed CLIP an almost black image).
 
-The module also scores predicted embeddings against true ones (per-token correlation
-across images and 2-way identification), the embedding-level accuracy of chapter 06.
+Predicted embeddings are scored against true ones by :mod:`nsdlib.metrics`
+(:func:`~nsdlib.metrics.per_token_correlation`, :func:`~nsdlib.metrics.two_way_identification`).
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ __all__ = [
     "N_VISION_TOKENS",
     "ClipEmbedder",
     "byte_level_tokenizer",
-    "embedding_identification",
-    "per_token_correlation",
     "random_clip",
 ]
 
@@ -321,73 +319,3 @@ class ClipEmbedder:
         """
         grey = np.full((1, self.image_size, self.image_size, 3), 0.5, np.float32)
         return self.text([[""]], progress=False)[0], self.vision(grey, progress=False)[0]
-
-
-# ------------------------------------------------------------------ scores
-def _check_pair(pred, true):
-    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
-    if pred.shape != true.shape or pred.ndim < 2:
-        raise ValueError(f"predicted and true embeddings must have the same shape (n_images, ...); "
-                         f"found {pred.shape} and {true.shape}")
-    if len(pred) < 2:
-        raise ValueError(f"at least 2 images are needed; found {len(pred)}")
-    return pred, true
-
-
-def per_token_correlation(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """How well each token is predicted, across images.
-
-    For every token and every embedding dimension, the Pearson correlation across images
-    between predicted and true values, averaged over the dimensions. Predicting the same
-    embedding for every image scores 0; dimensions constant across images (in either
-    array) are left out of the average.
-
-    Parameters
-    ----------
-    pred, true : ndarray of shape (n_images, n_tokens, d)
-
-    Returns
-    -------
-    ndarray of shape (n_tokens,)
-    """
-    pred, true = _check_pair(pred, true)
-    if pred.ndim == 2:
-        pred, true = pred[:, None], true[:, None]
-    p = pred - pred.mean(0)
-    t = true - true.mean(0)
-    den = np.sqrt((p**2).sum(0) * (t**2).sum(0))
-    ok = den > 1e-12 * max(1.0, float(den.max(initial=0.0)))
-    r = np.where(ok, (p * t).sum(0) / np.where(ok, den, 1.0), 0.0)
-    n_ok = ok.sum(-1)
-    return np.where(n_ok > 0, r.sum(-1) / np.maximum(n_ok, 1), 0.0)
-
-
-def embedding_identification(pred: np.ndarray, true: np.ndarray) -> float:
-    """2-way identification of predicted embeddings among the true ones.
-
-    For each image j, the share of the other images k whose true embedding correlates less
-    with prediction j than image j's own true embedding does (Pearson r over all flattened
-    values); averaged over j. Chance is 0.5, perfect 1.
-
-    Parameters
-    ----------
-    pred, true : ndarray of shape (n_images, ...)
-
-    Returns
-    -------
-    float
-    """
-    pred, true = _check_pair(pred, true)
-    p = pred.reshape(len(pred), -1)
-    t = true.reshape(len(true), -1)
-    p = p - p.mean(1, keepdims=True)
-    t = t - t.mean(1, keepdims=True)
-    p /= np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
-    t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
-    r = p @ t.T  # r[j, k]: prediction j against truth k
-    own = np.diag(r)
-    n = len(r)
-    if n < 2:
-        raise ValueError(f"2-way identification needs at least 2 images; found {n}")
-    beaten = (r < own[:, None]).sum(1)  # own vs own is not counted (not strictly lower)
-    return float(np.mean(beaten / (n - 1)))

@@ -64,6 +64,7 @@ __all__ = [
     "MetricReport",
     "alexnet_network",
     "clip_network",
+    "columnwise_r",
     "correlation_distance",
     "efficientnet_network",
     "evaluate_images",
@@ -71,6 +72,7 @@ __all__ = [
     "inception_network",
     "latent_errors",
     "load_swav_state_dict",
+    "per_token_correlation",
     "pixcorr",
     "ssim",
     "swav_network",
@@ -328,7 +330,10 @@ def two_way_identification(gt_features, rec_features) -> np.ndarray:
 
     For reconstruction ``j``, the share of the other ``n - 1`` ground-truth images whose
     feature correlation with it is *lower* than that of its own ground truth. Ties count
-    as failures (strict ``<``), as in Brain-Diffuser's evaluation. The metric is the mean.
+    as failures (strict ``<``), as in Brain-Diffuser's evaluation; so does a constant
+    feature vector (its correlation is undefined). The metric is the mean. The same rule
+    scores predicted CLIP embeddings against the true ones (chapter 06: pass the true
+    embeddings as ``gt_features`` and the predictions as ``rec_features``, in float64).
 
     Parameters
     ----------
@@ -373,6 +378,69 @@ def correlation_distance(gt_features, rec_features) -> np.ndarray:
     """
     gt, rec = _check_features(gt_features, rec_features)
     return 1.0 - np.sum(_standardize64(gt) * _standardize64(rec), axis=1)
+
+
+def columnwise_r(a, b, *, tol: float = 0.0) -> np.ndarray:
+    """Pearson r of each column of ``a`` with the same column of ``b``, across the first axis.
+
+    The one column-wise correlation of nsdlib: betas against the true amplitudes per voxel
+    (across trials), predicted against true embeddings per token and dimension (across
+    images).
+
+    Parameters
+    ----------
+    a, b : ndarray of shape (n, ...)
+        The same shape; every index after the first is a column. Computed in float64.
+    tol : float
+        A column whose ``sqrt(sum(a_c**2) * sum(b_c**2))`` (centred) is at most
+        ``tol * max(1, largest such value over the columns)`` is constant (up to rounding)
+        and gets NaN. 0: only exactly constant columns.
+
+    Returns
+    -------
+    ndarray of float64, shape ``a.shape[1:]``
+        r in -1..1; NaN for a column constant in either array.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim < 1:
+        raise ValueError(f"column-wise r needs two arrays of the same shape (n, ...); found {a.shape} and {b.shape}")
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    den = np.sqrt((a**2).sum(0) * (b**2).sum(0))
+    ok = den > tol * max(1.0, float(den.max(initial=0.0)))
+    return np.where(ok, (a * b).sum(0) / np.where(ok, den, 1.0), np.nan)
+
+
+def per_token_correlation(pred, true) -> np.ndarray:
+    """How well each token of an embedding is predicted, across images (chapter 06).
+
+    For every token and every embedding dimension, the Pearson correlation across images
+    between predicted and true values (:func:`columnwise_r`), averaged over the dimensions.
+    Predicting the same embedding for every image scores 0; dimensions constant across
+    images (in either array, up to a relative 1e-12) are left out of the average.
+
+    Parameters
+    ----------
+    pred, true : ndarray of shape (n_images, n_tokens, d) or (n_images, d)
+
+    Returns
+    -------
+    ndarray of float64, shape (n_tokens,) (or (1,) for 2-D input)
+    """
+    pred = np.asarray(pred, np.float64)
+    true = np.asarray(true, np.float64)
+    if pred.shape != true.shape or pred.ndim < 2:
+        raise ValueError(f"predicted and true embeddings must have the same shape (n_images, ...); "
+                         f"found {pred.shape} and {true.shape}")
+    if len(pred) < 2:
+        raise ValueError(f"at least 2 images are needed; found {len(pred)}")
+    if pred.ndim == 2:
+        pred, true = pred[:, None], true[:, None]
+    r = columnwise_r(pred, true, tol=1e-12)
+    ok = ~np.isnan(r)
+    n_ok = ok.sum(-1)
+    return np.where(n_ok > 0, np.where(ok, r, 0.0).sum(-1) / np.maximum(n_ok, 1), 0.0)
 
 
 def latent_errors(true, predicted) -> dict[str, float]:

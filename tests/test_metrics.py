@@ -146,6 +146,74 @@ def test_identification_identical_and_shuffled():
     assert abs(shuffled - 0.5) < 0.05
 
 
+def test_identification_of_embeddings_known_answers():
+    # the rule chapter 06 applies to predicted CLIP embeddings (n_images, n_tokens, d)
+    rng = np.random.default_rng(1)
+    true = rng.normal(size=(30, 5, 6))
+    assert M.two_way_identification(true, true).mean() == 1.0
+    # anti-correlated predictions: the own pair is always the worst
+    assert M.two_way_identification(true, -true).mean() == 0.0
+    noisy = np.mean([M.two_way_identification(true, rng.normal(size=true.shape)).mean() for _ in range(20)])
+    assert 0.4 < noisy < 0.6  # chance
+    assert M.two_way_identification(true, true + 0.5 * rng.normal(size=true.shape)).mean() > 0.95
+    # ties count as failures: identical ground truths cannot be told apart
+    same = np.repeat(rng.normal(size=(1, 8)), 3, axis=0)
+    np.testing.assert_array_equal(M.two_way_identification(same, same), 0.0)
+    # a constant feature vector has no correlation: a failure, never a success
+    with np.errstate(invalid="ignore"):
+        const = true.reshape(30, -1).copy()
+        const[3] = 1.0
+        assert M.two_way_identification(const, const)[3] == 0.0
+    with pytest.raises(ValueError, match="same for ground truth"):
+        M.two_way_identification(true[:, :2], true)
+    with pytest.raises(ValueError, match="at least 2 images; found 1"):
+        M.two_way_identification(true[:1], true[:1])
+
+
+def test_columnwise_r_equals_numpy_corrcoef():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(40, 3, 4))
+    b = a + rng.normal(size=a.shape)
+    r = M.columnwise_r(a, b)
+    assert r.shape == (3, 4)
+    ref = [[np.corrcoef(a[:, i, j], b[:, i, j])[0, 1] for j in range(4)] for i in range(3)]
+    np.testing.assert_allclose(r, ref, atol=1e-12)
+    a[:, 0, 0] = 2.0  # a constant column has no r
+    r = M.columnwise_r(a, b)
+    assert np.isnan(r[0, 0]) and np.isfinite(r[1:]).all()
+    # nearly constant (rounding noise): NaN only with a tolerance
+    a[:, 0, 1] = 1.0 + 1e-15 * rng.normal(size=40)
+    assert np.isfinite(M.columnwise_r(a, b)[0, 1]) and np.isnan(M.columnwise_r(a, b, tol=1e-12)[0, 1])
+    with pytest.raises(ValueError, match=r"same shape \(n, ...\); found \(40, 3, 4\) and \(40, 3\)"):
+        M.columnwise_r(a, b[:, :, 0])
+
+
+def test_per_token_correlation_known_answers():
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=(50, 4, 8))
+    np.testing.assert_allclose(M.per_token_correlation(true, true), 1.0)
+    np.testing.assert_allclose(M.per_token_correlation(-true, true), -1.0)
+    const = np.broadcast_to(true.mean(0), true.shape)
+    np.testing.assert_allclose(M.per_token_correlation(const, true), 0.0)
+    # signal + independent noise of equal variance: r = 1/sqrt(2) in expectation
+    big = rng.normal(size=(4000, 2, 16))
+    r = M.per_token_correlation(big + rng.normal(size=big.shape), big)
+    np.testing.assert_allclose(r, 1 / np.sqrt(2), atol=0.02)
+    # token 1 predicted, token 0 not
+    pred = true.copy()
+    pred[:, 0] = rng.normal(size=pred[:, 0].shape)
+    r = M.per_token_correlation(pred, true)
+    assert r[1] == pytest.approx(1.0) and abs(r[0]) < 0.3
+    # one constant dimension is left out of its token's mean
+    pred = true.copy()
+    pred[:, 2, 0] = 0.0
+    np.testing.assert_allclose(M.per_token_correlation(pred, true), 1.0)
+    with pytest.raises(ValueError, match="same shape"):
+        M.per_token_correlation(true[:, :2], true)
+    with pytest.raises(ValueError, match="at least 2"):
+        M.per_token_correlation(true[:1], true[:1])
+
+
 def test_correlation_distance_equals_scipy():
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((2, 7, 30))

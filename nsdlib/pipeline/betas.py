@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ConfigError, RunConfig
+from ..metrics import columnwise_r
 from ..store import Store, atomic_path, params_key
 
 __all__ = ["GLM_OPTIONS", "glm_diagnostics", "hrf_recovery", "model_accuracy", "session_params", "write_betas"]
@@ -251,14 +252,11 @@ def model_accuracy(diagnostics: dict, truth) -> dict:
             est[m].append(diagnostics["per_session"][s][f"betas_{m}"])
     amp = np.concatenate(amp).astype(np.float64)
     out = {"median_r": {}, "voxel_r": {}, "rmse": {}}
-    az = amp - amp.mean(0)
     for m in _MODELS:
         b = np.concatenate(est[m]).astype(np.float64)
         if b.shape != amp.shape:
             raise ValueError(f"model {m} betas have shape {b.shape}; the truth has {amp.shape}")
-        bz = b - b.mean(0)
-        den = np.sqrt((bz ** 2).sum(0) * (az ** 2).sum(0))
-        r = np.where(den > 0, (bz * az).sum(0) / np.where(den > 0, den, 1.0), np.nan)
+        r = columnwise_r(b, amp)
         out["voxel_r"][m] = r
         out["median_r"][m] = float(np.nanmedian(r))
         out["rmse"][m] = float(np.sqrt(np.mean((b - amp) ** 2)))

@@ -236,11 +236,11 @@ def clip_predictions(cfg: RunConfig, *, alpha="auto", normalize: str | None = "t
         ``text`` (n_test, 77, d) and ``vision`` (n_test, 257, d) float32 predictions;
         ``alpha_text``, ``alpha_vision``; ``text_token_r`` (77,) and ``vision_token_r``
         (257,): per-token correlation across test images
-        (:func:`nsdlib.clip.per_token_correlation`); ``text_identification``,
+        (:func:`nsdlib.metrics.per_token_correlation`); ``text_identification``,
         ``vision_identification``: 2-way identification among the test images
-        (:func:`nsdlib.clip.embedding_identification`); ``ids``.
+        (:func:`nsdlib.metrics.two_way_identification`, in float64); ``ids``.
     """
-    from .. import clip, ridge
+    from .. import metrics, ridge
 
     name, a_text, a_vision = resolve_alphas(cfg, alpha)
     subj = _subject(cfg)
@@ -260,8 +260,9 @@ def clip_predictions(cfg: RunConfig, *, alpha="auto", normalize: str | None = "t
             pred = np.asarray(pred, np.float32)
             out[part] = pred
             out[f"alpha_{part}"] = np.float64(used)
-            out[f"{part}_token_r"] = clip.per_token_correlation(pred, test[part])
-            out[f"{part}_identification"] = np.float64(clip.embedding_identification(pred, test[part]))
+            out[f"{part}_token_r"] = metrics.per_token_correlation(pred, test[part])
+            true64, pred64 = np.asarray(test[part], np.float64), np.asarray(pred, np.float64)
+            out[f"{part}_identification"] = np.float64(metrics.two_way_identification(true64, pred64).mean())
         return out
 
     return Store.for_config(cfg).arrays("clip_predictions", params, compute)
