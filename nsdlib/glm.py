@@ -60,6 +60,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
+from tqdm.auto import tqdm
 
 from .hrf import HRF_PEAKS, canonical_hrf, hrf_library
 
@@ -477,6 +478,149 @@ def fractional_ridge(X: np.ndarray, y: np.ndarray, fractions=(1.0,), tol: float 
 
 
 # ------------------------------------------------------------------------- the estimator
+# ----------------------------------------------------------------------- one fit's workspace
+def _project(basis: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``a`` with its component in the span of the orthonormal columns of ``basis`` removed."""
+    return a - basis @ (basis.T @ a)
+
+
+def _svd_parts(xp: np.ndarray, dt: np.dtype):
+    """Thin SVD batched over leading axes, as ``(u, s, vt, 1/s)``; tiny singular values get 1/s = 0.
+
+    A zero inverse for singular values below 1e-10 of the largest gives the minimum-norm OLS
+    solution of a rank-deficient design.
+    """
+    u, sv, vt = np.linalg.svd(xp, full_matrices=False)
+    tol = 1e-10 * np.maximum(sv.max(-1, keepdims=True), 1e-300)
+    good = sv > tol
+    sinv = np.where(good, 1.0 / np.where(good, sv, 1.0), 0.0)
+    return u.astype(dt), np.where(good, sv, 0.0), vt.astype(dt), sinv.astype(dt)
+
+
+class _FitState:
+    """Everything one :meth:`GLMSingle.fit` builds and fills, pass by pass.
+
+    The per-run building blocks are float64 and small: polynomial bases ``polys[r]`` of shape
+    (n_time_r, degree + 1), every library HRF's trial regressors ``xlib[r]`` of shape
+    (n_hrfs, n_time_r, n_trials_r), model A's ON-OFF regressor and single-trial SVDs. The
+    per-run SVDs and OLS matrices with ``k`` noise PCs projected out are computed on first use
+    and cached (:meth:`svd_lib`, :meth:`pinv_lib`); ``pcs`` (per run, (n_time_r, max_pcs)) is
+    empty until the noise PCs are found. The per-voxel outputs (``meanvol``, ``onoff_*``,
+    ``r2``, ``hrf_r2``, ``hrf_index``, ``fraction``, ``scale_offset``, the kept betas in
+    ``store``) are filled chunk by chunk.
+    """
+
+    def __init__(self, runs, designs, sessions, hrfs, canon, tr, poly_degree, dt, keep, chunk_size, n_fracs):
+        self.runs, self.dt, self.chunk_size = runs, dt, chunk_size
+        self.n_runs = len(runs)
+        self.n_time = [y.shape[0] for y in runs]
+        self.n_vox = n_vox = runs[0].shape[1]
+        n_tr = [d.n_trials for d in designs]
+        self.starts = np.concatenate([[0], np.cumsum(n_tr)])
+        self.n_trials = int(self.starts[-1])
+        self.n_hrfs = hrfs.shape[1]
+        self.trial_run = np.repeat(np.arange(self.n_runs), n_tr)
+        self.conditions = np.concatenate([d.conditions for d in designs])
+        self.trial_sess = None if sessions is None else sessions[self.trial_run]
+        self.pairs = _pair_matrix(self.conditions, self.trial_run)
+        self.counts = np.asarray(self.pairs.sum(0)).ravel()
+        self.degrees = [poly_degree if poly_degree is not None else _default_degree(t, tr) for t in self.n_time]
+        self.polys = [polynomial_basis(t, d) for t, d in zip(self.n_time, self.degrees)]
+        self.xlib = [trial_regressors(t, tr, d.onsets, hrfs) for t, d in zip(self.n_time, designs)]  # (H, T, n)
+        xcan = [trial_regressors(t, tr, d.onsets, canon) for t, d in zip(self.n_time, designs)]  # (T, n)
+        self.onoff = [_project(p, x.sum(1)).astype(dt) for p, x in zip(self.polys, xcan)]
+        self.svd_can = [_svd_parts(_project(p, x), dt) for p, x in zip(self.polys, xcan)]
+        self.polys_dt = [p.astype(dt) for p in self.polys]
+        self.pcs = [np.zeros((t, 0)) for t in self.n_time]
+        self._svd_cache: dict = {}
+        self._pinv_cache: dict = {}
+        self.chunks = [slice(a, min(a + chunk_size, n_vox)) for a in range(0, n_vox, chunk_size)]
+        self.store = {m: (np.zeros((self.n_trials, n_vox), np.float32) if m in keep else None) for m in MODELS}
+        self.meanvol = np.zeros(n_vox)
+        self.onoff_r2 = np.zeros(n_vox)
+        self.onoff_xr2 = np.zeros(n_vox)
+        self.onoff_beta = np.zeros(n_vox)
+        self.r2 = {m: np.zeros(n_vox) for m in MODELS}
+        self.hrf_r2 = np.zeros((self.n_hrfs, n_vox))
+        self.hrf_index = np.zeros(n_vox, np.int64)
+        self.fraction = np.ones(n_vox)
+        self.fraction_badness = np.full((n_fracs, n_vox), np.nan)
+        self.scale_offset = np.vstack([np.ones(n_vox), np.zeros(n_vox)])
+
+    def load(self, sel, sums=None) -> list:
+        """The runs' time series of some voxels, polynomials removed in float64, cast to ``dt``.
+
+        Every later product is orthogonal to the polynomials, so removing them first changes
+        no result; it only spares float32 the cancellation of a large mean (about 1000).
+        ``sums``, if given, accumulates the raw sums per voxel.
+        """
+        out = []
+        for r, y in enumerate(self.runs):
+            y64 = np.asarray(y[:, sel], dtype=np.float64)
+            if sums is not None:
+                sums += y64.sum(0)
+            out.append((y64 - self.polys[r] @ (self.polys[r].T @ y64)).astype(self.dt))
+        return out
+
+    def svd_lib(self, k: int) -> list:
+        """Per run, the SVDs of all library HRFs' designs with polynomials and k PCs projected out."""
+        if k not in self._svd_cache:
+            out = []
+            for r in range(self.n_runs):
+                p, x = self.polys[r], self.xlib[r]
+                q = p if k == 0 else np.linalg.qr(np.concatenate([p, self.pcs[r][:, :k]], 1))[0]
+                out.append(_svd_parts(x - q @ np.einsum("tk,htn->hkn", q, x), self.dt))
+            self._svd_cache[k] = out
+        return self._svd_cache[k]
+
+    def parts(self, h: int, k: int) -> list:
+        """Per run, the ``(u, s, vt, 1/s)`` of HRF ``h``'s design with k PCs projected out."""
+        return [tuple(a[h] for a in run_parts) for run_parts in self.svd_lib(k)]
+
+    def pinv_lib(self, k: int) -> list:
+        """Per run, the OLS matrices (n_hrfs, n_trials_r, n_time_r) with k PCs projected out.
+
+        The normal equations are solved directly (much cheaper than an SVD per HRF and
+        number of PCs); a design whose Cholesky factor is near-singular falls back to the
+        SVD pseudo-inverse.
+        """
+        if k not in self._pinv_cache:
+            self._pinv_cache[k] = [self._ols_matrices(r, k) for r in range(self.n_runs)]
+        return self._pinv_cache[k]
+
+    def _ols_matrices(self, r: int, k: int) -> np.ndarray:
+        q = np.linalg.qr(np.concatenate([self.polys[r], self.pcs[r][:, :k]], 1))[0]
+        xp = self.xlib[r] - q @ np.einsum("tk,htn->hkn", q, self.xlib[r])
+        xpt = np.swapaxes(xp, 1, 2)
+        gram = xpt @ xp
+        try:
+            d = np.abs(np.diagonal(np.linalg.cholesky(gram), axis1=1, axis2=2))
+            ok = d.min() > 1e-5 * d.max()  # else the design is close to rank-deficient
+        except np.linalg.LinAlgError:
+            ok = False
+        if ok:
+            return np.linalg.solve(gram, xpt).astype(self.dt)
+        u, _s, vt, sinv = _svd_parts(xp, self.dt)
+        return np.swapaxes(vt, 1, 2) @ (sinv[:, :, None] * np.swapaxes(u, 1, 2))
+
+    def ols_pinv(self, h: int, k: int, ys) -> np.ndarray:
+        """Single-trial OLS betas (n_trials, n_voxels) of HRF ``h`` with k PCs, by the OLS matrices."""
+        betas = np.empty((self.n_trials, ys[0].shape[1]), self.dt)
+        for r, y in enumerate(ys):
+            betas[self.starts[r]:self.starts[r + 1]] = self.pinv_lib(k)[r][h] @ y
+        return betas
+
+    def ols_from_svd(self, parts, ys):
+        """Single-trial OLS betas (n_trials, n_voxels) from per-run SVDs, and the explained energy per voxel."""
+        betas = np.empty((self.n_trials, ys[0].shape[1]), self.dt)
+        energy = np.zeros(ys[0].shape[1])
+        for r, ((u, _s, vt, sinv), y) in enumerate(zip(parts, ys)):
+            z = (u.T @ y) * (sinv > 0)[:, None]
+            energy += np.einsum("ij,ij->j", z, z, dtype=float)
+            betas[self.starts[r]:self.starts[r + 1]] = vt.T @ (z * sinv[:, None])
+        return betas, energy
+
+
 @dataclasses.dataclass
 class ModelResult:
     """One of the four GLMsingle models.
@@ -725,183 +869,91 @@ class GLMSingle:
             return self._fit(runs, designs, sessions)
 
     def _fit(self, runs, designs, sessions) -> GLMSingle:
-        from tqdm.auto import tqdm
-
         hrfs, canon, cands, fracs = self._check_params()
-        runs, designs, sessions, n_vox = self._check_inputs(runs, designs, sessions)
-        dt = np.dtype(self.dtype)
-        n_runs = len(runs)
-        n_time = [y.shape[0] for y in runs]
-        n_tr = [d.n_trials for d in designs]
-        starts = np.concatenate([[0], np.cumsum(n_tr)])
-        n_trials = int(starts[-1])
-        n_h = hrfs.shape[1]
-        trial_run = np.repeat(np.arange(n_runs), n_tr)
-        conds = np.concatenate([d.conditions for d in designs])
-        trial_sess = None if sessions is None else sessions[trial_run]
-        pairs = _pair_matrix(conds, trial_run)
-        counts = np.asarray(pairs.sum(0)).ravel()
-        repeated = counts.sum() > 0
+        runs, designs, sessions, _n_vox = self._check_inputs(runs, designs, sessions)
+        fit = _FitState(runs, designs, sessions, hrfs, canon, self.tr, self.poly_degree, np.dtype(self.dtype),
+                        keep=set(self.keep_betas), chunk_size=int(self.chunk_size), n_fracs=fracs.size)
+        repeated = fit.counts.sum() > 0
         if not repeated and (self.glmdenoise or self.fracridge):
             warnings.warn("no condition occurs in more than one run, so the number of PCs and the ridge fractions "
-                          "cannot be cross-validated; models C and D equal model B", stacklevel=2)
+                          "cannot be cross-validated; models C and D equal model B", stacklevel=3)
         denoise = bool(self.glmdenoise and repeated and max(cands) > 0)
         ridge = bool(self.fracridge and repeated and fracs.size > 1)
-
-        # per-run building blocks (float64; small)
-        deg = [self.poly_degree if self.poly_degree is not None else _default_degree(t, self.tr) for t in n_time]
-        polys = [polynomial_basis(t, d) for t, d in zip(n_time, deg)]
-        xlib = [trial_regressors(t, self.tr, d.onsets, hrfs) for t, d in zip(n_time, designs)]  # (H, T, n)
-        xcan = [trial_regressors(t, self.tr, d.onsets, canon) for t, d in zip(n_time, designs)]  # (T, n)
-
-        def proj(basis, a):
-            return a - basis @ (basis.T @ a)
-
-        def svd_parts(xp):
-            # batched over leading axes; tiny singular values get a zero inverse (minimum-norm OLS)
-            u, sv, vt = np.linalg.svd(xp, full_matrices=False)
-            tol = 1e-10 * np.maximum(sv.max(-1, keepdims=True), 1e-300)
-            good = sv > tol
-            sinv = np.where(good, 1.0 / np.where(good, sv, 1.0), 0.0)
-            return u.astype(dt), np.where(good, sv, 0.0), vt.astype(dt), sinv.astype(dt)
-
-        # model A's ON-OFF regressor and single-trial SVDs; every HRF's SVDs (polynomials only)
-        onoff = [proj(p, x.sum(1)).astype(dt) for p, x in zip(polys, xcan)]
-        svd_can = [svd_parts(proj(p, x)) for p, x in zip(polys, xcan)]
-        polys_dt = [p.astype(dt) for p in polys]
-        svd_cache: dict = {}
-
-        def svd_lib(k: int):
-            """Per run, the SVDs of all library HRFs' designs with polynomials and k PCs projected out."""
-            if k not in svd_cache:
-                out = []
-                for r in range(n_runs):
-                    q = polys[r] if k == 0 else np.linalg.qr(np.concatenate([polys[r], pcs[r][:, :k]], 1))[0]
-                    out.append(svd_parts(xlib[r] - q @ np.einsum("tk,htn->hkn", q, xlib[r])))
-                svd_cache[k] = out
-            return svd_cache[k]
-
-        def parts(h: int, k: int):
-            return [tuple(a[h] for a in run_parts) for run_parts in svd_lib(k)]
-
-        pinv_cache: dict = {}
-
-        def pinv_lib(k: int):
-            """Per run, the OLS matrices (n_hrfs, n_trials_r, n_time_r) with k PCs projected out.
-
-            The normal equations are solved directly (much cheaper than an SVD per HRF and
-            number of PCs); a design whose Cholesky factor is near-singular falls back to the
-            SVD pseudo-inverse.
-            """
-            if k not in pinv_cache:
-                out = []
-                for r in range(n_runs):
-                    q = np.linalg.qr(np.concatenate([polys[r], pcs[r][:, :k]], 1))[0]
-                    xp = xlib[r] - q @ np.einsum("tk,htn->hkn", q, xlib[r])
-                    xpt = np.swapaxes(xp, 1, 2)
-                    gram = xpt @ xp
-                    try:
-                        d = np.abs(np.diagonal(np.linalg.cholesky(gram), axis1=1, axis2=2))
-                        ok = d.min() > 1e-5 * d.max()  # else the design is close to rank-deficient
-                    except np.linalg.LinAlgError:
-                        ok = False
-                    if ok:
-                        out.append(np.linalg.solve(gram, xpt).astype(dt))
-                    else:
-                        u, _s, vt, sinv = svd_parts(xp)
-                        out.append(np.swapaxes(vt, 1, 2) @ (sinv[:, :, None] * np.swapaxes(u, 1, 2)))
-                pinv_cache[k] = out
-            return pinv_cache[k]
-
-        def ols_pinv(h: int, k: int, ys):
-            betas = np.empty((n_trials, ys[0].shape[1]), dt)
-            for r, y in enumerate(ys):
-                betas[starts[r]:starts[r + 1]] = pinv_lib(k)[r][h] @ y
-            return betas
-
-        def load(sel, sums=None):
-            """The runs' time series of some voxels, polynomials removed in float64, cast to ``dt``.
-
-            Every later product is orthogonal to the polynomials, so removing them first changes
-            no result; it only spares float32 the cancellation of a large mean (about 1000).
-            """
-            out = []
-            for r, y in enumerate(runs):
-                y64 = np.asarray(y[:, sel], dtype=np.float64)
-                if sums is not None:
-                    sums += y64.sum(0)
-                out.append((y64 - polys[r] @ (polys[r].T @ y64)).astype(dt))
-            return out
-
-        def ols_from_svd(parts, ys):
-            # betas (N, V) and explained energy per voxel
-            betas = np.empty((n_trials, ys[0].shape[1]), dt)
-            energy = np.zeros(ys[0].shape[1])
-            for r, ((u, _s, vt, sinv), y) in enumerate(zip(parts, ys)):
-                z = (u.T @ y) * (sinv > 0)[:, None]
-                energy += np.einsum("ij,ij->j", z, z, dtype=float)
-                betas[starts[r]:starts[r + 1]] = vt.T @ (z * sinv[:, None])
-            return betas, energy
-
-        keep = set(self.keep_betas)
-        store = {m: (np.zeros((n_trials, n_vox), np.float32) if m in keep else None) for m in MODELS}
-        meanvol = np.zeros(n_vox)
-        onoff_r2 = np.zeros(n_vox)
-        onoff_xr2 = np.zeros(n_vox)
-        onoff_beta = np.zeros(n_vox)
-        r2 = {m: np.zeros(n_vox) for m in MODELS}
-        hrf_r2 = np.zeros((n_h, n_vox))
-        hrf_index = np.zeros(n_vox, np.int64)
-        chunks = [slice(a, min(a + int(self.chunk_size), n_vox)) for a in range(0, n_vox, int(self.chunk_size))]
         bar = dict(disable=not self.verbose, leave=False)
 
-        # ---- pass 1: models A and B
-        for sl in tqdm(chunks, desc="GLM models A, B", **bar):
-            sums = np.zeros(sl.stop - sl.start)
-            ys = load(sl, sums)
-            meanvol[sl] = sums / sum(n_time)
-            energy = np.zeros(sl.stop - sl.start)
-            a_r, b_r, e_r = [], [], []
-            for r, y in enumerate(ys):
-                yp_energy = np.einsum("ij,ij->j", y, y, dtype=float)
-                e_r.append(yp_energy)
-                a_r.append((onoff[r] @ y).astype(float))
-                b_r.append(float(onoff[r].astype(float) @ onoff[r]))
-                energy += yp_energy
-            safe = np.where(energy > 0, energy, 1.0)
-            a_sum, b_sum = sum(a_r), sum(b_r)
-            beta_on = a_sum / b_sum
-            onoff_beta[sl] = beta_on
-            onoff_r2[sl] = np.where(energy > 0, a_sum ** 2 / b_sum / safe, 0.0)
-            sse = np.zeros_like(energy)
-            for r in range(n_runs):
-                bo = (a_sum - a_r[r]) / max(b_sum - b_r[r], 1e-300)
-                sse += e_r[r] - 2 * bo * a_r[r] + bo ** 2 * b_r[r]
-            onoff_xr2[sl] = np.where(energy > 0, 1.0 - sse / safe, 0.0)
-            # model A single-trial (canonical HRF)
-            betas, en = ols_from_svd(svd_can, ys)
-            r2["A"][sl] = np.where(energy > 0, en / safe, 0.0)
-            if store["A"] is not None:
-                store["A"][:, sl] = betas
-            # model B: every library HRF
-            best = np.full(energy.shape, -np.inf)
-            best_betas = np.zeros((n_trials, energy.size), dt)
-            for h in range(n_h):
-                betas, en = ols_from_svd(parts(h, 0), ys)
-                r2h = np.where(energy > 0, en / safe, 0.0)
-                hrf_r2[h, sl] = r2h
-                better = r2h > best
-                best[better] = r2h[better]
-                best_betas[:, better] = betas[:, better]
-            hrf_index[sl] = np.argmax(hrf_r2[:, sl], 0)
-            r2["B"][sl] = best
-            if store["B"] is not None:
-                store["B"][:, sl] = best_betas
-            del ys, best_betas, betas
+        for sl in tqdm(fit.chunks, desc="GLM models A, B", **bar):
+            self._models_ab(fit, sl)
+        pool, pc_vox, threshold = self._noise_pool(fit)
+        if denoise:
+            denoise = self._noise_pcs(fit, pool, max(cands))
+        cands = [k for k in cands if k <= min(p.shape[1] for p in fit.pcs)] if denoise else [0]
+        curve = np.zeros(len(cands))
+        n_pcs = 0
+        if denoise and len(cands) > 1:
+            curve = self._pc_curve(fit, pc_vox, cands, bar)
+            # gains below 1e-6 z² per held-out pair are rounding error (e.g. noiseless data)
+            n_pcs = cands[select_n_pcs(curve, self.pcstop, tol=1e-6 * max(1.0, fit.counts.sum()))]
+        for sl in tqdm(fit.chunks, desc="GLM models C, D", **bar):
+            self._models_cd(fit, sl, n_pcs, fracs if ridge else None)
+        self._set_results(fit, n_pcs if denoise else 0, pool, pc_vox, threshold, curve, cands, fracs)
+        return self
 
-        # ---- noise pool and PCs
+    # --------------------------------------------------------------- pass 1: models A and B
+    def _models_ab(self, fit: _FitState, sl: slice):
+        """ON-OFF statistics, model A (canonical HRF) and model B (best library HRF) of one chunk."""
+        sums = np.zeros(sl.stop - sl.start)
+        ys = fit.load(sl, sums)
+        fit.meanvol[sl] = sums / sum(fit.n_time)
+        energy = self._onoff(fit, sl, ys)
+        safe = np.where(energy > 0, energy, 1.0)
+        # model A single-trial (canonical HRF)
+        betas, en = fit.ols_from_svd(fit.svd_can, ys)
+        fit.r2["A"][sl] = np.where(energy > 0, en / safe, 0.0)
+        if fit.store["A"] is not None:
+            fit.store["A"][:, sl] = betas
+        # model B: every library HRF
+        best = np.full(energy.shape, -np.inf)
+        best_betas = np.zeros((fit.n_trials, energy.size), fit.dt)
+        for h in range(fit.n_hrfs):
+            betas, en = fit.ols_from_svd(fit.parts(h, 0), ys)
+            r2h = np.where(energy > 0, en / safe, 0.0)
+            fit.hrf_r2[h, sl] = r2h
+            better = r2h > best
+            best[better] = r2h[better]
+            best_betas[:, better] = betas[:, better]
+        fit.hrf_index[sl] = np.argmax(fit.hrf_r2[:, sl], 0)
+        fit.r2["B"][sl] = best
+        if fit.store["B"] is not None:
+            fit.store["B"][:, sl] = best_betas
+
+    @staticmethod
+    def _onoff(fit: _FitState, sl: slice, ys) -> np.ndarray:
+        """ON-OFF amplitude, in-sample and leave-one-run-out R² of one chunk; returns its energy."""
+        energy = np.zeros(sl.stop - sl.start)
+        a_r, b_r, e_r = [], [], []
+        for r, y in enumerate(ys):
+            yp_energy = np.einsum("ij,ij->j", y, y, dtype=float)
+            e_r.append(yp_energy)
+            a_r.append((fit.onoff[r] @ y).astype(float))
+            b_r.append(float(fit.onoff[r].astype(float) @ fit.onoff[r]))
+            energy += yp_energy
+        safe = np.where(energy > 0, energy, 1.0)
+        a_sum, b_sum = sum(a_r), sum(b_r)
+        fit.onoff_beta[sl] = a_sum / b_sum
+        fit.onoff_r2[sl] = np.where(energy > 0, a_sum ** 2 / b_sum / safe, 0.0)
+        sse = np.zeros_like(energy)
+        for r in range(fit.n_runs):
+            bo = (a_sum - a_r[r]) / max(b_sum - b_r[r], 1e-300)
+            sse += e_r[r] - 2 * bo * a_r[r] + bo ** 2 * b_r[r]
+        fit.onoff_xr2[sl] = np.where(energy > 0, 1.0 - sse / safe, 0.0)
+        return energy
+
+    # ------------------------------------------------------------ noise pool and its PCs
+    def _noise_pool(self, fit: _FitState):
+        """The noise pool, the PC-selection voxels and the ON-OFF R² threshold that chose them."""
+        onoff_r2, onoff_xr2 = fit.onoff_r2, fit.onoff_xr2
         pct, factor = self.brain_thresh
-        bright = meanvol > factor * np.percentile(meanvol, pct)
+        bright = fit.meanvol > factor * np.percentile(fit.meanvol, pct)
         threshold = self.r2_threshold
         if threshold is None:
             try:
@@ -909,7 +961,7 @@ class GLMSingle:
             except ValueError as exc:
                 if self.noise_pool == "gmm":
                     warnings.warn(f"{exc}; the noise pool falls back to the paper's criterion (cross-validated "
-                                  "ON-OFF R² < 0)", stacklevel=2)
+                                  "ON-OFF R² < 0)", stacklevel=4)
                 threshold = float("nan")
         if self.noise_pool == "xval" or not np.isfinite(threshold):
             pool = bright & (onoff_xr2 < 0)
@@ -920,124 +972,121 @@ class GLMSingle:
         else:
             pc_vox = onoff_xr2 > 0
         if pc_vox.sum() == 0:
-            pc_vox = np.zeros(n_vox, bool)
+            pc_vox = np.zeros(onoff_r2.size, bool)
             pc_vox[np.argsort(-onoff_r2)[:100]] = True
-        max_pc = max(cands)
-        pcs = [np.zeros((t, 0)) for t in n_time]
-        if denoise:
-            idx = np.flatnonzero(pool)
-            if idx.size == 0:
-                warnings.warn("the noise pool is empty; no GLMdenoise regressors (models C = B)", stacklevel=2)
-                denoise = False
-            else:
-                pcs = []
-                for r, y in enumerate(runs):
-                    pdat = proj(polys[r], np.asarray(y[:, idx], dtype=float))
-                    nrm = np.linalg.norm(pdat, axis=0)
-                    pdat = pdat[:, nrm > 0] / nrm[nrm > 0]
-                    u, s, _ = np.linalg.svd(pdat, full_matrices=False)
-                    k = min(max_pc, int((s > 1e-10 * max(s.max(initial=0), 1e-300)).sum()))
-                    u = u[:, :k]
-                    u = u * np.sign(u[np.argmax(np.abs(u), 0), np.arange(k)])  # deterministic signs
-                    sd = u.std(0, ddof=1)
-                    pcs.append(u / np.where(sd > 0, sd, 1.0))
-        cands = [k for k in cands if k <= min(p.shape[1] for p in pcs)] if denoise else [0]
+        return pool, pc_vox, threshold
 
-        # ---- pass 2: cross-validate the number of PCs on the PC-selection voxels
-        curve = np.zeros(len(cands))
-        n_pcs = 0
-        if denoise and len(cands) > 1:
-            pc_idx = np.flatnonzero(pc_vox)
-            bad = np.zeros((len(cands), pc_idx.size))
-            step = int(self.chunk_size)
-            for a in tqdm(range(0, pc_idx.size, step), desc="GLMdenoise: number of PCs", **bar):
-                sub = pc_idx[a:a + step]
-                ys_all = load(sub)
-                for h in np.unique(hrf_index[sub]):
-                    g = np.flatnonzero(hrf_index[sub] == h)
-                    ys = [y[:, g] for y in ys_all]
-                    b_ref, _ = ols_from_svd(parts(h, 0), ys)
-                    b_ref = b_ref.astype(float)
-                    stats = _zstats(b_ref, trial_sess)
-                    refz = _zscore(b_ref, stats)
-                    m_refz = pairs @ refz
-                    self_term = _self_term(refz, counts)
-                    for ci, k in enumerate(cands):
-                        bk = b_ref if k == 0 else ols_pinv(h, k, ys).astype(float)
-                        bad[ci, a + g] = _badness(bk, stats, m_refz, counts, self_term)
-            curve = -np.median(bad, axis=1)
-            # gains below 1e-6 z² per held-out pair are rounding error (e.g. noiseless data)
-            n_pcs = cands[select_n_pcs(curve, self.pcstop, tol=1e-6 * max(1.0, counts.sum()))]
+    @staticmethod
+    def _noise_pcs(fit: _FitState, pool: np.ndarray, max_pc: int) -> bool:
+        """Set ``fit.pcs`` to each run's leading noise-pool PCs; False if the pool is empty."""
+        idx = np.flatnonzero(pool)
+        if idx.size == 0:
+            warnings.warn("the noise pool is empty; no GLMdenoise regressors (models C = B)", stacklevel=4)
+            return False
+        pcs = []
+        for r, y in enumerate(fit.runs):
+            pdat = _project(fit.polys[r], np.asarray(y[:, idx], dtype=float))
+            nrm = np.linalg.norm(pdat, axis=0)
+            pdat = pdat[:, nrm > 0] / nrm[nrm > 0]
+            u, s, _ = np.linalg.svd(pdat, full_matrices=False)
+            k = min(max_pc, int((s > 1e-10 * max(s.max(initial=0), 1e-300)).sum()))
+            u = u[:, :k]
+            u = u * np.sign(u[np.argmax(np.abs(u), 0), np.arange(k)])  # deterministic signs
+            sd = u.std(0, ddof=1)
+            pcs.append(u / np.where(sd > 0, sd, 1.0))
+        fit.pcs = pcs
+        return True
 
-        # ---- pass 3: models C and D
-        fraction = np.ones(n_vox)
-        frac_bad = np.full((fracs.size, n_vox), np.nan)
-        scale_offset = np.vstack([np.ones(n_vox), np.zeros(n_vox)])
-        for sl in tqdm(chunks, desc="GLM models C, D", **bar):
-            ys_all = load(sl)
-            hi = hrf_index[sl]
-            for h in np.unique(hi):
-                g = np.flatnonzero(hi == h)
-                cols = sl.start + g
+    # ------------------------------------------- pass 2: cross-validate the number of PCs
+    def _pc_curve(self, fit: _FitState, pc_vox: np.ndarray, cands: list, bar: dict) -> np.ndarray:
+        """Minus the median badness over the PC-selection voxels, for each candidate number of PCs."""
+        pc_idx = np.flatnonzero(pc_vox)
+        bad = np.zeros((len(cands), pc_idx.size))
+        step = fit.chunk_size
+        for a in tqdm(range(0, pc_idx.size, step), desc="GLMdenoise: number of PCs", **bar):
+            sub = pc_idx[a:a + step]
+            ys_all = fit.load(sub)
+            for h in np.unique(fit.hrf_index[sub]):
+                g = np.flatnonzero(fit.hrf_index[sub] == h)
                 ys = [y[:, g] for y in ys_all]
-                pr = parts(h, n_pcs)
-                b_c, _ = ols_from_svd(pr, ys)
-                r2["C"][cols] = self._r2(ys, b_c, xlib, h, polys_dt, starts, dt)
-                if store["C"] is not None:
-                    store["C"][:, cols] = b_c
-                if not ridge:
-                    r2["D"][cols] = r2["C"][cols]
-                    if store["D"] is not None:
-                        store["D"][:, cols] = b_c
-                    continue
-                b_d, f_sel, badf, so, b_pre = self._ridge(pr, ys, b_c, fracs, pairs, counts, trial_sess,
-                                                          starts, n_trials, dt)
-                fraction[cols] = f_sel
-                frac_bad[:, cols] = badf
-                scale_offset[:, cols] = so
-                r2["D"][cols] = self._r2(ys, b_pre, xlib, h, polys_dt, starts, dt)
-                if store["D"] is not None:
-                    store["D"][:, cols] = b_d
-            del ys_all
+                b_ref, _ = fit.ols_from_svd(fit.parts(h, 0), ys)
+                b_ref = b_ref.astype(float)
+                stats = _zstats(b_ref, fit.trial_sess)
+                refz = _zscore(b_ref, stats)
+                m_refz = fit.pairs @ refz
+                self_term = _self_term(refz, fit.counts)
+                for ci, k in enumerate(cands):
+                    bk = b_ref if k == 0 else fit.ols_pinv(h, k, ys).astype(float)
+                    bad[ci, a + g] = _badness(bk, stats, m_refz, fit.counts, self_term)
+        return -np.median(bad, axis=1)
 
-        # ---- percent signal change and results
-        am = np.abs(meanvol)
+    # --------------------------------------------------------------- pass 3: models C and D
+    def _models_cd(self, fit: _FitState, sl: slice, n_pcs: int, fracs: np.ndarray | None):
+        """Model C (``n_pcs`` noise regressors) and model D (ridge over ``fracs``; None: D = C) of one chunk."""
+        ys_all = fit.load(sl)
+        hi = fit.hrf_index[sl]
+        r2, store = fit.r2, fit.store
+        for h in np.unique(hi):
+            g = np.flatnonzero(hi == h)
+            cols = sl.start + g
+            ys = [y[:, g] for y in ys_all]
+            pr = fit.parts(h, n_pcs)
+            b_c, _ = fit.ols_from_svd(pr, ys)
+            r2["C"][cols] = self._r2(ys, b_c, fit.xlib, h, fit.polys_dt, fit.starts, fit.dt)
+            if store["C"] is not None:
+                store["C"][:, cols] = b_c
+            if fracs is None:
+                r2["D"][cols] = r2["C"][cols]
+                if store["D"] is not None:
+                    store["D"][:, cols] = b_c
+                continue
+            b_d, f_sel, badf, so, b_pre = self._ridge(pr, ys, b_c, fracs, fit.pairs, fit.counts, fit.trial_sess,
+                                                      fit.starts, fit.n_trials, fit.dt)
+            fit.fraction[cols] = f_sel
+            fit.fraction_badness[:, cols] = badf
+            fit.scale_offset[:, cols] = so
+            r2["D"][cols] = self._r2(ys, b_pre, fit.xlib, h, fit.polys_dt, fit.starts, fit.dt)
+            if store["D"] is not None:
+                store["D"][:, cols] = b_d
+
+    # ------------------------------------------------- percent signal change and results
+    def _set_results(self, fit: _FitState, n_pcs, pool, pc_vox, threshold, curve, cands, fracs):
+        """Convert the kept betas to percent signal change and set the fitted attributes."""
+        n_vox, store, r2, hrf_index = fit.n_vox, fit.store, fit.r2, fit.hrf_index
+        am = np.abs(fit.meanvol)
         psc = np.where(am > 0, 100.0 / np.where(am > 0, am, 1.0), 0.0).astype(np.float32)
         for m in MODELS:
             if store[m] is not None:
                 store[m] *= psc[None, :]
-        if not denoise:
-            n_pcs = 0
         self.results_ = {
             "A": ModelResult("A", store["A"], r2["A"], np.full(n_vox, -1), 0, np.ones(n_vox)),
             "B": ModelResult("B", store["B"], r2["B"], hrf_index, 0, np.ones(n_vox)),
             "C": ModelResult("C", store["C"], r2["C"], hrf_index, n_pcs, np.ones(n_vox)),
-            "D": ModelResult("D", store["D"], r2["D"], hrf_index, n_pcs, fraction),
+            "D": ModelResult("D", store["D"], r2["D"], hrf_index, n_pcs, fit.fraction),
         }
         self.betas_ = store["D"]
         self.hrf_index_ = hrf_index
         self.r2_ = r2["D"]
         self.n_pcs_ = int(n_pcs)
-        self.fraction_ = fraction
+        self.fraction_ = fit.fraction
         self.noise_pool_ = pool
         self.pc_voxels_ = pc_vox
-        self.onoff_r2_ = onoff_r2
-        self.onoff_xval_r2_ = onoff_xr2
-        self.onoff_betas_ = onoff_beta * psc
-        self.meanvol_ = meanvol
+        self.onoff_r2_ = fit.onoff_r2
+        self.onoff_xval_r2_ = fit.onoff_xr2
+        self.onoff_betas_ = fit.onoff_beta * psc
+        self.meanvol_ = fit.meanvol
         self.r2_threshold_ = float(threshold)
-        self.hrf_r2_ = hrf_r2
+        self.hrf_r2_ = fit.hrf_r2
         self.xval_curve_ = curve
         self.pc_candidates_ = np.asarray(cands)
         self.fractions_ = fracs
-        self.fraction_badness_ = frac_bad
-        self.scale_offset_ = scale_offset
-        self.pcs_ = pcs
-        self.poly_degree_ = deg
-        self.conditions_ = conds
-        self.trial_run_ = trial_run
-        self.n_trials_ = n_trials
-        return self
+        self.fraction_badness_ = fit.fraction_badness
+        self.scale_offset_ = fit.scale_offset
+        self.pcs_ = fit.pcs
+        self.poly_degree_ = fit.degrees
+        self.conditions_ = fit.conditions
+        self.trial_run_ = fit.trial_run
+        self.n_trials_ = fit.n_trials
 
     # -------------------------------------------------------------------- helpers
     @staticmethod
