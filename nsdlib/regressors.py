@@ -15,8 +15,10 @@ fitted attributes ending in ``_``):
   GRU features cut into tokens.
   The paper gives no sizes for the two variants; ours are listed in :class:`CNNNet` and
   :class:`TransformerNet`, chosen so the second GRU and the head keep the GRU network's shapes.
-- :class:`RidgeRegressor`: ridge regression (:class:`nsdlib.ridge.Ridge`), the paper's
-  baseline from Brain-Diffuser.
+- :class:`RidgeRegressor`: ridge regression in kernel form (:func:`nsdlib.ridge.ridge_predict`,
+  no weight matrix), the paper's baseline from Brain-Diffuser.
+
+:func:`make_regressor` is the one front door: stage 1 builds all four regressors with it.
 
 Training (:meth:`NeuralRegressor.fit`): a validation split carved from the training rows
 (:func:`validation_split`), AdamW on the mean squared error of *standardised* targets
@@ -32,8 +34,9 @@ weights as an uninterrupted fit (shuffling and dropout are seeded per epoch).
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import hashlib
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +44,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
+
+from .ridge import restandardize, ridge_predict, select_alpha
+from .store import array_key, atomic_path
 
 __all__ = [
     "ARCHITECTURES",
@@ -291,18 +298,47 @@ def _check_xy(X, Y=None):
     return X, Y
 
 
-def _fingerprint(*arrays) -> str:
-    """A cheap identity of the training data (shapes, sums and a few rows)."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.asarray(a)
-        h.update(repr((a.shape, str(a.dtype))).encode())
-        h.update(np.float64(a.sum(dtype=np.float64)).tobytes())
-        h.update(np.ascontiguousarray(a[:: max(1, len(a) // 8)][:8]).tobytes())
-    return h.hexdigest()[:16]
+def _train_val_rows(n: int, val_fraction: float, seed: int, val_indices=None) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation rows: the seeded :func:`validation_split`, or the given ``val_indices``."""
+    if val_indices is None:
+        return validation_split(n, val_fraction, seed)
+    val_idx = np.unique(np.asarray(val_indices, dtype=np.int64))
+    if len(val_idx) == 0 or val_idx.min() < 0 or val_idx.max() >= n:
+        raise ValueError(f"val_indices must be non-empty rows of X (0 to {n - 1}); found {len(val_idx)} rows "
+                         f"from {val_idx.min(initial=0)} to {val_idx.max(initial=0)}")
+    return np.setdiff1d(np.arange(n), val_idx), val_idx
+
+
+def _check_columns(X: np.ndarray, n_features: int) -> None:
+    if X.shape[1] != n_features:
+        raise ValueError(f"X must have {n_features} columns (voxels) like the training betas; found {X.shape[1]}")
 
 
 # ------------------------------------------------------------------------------ neural
+@dataclasses.dataclass
+class _TrainingData:
+    """One fit's tensors: all rows on the host, validation targets standardised on the device."""
+
+    X: torch.Tensor  # (n, n_voxels) float32, host
+    Y: torch.Tensor  # (n, n_targets) float32, host
+    train_rows: torch.Tensor  # (n_train,) int64
+    X_val: torch.Tensor  # (n_val, n_voxels) float32, host
+    Y_val_std: torch.Tensor  # (n_val, n_targets) float32, device
+    mean: torch.Tensor  # (n_targets,) device
+    scale: torch.Tensor  # (n_targets,) device
+
+
+@dataclasses.dataclass
+class _Training:
+    """The network, its optimiser and schedule, the best weights so far and the checkpointed progress."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.ReduceLROnPlateau
+    best_state: dict
+    progress: dict  # epoch, best_val, best_epoch, bad_epochs, stopped_early, history
+
+
 class NeuralRegressor:
     """Train a stage-1 network (GRU, CNN or Transformer variant) from betas to latents.
 
@@ -391,7 +427,7 @@ class NeuralRegressor:
                 "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
                 "patience": self.patience, "lr_factor": self.lr_factor, "lr_patience": self.lr_patience,
                 "min_lr": self.min_lr, "standardize": self.standardize, "seed": self.seed,
-                "data": _fingerprint(X, Y, val_idx)}
+                "data": array_key(X, Y, val_idx)}
 
     def _epoch_seed(self, epoch: int) -> int:
         return int(np.random.SeedSequence([int(self.seed) & 0xFFFFFFFF, 7, epoch]).generate_state(1)[0])
@@ -400,8 +436,6 @@ class NeuralRegressor:
         """Called after each epoch's checkpoint is written (a hook for tests and callers)."""
 
     def _autocast(self, dev):
-        import contextlib
-
         if self.amp and dev.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
@@ -422,25 +456,62 @@ class NeuralRegressor:
         ``val_indices`` (rows of ``X`` to validate on) overrides the seeded split, so that
         several regressors can share one validation set.
         """
-        from tqdm.auto import tqdm
-
-        from .store import atomic_path
-
         X, Y = _check_xy(X, Y)
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}; found {self.arch!r}")
-        n = len(X)
-        if val_indices is None:
-            tr_idx, val_idx = validation_split(n, self.val_fraction, self.seed)
-        else:
-            val_idx = np.unique(np.asarray(val_indices, dtype=np.int64))
-            if len(val_idx) == 0 or val_idx.min() < 0 or val_idx.max() >= n:
-                raise ValueError(f"val_indices must be non-empty rows of X (0 to {n - 1})")
-            tr_idx = np.setdiff1d(np.arange(n), val_idx)
+        tr_idx, val_idx = _train_val_rows(len(X), self.val_fraction, self.seed, val_indices)
         self.train_indices_, self.val_indices_ = tr_idx, val_idx
         self.n_features_in_ = X.shape[1]
         dev = self._device()
+        data = self._training_data(X, Y, tr_idx, val_idx, dev)
+        signature = self._signature(X, Y, val_idx)
+        ckpt = Path(self.checkpoint_dir) / "checkpoint.pt" if self.checkpoint_dir is not None else None
+        run = self._start(X.shape[1], Y.shape[1], dev, ckpt, signature)
+        progress = run.progress
+        epochs = range(0) if progress["stopped_early"] else range(progress["epoch"] + 1, self.max_epochs)
+        bar = tqdm(epochs, desc=f"{self.arch} training", disable=not self.progress)
+        for epoch in bar:
+            t0 = time.perf_counter()
+            train_loss = self._train_epoch(run, data, epoch, dev)
+            val_loss = float(torch.mean((self._predict_std(run.model, data.X_val, dev) - data.Y_val_std) ** 2))
+            self._end_epoch(run, epoch, train_loss, val_loss, time.perf_counter() - t0)
+            bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
+            if ckpt is not None:
+                self._save_checkpoint(ckpt, run, signature)
+            self._on_epoch_end(epoch)
+            if progress["stopped_early"]:
+                break
+        bar.close()
+        run.model.load_state_dict(run.best_state)
+        self.model_ = run.model.eval()
+        self.n_params_ = count_parameters(self.model_)
+        self.history_ = list(progress["history"])
+        self.best_epoch_ = int(progress["best_epoch"])
+        self.best_val_loss_ = float(progress["best_val"])
+        return self
 
+    def predict(self, X: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
+        """Latents (n, n_targets), float32, in the units of the training targets."""
+        if not hasattr(self, "model_"):
+            raise RuntimeError("this NeuralRegressor is not fitted yet; call fit(X, Y) first")
+        X = _check_xy(X)
+        _check_columns(X, self.n_features_in_)
+        dev = next(self.model_.parameters()).device
+        pred = self._predict_std(self.model_, torch.from_numpy(np.ascontiguousarray(X, np.float32)), dev, batch_size)
+        return (pred.cpu().numpy() * self.target_scale_ + self.target_mean_).astype(np.float32)
+
+    def predict_sets(self, Xs: Sequence[np.ndarray], *, return_raw: bool = False):
+        """:meth:`predict` of each set of rows (the interface of :meth:`RidgeRegressor.predict_sets`).
+
+        A network's predictions are not re-standardised, so with ``return_raw`` the raw
+        predictions are the same arrays.
+        """
+        preds = [self.predict(X) for X in Xs]
+        return (preds, preds) if return_raw else preds
+
+    # -------------------------------------------------------------- training steps
+    def _training_data(self, X, Y, tr_idx, val_idx, dev) -> _TrainingData:
+        """Set the target standardisation (``target_mean_``, ``target_scale_``) and build the tensors."""
         Y_tr = Y[tr_idx].astype(np.float64)
         mean = Y_tr.mean(0) if self.standardize else np.zeros(Y.shape[1])
         scale = Y_tr.std(0) if self.standardize else np.ones(Y.shape[1])
@@ -449,113 +520,97 @@ class NeuralRegressor:
         self.target_mean_, self.target_scale_ = mean.astype(np.float32), scale.astype(np.float32)
         mean_t = torch.from_numpy(self.target_mean_).to(dev)
         scale_t = torch.from_numpy(self.target_scale_).to(dev)
-
         X_t = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
         Y_t = torch.from_numpy(np.ascontiguousarray(Y, dtype=np.float32))
-        tr_t, val_t = torch.from_numpy(tr_idx), torch.from_numpy(val_idx)
-        X_val = X_t[val_t]
-        Y_val_std = (Y_t[val_t].to(dev) - mean_t) / scale_t
+        val_t = torch.from_numpy(val_idx)
+        return _TrainingData(X=X_t, Y=Y_t, train_rows=torch.from_numpy(tr_idx), X_val=X_t[val_t],
+                             Y_val_std=(Y_t[val_t].to(dev) - mean_t) / scale_t, mean=mean_t, scale=scale_t)
 
+    def _start(self, n_inputs: int, n_outputs: int, dev, ckpt: Path | None, signature: dict) -> _Training:
+        """A freshly seeded network, optimiser and schedule, or the state of a matching checkpoint."""
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(self.seed)
-            model = build_network(self.arch, X.shape[1], Y.shape[1], **(self.network_options or {})).to(dev)
+            model = build_network(self.arch, n_inputs, n_outputs, **(self.network_options or {})).to(dev)
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=self.lr_factor, patience=self.lr_patience,
                                                            min_lr=self.min_lr)
-        signature = self._signature(X, Y, val_idx)
-        state = {"epoch": -1, "best_val": float("inf"), "best_epoch": -1, "bad_epochs": 0,
-                 "stopped_early": False, "history": []}
-        best_state = copy.deepcopy(model.state_dict())
-        ckpt = Path(self.checkpoint_dir) / "checkpoint.pt" if self.checkpoint_dir is not None else None
+        progress = {"epoch": -1, "best_val": float("inf"), "best_epoch": -1, "bad_epochs": 0,
+                    "stopped_early": False, "history": []}
+        run = _Training(model, opt, sched, copy.deepcopy(model.state_dict()), progress)
         self.resumed_from_epoch_ = None
-        if ckpt is not None and ckpt.exists():
-            saved = torch.load(ckpt, map_location=dev, weights_only=True)
-            if saved.get("signature") != signature:
-                diff = sorted(k for k in signature if saved.get("signature", {}).get(k) != signature[k])
-                raise ValueError(f"checkpoint {ckpt} was written by a fit with other settings or data "
-                                 f"(differs in: {', '.join(diff)}); delete it or use another checkpoint_dir")
-            model.load_state_dict(saved["model"])
-            opt.load_state_dict(saved["optimizer"])
-            sched.load_state_dict(saved["scheduler"])
-            best_state = saved["best_state"]
-            state = {k: saved[k] for k in state}
-            self.resumed_from_epoch_ = state["epoch"]
+        if ckpt is None or not ckpt.exists():
+            return run
+        saved = torch.load(ckpt, map_location=dev, weights_only=True)
+        if saved.get("signature") != signature:
+            diff = sorted(k for k in signature if saved.get("signature", {}).get(k) != signature[k])
+            raise ValueError(f"checkpoint {ckpt} was written by a fit with other settings or data "
+                             f"(differs in: {', '.join(diff)}); delete it or use another checkpoint_dir")
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        run.best_state = saved["best_state"]
+        run.progress = {k: saved[k] for k in progress}
+        self.resumed_from_epoch_ = run.progress["epoch"]
+        return run
 
-        n_tr = len(tr_idx)
-        bs = self.batch_size
-        epochs = range(state["epoch"] + 1, self.max_epochs)
-        if state["stopped_early"]:
-            epochs = range(0)
-        bar = tqdm(epochs, desc=f"{self.arch} training", disable=not self.progress)
-        for epoch in bar:
-            t0 = time.perf_counter()
-            seed = self._epoch_seed(epoch)
-            perm = tr_t[torch.randperm(n_tr, generator=torch.Generator().manual_seed(seed))]
-            model.train()
-            total, count = 0.0, 0
-            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-                torch.manual_seed(seed)
-                for s in range(0, n_tr, bs):
-                    rows = perm[s:s + bs]
-                    if len(rows) < 2:  # BatchNorm needs two samples; a lone last row waits for the next epoch
-                        continue
-                    xb = X_t[rows].to(dev, non_blocking=True)
-                    yb = (Y_t[rows].to(dev, non_blocking=True) - mean_t) / scale_t
-                    with self._autocast(dev):
-                        loss = torch.mean((model(xb).float() - yb) ** 2)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * len(rows)
-                    count += len(rows)
-            val_loss = float(torch.mean((self._predict_std(model, X_val, dev) - Y_val_std) ** 2))
-            sched.step(val_loss)
-            if val_loss < state["best_val"]:
-                state.update(best_val=val_loss, best_epoch=epoch, bad_epochs=0)
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                state["bad_epochs"] += 1
-            state["epoch"] = epoch
-            state["stopped_early"] = state["bad_epochs"] >= self.patience
-            state["history"].append({"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss,
-                                     "lr": float(opt.param_groups[0]["lr"]), "seconds": time.perf_counter() - t0})
-            bar.set_postfix(train=f"{total / max(count, 1):.4f}", val=f"{val_loss:.4f}")
-            if ckpt is not None:
-                with atomic_path(ckpt) as tmp:
-                    torch.save({"format": 1, "signature": signature, "model": model.state_dict(),
-                                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                "best_state": best_state, **state}, tmp)
-            self._on_epoch_end(epoch)
-            if state["stopped_early"]:
-                break
-        bar.close()
-        model.load_state_dict(best_state)
-        self.model_ = model.eval()
-        self.history_ = list(state["history"])
-        self.best_epoch_ = int(state["best_epoch"])
-        self.best_val_loss_ = float(state["best_val"])
-        return self
+    def _train_epoch(self, run: _Training, data: _TrainingData, epoch: int, dev) -> float:
+        """One pass over the training rows in a seeded order; returns the mean training loss."""
+        seed = self._epoch_seed(epoch)
+        n_tr = len(data.train_rows)
+        perm = data.train_rows[torch.randperm(n_tr, generator=torch.Generator().manual_seed(seed))]
+        model, opt = run.model, run.opt
+        model.train()
+        total, count = 0.0, 0
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for s in range(0, n_tr, self.batch_size):
+                rows = perm[s:s + self.batch_size]
+                if len(rows) < 2:  # BatchNorm needs two samples; a lone last row waits for the next epoch
+                    continue
+                xb = data.X[rows].to(dev, non_blocking=True)
+                yb = (data.Y[rows].to(dev, non_blocking=True) - data.mean) / data.scale
+                with self._autocast(dev):
+                    loss = torch.mean((model(xb).float() - yb) ** 2)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(rows)
+                count += len(rows)
+        return total / max(count, 1)
 
-    def predict(self, X: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
-        """Latents (n, n_targets), float32, in the units of the training targets."""
-        if not hasattr(self, "model_"):
-            raise RuntimeError("this NeuralRegressor is not fitted yet; call fit(X, Y) first")
-        X = _check_xy(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X must have {self.n_features_in_} columns (voxels) like the training betas; "
-                             f"found {X.shape[1]}")
-        dev = next(self.model_.parameters()).device
-        pred = self._predict_std(self.model_, torch.from_numpy(np.ascontiguousarray(X, np.float32)), dev, batch_size)
-        return (pred.cpu().numpy() * self.target_scale_ + self.target_mean_).astype(np.float32)
+    def _end_epoch(self, run: _Training, epoch: int, train_loss: float, val_loss: float, seconds: float) -> None:
+        """Step the schedule, keep the best weights, count stalled epochs and log the epoch."""
+        run.sched.step(val_loss)
+        progress = run.progress
+        if val_loss < progress["best_val"]:
+            progress.update(best_val=val_loss, best_epoch=epoch, bad_epochs=0)
+            run.best_state = copy.deepcopy(run.model.state_dict())
+        else:
+            progress["bad_epochs"] += 1
+        progress["epoch"] = epoch
+        progress["stopped_early"] = progress["bad_epochs"] >= self.patience
+        progress["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                                    "lr": float(run.opt.param_groups[0]["lr"]), "seconds": seconds})
+
+    @staticmethod
+    def _save_checkpoint(ckpt: Path, run: _Training, signature: dict) -> None:
+        with atomic_path(ckpt) as tmp:
+            torch.save({"format": 1, "signature": signature, "model": run.model.state_dict(),
+                        "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+                        "best_state": run.best_state, **run.progress}, tmp)
 
 
 # ------------------------------------------------------------------------------ ridge
 class RidgeRegressor:
     """Ridge regression from betas to latents (the paper's baseline, after Brain-Diffuser).
 
-    A thin wrapper of :class:`nsdlib.ridge.Ridge` that holds out the same kind of
-    validation split as :class:`NeuralRegressor`, so that both report validation errors on
-    rows they never fitted.
+    Kernel form, on :mod:`nsdlib.ridge`'s machinery: ``fit`` keeps the training rows and
+    chooses alpha (cross-validated with :func:`nsdlib.ridge.select_alpha` when ``alphas`` is
+    given); ``predict`` applies :func:`nsdlib.ridge.ridge_predict`'s map
+    ``Z X'(XX' + alpha I)^-1`` to the training targets, so the weight matrix (n_voxels x
+    n_latents: 5.7 GB for NSD's betas and 31 VDVAE blocks) is never formed. Like
+    :class:`NeuralRegressor` it holds out a validation split, so that both report validation
+    errors on rows they never fitted.
 
     Parameters
     ----------
@@ -565,11 +620,12 @@ class RidgeRegressor:
     alphas : sequence of float, optional
         A grid chosen by cross-validation (``cv``) within the training split.
     cv : int, 'loo' or 'gcv'
-        As in :class:`nsdlib.ridge.Ridge`.
-    normalize : {None, 'test', 'train', 'loo'}
-        Re-standardisation of each predicted dimension to the training targets' mean and
-        standard deviation; ``'test'`` is Brain-Diffuser's rule (statistics of the
-        predicted batch itself). See :class:`nsdlib.ridge.Ridge`.
+        As in :func:`nsdlib.ridge.ridge_predict`.
+    normalize : {None, 'test'}
+        ``'test'``: Brain-Diffuser's rule, each predicted dimension re-standardised to the
+        training targets' mean and standard deviation with the statistics of the predicted
+        set itself (:func:`nsdlib.ridge.restandardize`). For the non-transductive variants
+        use :class:`nsdlib.ridge.Ridge`.
     val_fraction : float
         Share of the training rows held out for validation; the ridge is fitted on the rest.
     seed : int
@@ -581,10 +637,17 @@ class RidgeRegressor:
 
     Attributes
     ----------
-    estimator_ : nsdlib.ridge.Ridge
     alpha_ : float
+    cv_mse_ : ndarray of shape (n_alphas,) or None
+        Cross-validated mean squared error of each alpha of ``alphas``.
+    X_train_, Y_train_ : ndarray of shape (n_train, n_voxels), (n_train, n_targets)
+        The training rows (the fitted model, in kernel form).
+    target_mean_, target_std_ : ndarray of shape (n_targets,)
+        Mean and population standard deviation of ``Y_train_`` (of its dtype).
     train_indices_, val_indices_ : ndarray of int64
     n_features_in_ : int
+    n_params_ : int
+        Values of the equivalent weights and intercept, ``(n_voxels + 1) * n_targets``.
     """
 
     def __init__(self, alpha: float = 50_000.0, *, alphas: Sequence[float] | None = None, cv=5,
@@ -600,38 +663,78 @@ class RidgeRegressor:
         self.verbose = verbose
 
     def fit(self, X: np.ndarray, Y: np.ndarray, *, val_indices: Sequence[int] | None = None) -> RidgeRegressor:
-        """Fit on betas ``X`` (n, n_voxels) and latents ``Y`` (n, n_targets)."""
-        from .ridge import Ridge
-
+        """Keep the training rows of betas ``X`` (n, n_voxels) and latents ``Y`` (n, n_targets); choose alpha."""
         X, Y = _check_xy(X, Y)
-        n = len(X)
-        if val_indices is None:
-            tr_idx, val_idx = validation_split(n, self.val_fraction, self.seed)
-        else:
-            val_idx = np.unique(np.asarray(val_indices, dtype=np.int64))
-            tr_idx = np.setdiff1d(np.arange(n), val_idx)
+        if self.normalize not in (None, "test"):
+            raise ValueError(f"normalize must be None or 'test' (Brain-Diffuser's rule); found {self.normalize!r}")
+        tr_idx, val_idx = _train_val_rows(len(X), self.val_fraction, self.seed, val_indices)
         self.train_indices_, self.val_indices_ = tr_idx, val_idx
+        self.X_train_, self.Y_train_ = X[tr_idx], Y[tr_idx]
+        self.target_mean_, self.target_std_ = self.Y_train_.mean(0), self.Y_train_.std(0)
+        self.cv_mse_ = None
+        if self.alphas is None:
+            self.alpha_ = float(self.alpha)
+        else:
+            alpha, self.cv_mse_ = select_alpha(self.X_train_, self.Y_train_, self.alphas, cv=self.cv,
+                                               device=self.device, verbose=self.verbose)
+            self.alpha_ = float(alpha)
         self.n_features_in_ = X.shape[1]
-        self.estimator_ = Ridge(self.alpha, alphas=self.alphas, cv=self.cv, normalize=self.normalize,
-                                device=self.device, verbose=self.verbose).fit(X[tr_idx], Y[tr_idx])
-        self.alpha_ = float(np.asarray(self.estimator_.alpha_).ravel()[0])
+        self.n_params_ = int(X.shape[1] * Y.shape[1] + Y.shape[1])
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Latents (n, n_targets), float32."""
-        if not hasattr(self, "estimator_"):
+        """Latents (n, n_targets), float32 (re-standardised by ``normalize``)."""
+        return self.predict_sets([X])[0]
+
+    def predict_sets(self, Xs: Sequence[np.ndarray], *, return_raw: bool = False):
+        """Predictions for several sets of rows from one solve, each set re-standardised on its own.
+
+        Parameters
+        ----------
+        Xs : sequence of ndarray of shape (n_i, n_voxels)
+            E.g. the validation and the test betas.
+        return_raw : bool
+            Also return the predictions before re-standardisation.
+
+        Returns
+        -------
+        preds : list of ndarray of shape (n_i, n_targets), float32
+        raws : list of ndarray of shape (n_i, n_targets), float32; only with ``return_raw``
+        """
+        if not hasattr(self, "alpha_"):
             raise RuntimeError("this RidgeRegressor is not fitted yet; call fit(X, Y) first")
-        X = _check_xy(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X must have {self.n_features_in_} columns (voxels) like the training betas; "
-                             f"found {X.shape[1]}")
-        return np.asarray(self.estimator_.predict(X), dtype=np.float32)
+        Xs = [_check_xy(X) for X in Xs]
+        for X in Xs:
+            _check_columns(X, self.n_features_in_)
+        raw = ridge_predict(self.X_train_, self.Y_train_, np.concatenate(Xs), self.alpha_, device=self.device,
+                            verbose=self.verbose)
+        raws = np.split(np.asarray(raw, np.float32), np.cumsum([len(X) for X in Xs])[:-1])
+        preds = raws
+        if self.normalize == "test":  # Brain-Diffuser's rule, on each predicted set separately
+            preds = [restandardize(r, self.target_mean_, self.target_std_) for r in raws]
+        return (preds, raws) if return_raw else preds
 
 
-def make_regressor(name: str, **options):
-    """A stage-1 regressor by name: ``"ridge"``, ``"gru"``, ``"cnn"`` or ``"transformer"``."""
+def make_regressor(name: str, *, checkpoint_dir: str | Path | None = None, **options):
+    """A stage-1 regressor by name: ``"ridge"``, ``"gru"``, ``"cnn"`` or ``"transformer"``.
+
+    Parameters
+    ----------
+    name : {"ridge", "gru", "cnn", "transformer"}
+    checkpoint_dir : path, optional
+        Where a network checkpoints each epoch (:class:`NeuralRegressor`); ridge solves in one
+        pass and keeps no checkpoint.
+    **options
+        Arguments of :class:`RidgeRegressor` or :class:`NeuralRegressor`.
+
+    Returns
+    -------
+    RidgeRegressor or NeuralRegressor
+        Unfitted; both have ``fit(X, Y, val_indices=...)``, ``predict``, ``predict_sets`` and
+        ``n_params_``.
+    """
     if name == "ridge":
         return RidgeRegressor(**options)
     if name in ARCHITECTURES:
-        return NeuralRegressor(name, **options)
+        return NeuralRegressor(name, checkpoint_dir=checkpoint_dir, **options)
     raise ValueError(f"regressor must be one of ridge, {', '.join(ARCHITECTURES)}; found {name!r}")

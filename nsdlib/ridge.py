@@ -54,7 +54,7 @@ import torch
 from sklearn.base import BaseEstimator
 from tqdm.auto import tqdm
 
-__all__ = ["Ridge", "restandardize", "ridge_predict"]
+__all__ = ["Ridge", "restandardize", "ridge_predict", "select_alpha"]
 
 ALPHA_PER = ("regression", "target", "token")
 NORMALIZE = (None, "test", "train", "loo")
@@ -691,6 +691,38 @@ def ridge_predict(X_train, Y_train, X_test, alpha: float = 1.0, *, alphas=None, 
     if return_alpha:
         return pred, _alpha_report(alpha_t, alpha_per if mse is not None else "regression", eng.target_shape)
     return pred
+
+
+def select_alpha(X_train, Y_train, alphas, *, cv=5, alpha_per: str = "regression", fit_intercept: bool = True,
+                 device="auto", dtype=torch.float32, batch_targets: int | None = None, verbose: bool = True):
+    """The alpha(s) that cross-validation picks from ``alphas``, without predictions or weights.
+
+    The same selection as :func:`ridge_predict` and :class:`Ridge` make with ``alphas``:
+    ``ridge_predict(..., alpha=chosen)`` then gives the predictions that
+    ``ridge_predict(..., alphas=alphas)`` gives.
+
+    Parameters
+    ----------
+    X_train : array of shape (n_samples, n_features)
+    Y_train : array of shape (n_samples, *target_shape)
+    alphas : sequence of float
+        Grid to choose from.
+    cv, alpha_per, fit_intercept, device, dtype, batch_targets, verbose
+        As in :func:`ridge_predict`.
+
+    Returns
+    -------
+    alpha : float, or ndarray of shape ``target_shape`` ('target') or ``target_shape[:-1]`` ('token')
+    cv_mse : ndarray of shape (n_alphas, *group_shape), or None for a one-alpha grid
+    """
+    _check_common(alpha_per, None, fit_intercept)
+    if alphas is None:
+        raise ValueError("alphas must be a grid of positive numbers to choose from; found None")
+    eng = _Engine(X_train, Y_train, fit_intercept=fit_intercept, device=device, dtype=dtype,
+                  batch_targets=batch_targets, verbose=verbose)
+    alpha_t, mse, gshape = _alpha_vector(eng, None, alphas, cv, alpha_per)
+    alpha = _alpha_report(alpha_t, alpha_per if mse is not None else "regression", eng.target_shape)
+    return alpha, None if mse is None else mse.reshape(mse.shape[0], *gshape)
 
 
 def _alpha_vector(eng: _Engine, alpha, alphas, cv, alpha_per):

@@ -8,6 +8,7 @@ import torch
 
 from nsdlib import RunConfig, assets, vdvae
 from nsdlib.pipeline import data, stage1
+from nsdlib.ridge import restandardize, ridge_predict
 
 torch.set_num_threads(1)  # the test machine is shared; one thread avoids oversubscription
 
@@ -121,6 +122,14 @@ def test_fit_regressor_and_first_guesses(run, regressor):
         keep = sd > 1e-6
         np.testing.assert_allclose(fit["test_pred"].std(0)[keep], sd[keep], rtol=1e-3)
         np.testing.assert_allclose(fit["val_pred"].mean(0), Y[tr].mean(0), atol=1e-4)
+        # known answer: kernel-form ridge_predict on the validation and test rows in one solve,
+        # with the alpha stage 1 chose, then re-standardised per set
+        va = fit["val_indices"]
+        X = run.sd.train_betas[: len(Y)]
+        raw = ridge_predict(X[tr], Y[tr], np.concatenate([X[va], run.sd.test_betas]), m["alpha"], device="cpu",
+                            verbose=False)
+        np.testing.assert_array_equal(fit["val_pred"], restandardize(raw[: len(va)], Y[tr].mean(0), sd))
+        np.testing.assert_array_equal(fit["test_pred"], restandardize(raw[len(va):], Y[tr].mean(0), sd))
     # cached: a second call reuses the stored fit and its checkpoint folder is gone
     again = stage1.fit_regressor(run.cfg, regressor, 15)
     np.testing.assert_array_equal(again["test_pred"], fit["test_pred"])

@@ -182,3 +182,41 @@ def test_ridge_regressor_recovers_a_linear_map_and_restandardizes():
     Y_fit = Y[re.train_indices_]
     np.testing.assert_allclose(pred.std(0), Y_fit.std(0), rtol=1e-3)
     np.testing.assert_allclose(pred.mean(0), Y_fit.mean(0), atol=1e-4)
+
+
+def test_ridge_regressor_is_kernel_form_ridge_without_weights():
+    from nsdlib.ridge import Ridge, restandardize, ridge_predict
+
+    X, Y = _linear_problem(n=120, p=200, k=6, noise=0.5)  # more voxels than rows: the kernel form
+    reg = RidgeRegressor(alpha=30.0, device="cpu").fit(X[:100], Y[:100])
+    assert not hasattr(reg, "coef_") and reg.n_params_ == 201 * 6
+    tr = reg.train_indices_
+    np.testing.assert_array_equal(reg.predict(X[100:]), ridge_predict(X[tr], Y[tr], X[100:], 30.0, device="cpu",
+                                                                      verbose=False))
+    weights = Ridge(30.0, device="cpu", verbose=False).fit(X[tr], Y[tr])
+    np.testing.assert_allclose(reg.predict(X[100:]), weights.predict(X[100:]), atol=1e-4)
+    # several sets: one solve, each set re-standardised by its own statistics (Brain-Diffuser's rule)
+    bd = RidgeRegressor(alpha=30.0, normalize="test", device="cpu").fit(X[:100], Y[:100])
+    (a, b), (ra, rb) = bd.predict_sets([X[100:110], X[110:]], return_raw=True)
+    np.testing.assert_allclose(np.concatenate([ra, rb]), reg.predict(X[100:]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(a, restandardize(ra, Y[tr].mean(0), Y[tr].std(0)))
+    np.testing.assert_array_equal(b, restandardize(rb, Y[tr].mean(0), Y[tr].std(0)))
+    with pytest.raises(ValueError, match="normalize must be None or 'test'"):
+        RidgeRegressor(normalize="loo").fit(X, Y)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        RidgeRegressor().predict(X)
+
+
+def test_make_regressor_is_one_front_door(tmp_path):
+    net = regressors.make_regressor("gru", checkpoint_dir=tmp_path, max_epochs=1)
+    assert isinstance(net, NeuralRegressor) and net.checkpoint_dir == tmp_path and net.max_epochs == 1
+    ridge = regressors.make_regressor("ridge", checkpoint_dir=tmp_path, alpha=2.0, device="cpu")
+    assert isinstance(ridge, RidgeRegressor) and ridge.alpha == 2.0
+    X, Y = _linear_problem(n=60, p=10, k=3)
+    val = np.arange(0, 60, 6)
+    for name, opts in (("ridge", {"alpha": 2.0, "device": "cpu"}),
+                       ("gru", {"network_options": SMALL, "max_epochs": 1, "progress": False})):
+        est = regressors.make_regressor(name, **opts).fit(X, Y, val_indices=val)
+        np.testing.assert_array_equal(est.val_indices_, val)
+        preds, raws = est.predict_sets([X[val], X[:3]], return_raw=True)
+        assert [p.shape for p in preds] == [(10, 3), (3, 3)] and len(raws) == 2 and est.n_params_ > 0

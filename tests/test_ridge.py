@@ -361,3 +361,21 @@ def test_bad_options_are_refused():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU is visible"):
             Ridge(device="cuda").fit(X, Y)
+
+
+def test_select_alpha_is_the_choice_of_ridge_and_ridge_predict():
+    from nsdlib.ridge import select_alpha
+
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((60, 80)).astype(np.float32)
+    Y = (X[:, :5] @ rng.standard_normal((5, 4)) + 2.0 * rng.standard_normal((60, 4))).astype(np.float32)
+    grid = [1e-2, 1.0, 1e2, 1e4]
+    alpha, mse = select_alpha(X, Y, grid, cv=5, device="cpu", verbose=False)
+    fitted = Ridge(alphas=grid, cv=5, device="cpu", verbose=False).fit(X, Y)
+    assert alpha == fitted.alpha_ and mse.shape == (4,)
+    np.testing.assert_allclose(mse, fitted.cv_mse_)
+    Z = rng.standard_normal((7, 80)).astype(np.float32)
+    np.testing.assert_array_equal(ridge_predict(X, Y, Z, alpha, device="cpu", verbose=False),
+                                  ridge_predict(X, Y, Z, alphas=grid, cv=5, device="cpu", verbose=False))
+    with pytest.raises(ValueError, match="alphas must be a grid"):
+        select_alpha(X, Y, None)

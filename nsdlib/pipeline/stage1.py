@@ -340,7 +340,7 @@ def fit_regressor(cfg: RunConfig, regressor: str | None = None, n_layers: int | 
         epoch (networks); ``key``: the cache key.
     """
     from ..config import resolve_device
-    from ..regressors import count_parameters, make_regressor, regression_metrics, validation_split
+    from ..regressors import make_regressor, regression_metrics, validation_split
 
     reg_name = regressor or cfg.regressor
     n = _layers(cfg, n_layers)
@@ -354,36 +354,21 @@ def fit_regressor(cfg: RunConfig, regressor: str | None = None, n_layers: int | 
         X = sd.train_betas[: len(Y)]
         _, val_idx = validation_split(len(X), 0.1, cfg.seed)
         tr_idx = np.setdiff1d(np.arange(len(X)), val_idx)
-        opts = dict(regressor_options(cfg, reg_name))
-        device = str(resolve_device(cfg.device))
+        opts = dict(regressor_options(cfg, reg_name), device=str(resolve_device(cfg.device)), seed=cfg.seed)
         mean, scale = Y[tr_idx].mean(0), Y[tr_idx].std(0)
         out = {"val_indices": val_idx}
         m = {}
         t0 = time.perf_counter()
-        if reg_name == "ridge":
-            # predictions only: the weights (n_voxels x n_latents, 5.7 GB for NSD at 31 blocks) are never formed
-            from ..ridge import restandardize, ridge_predict
-
-            raw, alpha = ridge_predict(X[tr_idx], Y[tr_idx], np.concatenate([X[val_idx], sd.test_betas]),
-                                       opts.get("alpha", 1.0), alphas=opts.get("alphas"), cv=opts.get("cv", 5),
-                                       device=device, return_alpha=True, verbose=False)
-            raw = np.asarray(raw, np.float32)
-            raw_val, raw_test = raw[: len(val_idx)], raw[len(val_idx):]
-            if opts["normalize"] == "test":  # Brain-Diffuser's rule, on each predicted set separately
-                val_pred, test_pred = (restandardize(r, mean, scale) for r in (raw_val, raw_test))
-            else:
-                val_pred, test_pred = raw_val, raw_test
+        est = make_regressor(reg_name, checkpoint_dir=ckpt_dir, **opts).fit(X, Y, val_indices=val_idx)
+        # ridge: one solve for both sets, each re-standardised on its own (Brain-Diffuser's rule)
+        (val_pred, test_pred), (raw_val, raw_test) = est.predict_sets([X[val_idx], sd.test_betas], return_raw=True)
+        if reg_name == "ridge":  # its errors before re-standardisation, and the alpha it used
             for split, true, pred in (("val", Y[val_idx], raw_val), ("test", lat["test"], raw_test)):
                 for k, v in regression_metrics(true, pred).items():
                     m[f"{split}_{k}_raw"] = v
-            m.update(alpha=float(np.asarray(alpha).ravel()[0]), n_params=int(X.shape[1] * Y.shape[1] + Y.shape[1]),
-                     best_epoch=None, epochs=None)
+            m.update(alpha=est.alpha_, n_params=est.n_params_, best_epoch=None, epochs=None)
         else:
-            opts.update(device=device, seed=cfg.seed, checkpoint_dir=ckpt_dir)
-            est = make_regressor(reg_name, **opts).fit(X, Y, val_indices=val_idx)
-            val_pred, test_pred = est.predict(X[val_idx]), est.predict(sd.test_betas)
-            m.update(alpha=None, n_params=count_parameters(est.model_), best_epoch=est.best_epoch_,
-                     epochs=len(est.history_))
+            m.update(alpha=None, n_params=est.n_params_, best_epoch=est.best_epoch_, epochs=len(est.history_))
             out["train_loss"] = np.array([h["train_loss"] for h in est.history_], np.float64)
             out["val_loss"] = np.array([h["val_loss"] for h in est.history_], np.float64)
         seconds = time.perf_counter() - t0
