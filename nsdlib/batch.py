@@ -36,8 +36,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from .config import ConfigError, RunConfig
-from .runner import NOTEBOOKS_DIR, REPO_ROOT, run_chain, runs_dir
+from .cross_subject import ResultsFormatError, collect_results, collect_timings, write_report
+from .runner import run_chain, runs_dir, select_notebooks
 from .store import atomic_write
 
 __all__ = [
@@ -46,7 +49,6 @@ __all__ = [
     "SubjectOutcome",
     "batch_status",
     "gpu_slots",
-    "main_batch",
     "run_batch",
     "run_subject",
     "visible_gpus",
@@ -56,6 +58,7 @@ EXECUTORS = ("local", "slurm", "debug")
 STATE_FILE = "batch.json"
 CHAIN_FILE = "chain.json"
 LOG_FILE = "batch.log"
+_NSDLIB_PARENT = str(Path(__file__).resolve().parent.parent)  # the folder to import this nsdlib from
 
 
 @dataclasses.dataclass
@@ -264,6 +267,8 @@ def _tail(path: Path, n: int = 15) -> str:
 
 def _local_worker_env(gpus: str | None, threads: int) -> dict:
     env = dict(os.environ)
+    # the worker imports the nsdlib this process runs, installed or not
+    env["PYTHONPATH"] = os.pathsep.join([_NSDLIB_PARENT, *filter(None, [env.get("PYTHONPATH")])])
     if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpus
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -272,9 +277,7 @@ def _local_worker_env(gpus: str | None, threads: int) -> dict:
 
 
 def _run_local(specs: dict[int, dict], slots: list[str | None], subject_dirs: dict[int, Path],
-               progress: bool) -> dict[int, SubjectOutcome]:
-    from tqdm.auto import tqdm
-
+               progress: bool, cwd: Path | None = None) -> dict[int, SubjectOutcome]:
     free: queue.Queue = queue.Queue()
     for s in slots:
         free.put(s)
@@ -290,7 +293,7 @@ def _run_local(specs: dict[int, dict], slots: list[str | None], subject_dirs: di
             cmd = [sys.executable, "-m", "nsdlib.batch", "--worker", json.dumps(specs[subject])]
             with open(log, "w") as fh:
                 proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
-                                        env=_local_worker_env(gpus, threads), cwd=str(REPO_ROOT))
+                                        env=_local_worker_env(gpus, threads), cwd=cwd)
                 with lock:
                     procs[subject] = proc
                 code = proc.wait()
@@ -373,8 +376,6 @@ def _outcome_of_job(subject: int, job_id: str, state: dict, subject_dir: Path) -
 
 
 def _run_submitit(specs, cluster, folder, subject_dirs, *, detach, progress, on_submit=None, **resources):
-    from tqdm.auto import tqdm
-
     ex = _submitit_executor(cluster, folder, **resources)
     jobs = {}
     for subject, spec in specs.items():
@@ -420,8 +421,6 @@ def _write_state(path: Path, state: dict) -> None:
 
 def _report_into(result: BatchResult, batch_dir: Path, cfgs: Sequence[RunConfig]) -> None:
     """Write the cross-subject report; a bad results file is reported, not allowed to lose the outcomes."""
-    from .cross_subject import ResultsFormatError
-
     try:
         result.report = _write_report(batch_dir, cfgs)
     except ResultsFormatError as exc:
@@ -429,9 +428,7 @@ def _report_into(result: BatchResult, batch_dir: Path, cfgs: Sequence[RunConfig]
 
 
 def _write_report(batch_dir: Path, cfgs: Sequence[RunConfig]) -> tuple[Path, Path]:
-    import pandas as pd
-
-    from .cross_subject import collect_results, collect_timings, write_report
+    import pandas as pd  # deferred: a worker process never writes the report
 
     dataset = cfgs[0].dataset
     workdirs = list(dict.fromkeys(c.workdir for c in cfgs))
@@ -444,15 +441,101 @@ def _write_report(batch_dir: Path, cfgs: Sequence[RunConfig]) -> tuple[Path, Pat
                         timings=collect_timings(batch_dir))
 
 
+def _roots(book_root, notebooks_dir, runs_root) -> tuple[Path, Path]:
+    """The chapters' folder and the runs' folder, absolute: given, or inside ``book_root``."""
+    if book_root is None and (notebooks_dir is None or runs_root is None):
+        raise ConfigError("a batch needs book_root (the folder holding notebooks/ and _toc.yml), or both "
+                          f"notebooks_dir and runs_root; found book_root=None, notebooks_dir={notebooks_dir!r}, "
+                          f"runs_root={runs_root!r}")
+    nb = Path(notebooks_dir) if notebooks_dir is not None else Path(book_root) / "notebooks"
+    runs = Path(runs_root) if runs_root is not None else Path(book_root) / "runs"
+    return nb.resolve(), runs.resolve()
+
+
+@dataclasses.dataclass
+class _Batch:
+    """A batch being started: the subjects' configurations, where everything goes, the worker specs."""
+
+    cfgs: dict[int, RunConfig]
+    batch_dir: Path
+    subject_dirs: dict[int, Path]
+    specs: dict[int, dict]
+    state: dict
+    cwd: Path | None
+
+    @property
+    def first(self) -> RunConfig:
+        return next(iter(self.cfgs.values()))
+
+    @property
+    def state_file(self) -> Path:
+        return self.batch_dir / STATE_FILE
+
+
+def _prepare(base_params, subjects, executor, notebooks, notebooks_dir: Path, root: Path, resume: bool,
+             cwd: Path | None) -> _Batch:
+    """Validate every subject and the notebook selection; lay out the batch's folders, specs and state."""
+    cfgs = _subject_configs(base_params, subjects)
+    first = next(iter(cfgs.values()))
+    select_notebooks(notebooks, notebooks_dir)  # a bad selection fails here, not in every worker
+    batch_id = f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    specs = {s: {"batch_id": batch_id, "params": c.params(), "notebooks": notebooks,
+                 "notebooks_dir": str(notebooks_dir), "runs_root": str(root), "resume": resume}
+             for s, c in cfgs.items()}
+    state = {"batch_id": batch_id, "dataset": first.dataset, "executor": executor, "created": _now(),
+             "notebooks": notebooks, "notebooks_dir": str(notebooks_dir), "runs_root": str(root),
+             "subjects": {str(s): {"params": c.params()} for s, c in cfgs.items()}}
+    batch = _Batch(cfgs, root / first.dataset, {s: runs_dir(c, root) for s, c in cfgs.items()}, specs, state, cwd)
+    batch.batch_dir.mkdir(parents=True, exist_ok=True)
+    return batch
+
+
+def _launch_local(batch: _Batch, jobs, gpus_per_job, gpus, progress) -> dict[int, SubjectOutcome]:
+    """Run the subjects in worker processes here, one GPU group each when GPUs are visible."""
+    first = batch.first
+    cpu_only = first.device == "cpu"
+    visible = [] if cpu_only else list(visible_gpus() if gpus is None else gpus)
+    per_job = (1 if visible else 0) if gpus_per_job is None or cpu_only else int(gpus_per_job)
+    if visible and per_job and first.device not in ("auto", "cuda"):
+        raise ConfigError(f"with GPUs pinned per subject the device must be 'auto' or 'cuda'; "
+                          f"found {first.device!r}")
+    n_jobs = jobs if jobs is not None else (max(1, len(visible) // per_job) if per_job else 1)
+    slots = gpu_slots(visible, per_job, min(int(n_jobs), len(batch.cfgs)))
+    batch.state.update(gpus_per_job=per_job, slots=slots)
+    _write_state(batch.state_file, {**batch.state, "status": "running"})
+    return _run_local(batch.specs, slots, batch.subject_dirs, progress, cwd=batch.cwd)
+
+
+def _launch_submitit(batch: _Batch, executor, cluster, gpus_per_job, detach, progress,
+                     **resources) -> dict[int, SubjectOutcome]:
+    """Submit one job per subject (Slurm, submitit's local cluster or its debug executor)."""
+    cluster = "debug" if executor == "debug" else (cluster or "slurm")
+    per_job = 1 if gpus_per_job is None else int(gpus_per_job)
+    folder = batch.batch_dir / "submitit"
+    state = batch.state
+    state.update(cluster=cluster, submitit_folder=str(folder), gpus_per_job=per_job, **resources)
+
+    def record(subject, job_id):
+        state["subjects"][str(subject)]["job_id"] = job_id
+        _write_state(batch.state_file, state)
+
+    ids, outcomes = _run_submitit(batch.specs, cluster, folder, batch.subject_dirs, detach=detach,
+                                  progress=progress, on_submit=record, gpus_per_job=per_job, **resources)
+    for s, jid in ids.items():
+        state["subjects"][str(s)]["job_id"] = jid
+    return outcomes
+
+
 def run_batch(
     base_params: dict | RunConfig,
     subjects: Sequence,
     *,
+    book_root: str | os.PathLike | None = None,
     executor: str = "local",
     jobs: int | None = None,
     gpus_per_job: int | None = None,
     notebooks: str | None = None,
-    notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
+    notebooks_dir: str | os.PathLike | None = None,
     runs_root: str | os.PathLike | None = None,
     resume: bool = True,
     partition: str | None = None,
@@ -472,6 +555,10 @@ def run_batch(
         The run parameters shared by all subjects (``subject`` is replaced).
     subjects : sequence of int
         NSD subjects (1, 2, 5, 7); each is validated before anything runs.
+    book_root : path, optional
+        The book's root (the folder holding ``notebooks/`` and ``_toc.yml``): the default
+        ``notebooks_dir`` is ``<book_root>/notebooks``, the default ``runs_root``
+        ``<book_root>/runs``, and local workers start there. Needed unless both are given.
     executor : {"local", "slurm", "debug"}
         Worker processes here, one Slurm job per subject, or submitit's in-process debug executor.
     jobs : int, optional
@@ -501,72 +588,36 @@ def run_batch(
         raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}; found {executor!r}")
     if detach and executor != "slurm":
         raise ConfigError(f"--detach needs --executor slurm; the {executor} executor runs in this session")
-    cfgs = _subject_configs(base_params, subjects)
-    first = next(iter(cfgs.values()))
-    notebooks_dir = Path(notebooks_dir).resolve()
-    from .runner import select_notebooks
-
-    select_notebooks(notebooks, notebooks_dir)  # a bad selection fails here, not in every worker
-    root = Path(runs_root).resolve() if runs_root is not None else REPO_ROOT / "runs"
-    batch_dir = root / first.dataset
-    subject_dirs = {s: runs_dir(c, root) for s, c in cfgs.items()}
-    batch_id = f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-    specs = {s: {"batch_id": batch_id, "params": c.params(), "notebooks": notebooks,
-                 "notebooks_dir": str(notebooks_dir), "runs_root": str(root), "resume": resume}
-             for s, c in cfgs.items()}
-    state = {"batch_id": batch_id, "dataset": first.dataset, "executor": executor, "created": _now(),
-             "notebooks": notebooks, "notebooks_dir": str(notebooks_dir), "runs_root": str(root),
-             "subjects": {str(s): {"params": c.params()} for s, c in cfgs.items()}}
-    state_file = batch_dir / STATE_FILE
-    batch_dir.mkdir(parents=True, exist_ok=True)
-
+    nb_dir, root = _roots(book_root, notebooks_dir, runs_root)
+    batch = _prepare(base_params, subjects, executor, notebooks, nb_dir, root, resume,
+                     Path(book_root).resolve() if book_root is not None else None)
     if executor == "local":
-        cpu_only = first.device == "cpu"
-        visible = [] if cpu_only else list(visible_gpus() if gpus is None else gpus)
-        per_job = (1 if visible else 0) if gpus_per_job is None or cpu_only else int(gpus_per_job)
-        if visible and per_job and first.device not in ("auto", "cuda"):
-            raise ConfigError(f"with GPUs pinned per subject the device must be 'auto' or 'cuda'; "
-                              f"found {first.device!r}")
-        n_jobs = jobs if jobs is not None else (max(1, len(visible) // per_job) if per_job else 1)
-        slots = gpu_slots(visible, per_job, min(int(n_jobs), len(cfgs)))
-        state.update(gpus_per_job=per_job, slots=slots)
-        _write_state(state_file, {**state, "status": "running"})
-        outcomes = _run_local(specs, slots, subject_dirs, progress)
+        outcomes = _launch_local(batch, jobs, gpus_per_job, gpus, progress)
     else:
-        cluster = "debug" if executor == "debug" else (cluster or "slurm")
-        per_job = 1 if gpus_per_job is None else int(gpus_per_job)
-        folder = batch_dir / "submitit"
-        state.update(cluster=cluster, submitit_folder=str(folder), gpus_per_job=per_job, partition=partition,
-                     time_min=time_min, mem_gb=mem_gb, cpus_per_job=cpus_per_job)
-        def record(subject, job_id):
-            state["subjects"][str(subject)]["job_id"] = job_id
-            _write_state(state_file, state)
-
-        ids, outcomes = _run_submitit(specs, cluster, folder, subject_dirs, detach=detach, progress=progress,
-                                      on_submit=record, partition=partition, time_min=time_min, mem_gb=mem_gb,
-                                      gpus_per_job=per_job, cpus_per_job=cpus_per_job)
-        for s, jid in ids.items():
-            state["subjects"][str(s)]["job_id"] = jid
-
-    ordered = [outcomes[s] for s in cfgs]
-    result = BatchResult(first.dataset, executor, ordered, state_file)
+        outcomes = _launch_submitit(batch, executor, cluster, gpus_per_job, detach, progress, partition=partition,
+                                    time_min=time_min, mem_gb=mem_gb, cpus_per_job=cpus_per_job)
+    ordered = [outcomes[s] for s in batch.cfgs]
+    result = BatchResult(batch.first.dataset, executor, ordered, batch.state_file)
     if result.finished:
-        _report_into(result, batch_dir, list(cfgs.values()))
-    state.update(status="finished" if result.finished else "submitted", updated=_now(),
-                 outcomes={str(o.subject): dataclasses.asdict(o) for o in ordered})
-    _write_state(state_file, state)
+        _report_into(result, batch.batch_dir, list(batch.cfgs.values()))
+    batch.state.update(status="finished" if result.finished else "submitted", updated=_now(),
+                       outcomes={str(o.subject): dataclasses.asdict(o) for o in ordered})
+    _write_state(batch.state_file, batch.state)
     return result
 
 
-def batch_status(dataset: str = "mini", runs_root: str | os.PathLike | None = None) -> BatchResult:
+def batch_status(dataset: str = "mini", runs_root: str | os.PathLike | None = None, *,
+                 book_root: str | os.PathLike | None = None) -> BatchResult:
     """States of the latest batch of a dataset; writes the report once every subject is done.
 
-    Reads ``runs/<dataset>/batch.json``. A subject whose worker has reported is ``ok`` or
-    ``failed`` (with its notebook and error); otherwise the scheduler is asked (``sacct``
-    through submitit) whether its job is pending, running, or ended without reporting
-    (a timeout, say), which counts as failed.
+    Reads ``<runs_root>/<dataset>/batch.json`` (``runs_root`` default ``<book_root>/runs``).
+    A subject whose worker has reported is ``ok`` or ``failed`` (with its notebook and
+    error); otherwise the scheduler is asked (``sacct`` through submitit) whether its job is
+    pending, running, or ended without reporting (a timeout, say), which counts as failed.
     """
-    root = Path(runs_root).resolve() if runs_root is not None else REPO_ROOT / "runs"
+    if runs_root is None and book_root is None:
+        raise ConfigError("batch_status needs runs_root or book_root (the folder holding notebooks/ and _toc.yml)")
+    root = Path(runs_root if runs_root is not None else Path(book_root) / "runs").resolve()
     state_file = root / dataset / STATE_FILE
     if not state_file.is_file():
         raise FileNotFoundError(f"no batch recorded for dataset {dataset!r}: {state_file} does not exist "
@@ -599,37 +650,7 @@ def batch_status(dataset: str = "mini", runs_root: str | os.PathLike | None = No
     return result
 
 
-# ------------------------------------------------------------------ command line
-
-
-def main_batch(args) -> int:
-    """``nsdlib batch``: run a batch, or (``--status``) report on the latest one."""
-    from .cli import _parse_params
-
-    if getattr(args, "status", False):
-        dataset = args.dataset or _parse_params(args.param).get("dataset", "mini")
-        result = batch_status(dataset, args.runs)
-        print(result.summary())
-        return result.exit_code()
-    if not args.subjects:
-        raise ConfigError("nsdlib batch needs --subjects (e.g. --subjects 1 2 5 7), or --status")
-    if args.subject is not None:
-        raise ConfigError("nsdlib batch takes --subjects (several), not --subject")
-    params = _parse_params(args.param)
-    for key in ("dataset", "workdir", "nsd_root"):
-        if getattr(args, key, None) is not None:
-            params[key] = getattr(args, key)
-    result = run_batch(params, args.subjects, executor=args.executor, jobs=args.jobs,
-                       gpus_per_job=args.gpus_per_job, notebooks=args.notebooks,
-                       notebooks_dir=args.notebooks_dir or NOTEBOOKS_DIR, runs_root=args.runs,
-                       resume=not args.no_resume, partition=args.partition, time_min=args.time,
-                       mem_gb=args.mem_gb, cpus_per_job=args.cpus_per_job, detach=args.detach)
-    print(result.summary())
-    if not result.finished:
-        print(f"submitted; check with: nsdlib batch --status --dataset {result.dataset}"
-              + (f" --runs {args.runs}" if args.runs else ""))
-        return 0
-    return result.exit_code()
+# ------------------------------------------------------------------ worker entry point
 
 
 def _worker_main(argv: list[str]) -> int:

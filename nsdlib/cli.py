@@ -11,7 +11,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import ConfigError, RunConfig
+from . import assets
+from .batch import batch_status, run_batch
+from .config import ConfigError, RunConfig, find_book_root
+from .nsd import fetch_subject
+from .pipeline.betas import write_betas
+from .runner import build_book, run_chain
 
 __all__ = ["main"]
 
@@ -35,28 +40,44 @@ def _config(args) -> RunConfig:
     return RunConfig.from_params(params)
 
 
+def _book_root(args, needed: bool = True) -> Path | None:
+    """``--book-root``, or the book found from the working directory (None if not ``needed``)."""
+    given = getattr(args, "book_root", None)
+    if given is not None:
+        root = Path(given).expanduser().resolve()
+        if not ((root / "notebooks").is_dir() and (root / "_toc.yml").is_file()):
+            raise ConfigError(f"--book-root {given} is not a book: expected notebooks/ and _toc.yml in {root}")
+        return root
+    if not needed:
+        return None
+    root = find_book_root()
+    if root is None:
+        raise ConfigError(f"no book found from {Path.cwd()}: expected notebooks/ and _toc.yml; pass --book-root")
+    return root
+
+
+def _path(value) -> Path | None:
+    return Path(value) if value else None
+
+
 def _cmd_run(args) -> int:
-    from .runner import NOTEBOOKS_DIR, run_chain
-
+    book = _book_root(args, needed=not (args.notebooks_dir and args.runs))
     cfg = _config(args)
-
-    result = run_chain(cfg, args.notebooks, resume=not args.no_resume,
-                       notebooks_dir=Path(args.notebooks_dir) if args.notebooks_dir else NOTEBOOKS_DIR,
-                       runs_root=Path(args.runs) if args.runs else None, log_output=args.verbose)
+    result = run_chain(cfg, args.notebooks, book_root=book, notebooks_dir=_path(args.notebooks_dir),
+                       runs_root=_path(args.runs), resume=not args.no_resume, log_output=args.verbose)
     print(result.summary())
     return 0 if result.ok else 1
 
 
 def _cmd_book(args) -> int:
-    from .runner import build_book
-
-    index = build_book(Path(args.run))
+    book = _book_root(args)
+    index = build_book(Path(args.run) if args.run else book / "runs" / "mini" / "subj01", book_root=book)
     print(f"book written to {index}")
     return 0
 
 
 def _cmd_mini_generate(args) -> int:
-    from .mini import generate
+    from .mini import generate  # deferred: the simulation's imports take over a second
 
     root = generate(args.root, seed=args.seed, size=args.size, overwrite=args.overwrite)
     print(f"mini-NSD written to {root}")
@@ -64,7 +85,7 @@ def _cmd_mini_generate(args) -> int:
 
 
 def _cmd_mini_train(args) -> int:
-    from .minimodels import train_models
+    from .minimodels import train_models  # deferred: imports torch and the model zoo
 
     out = train_models(args.root, workdir=args.workdir, quick=args.quick, device=args.device)
     print(f"mini models ready in {out}")
@@ -72,11 +93,7 @@ def _cmd_mini_train(args) -> int:
 
 
 def _cmd_fetch(args) -> int:
-    from . import assets
-
     if args.asset == "nsd":
-        from .nsd import fetch_subject
-
         if args.subject is None or args.root is None:
             raise ConfigError("`nsdlib fetch nsd` needs --subject N and --root DIR")
         fetch_subject(int(args.subject), args.root, sessions=args.sessions)
@@ -88,8 +105,6 @@ def _cmd_fetch(args) -> int:
 
 
 def _cmd_betas(args) -> int:
-    from .pipeline.betas import write_betas
-
     cfg = _config(args)
     out = write_betas(cfg)
     print(f"betas written to {out}")
@@ -97,9 +112,37 @@ def _cmd_betas(args) -> int:
 
 
 def _cmd_batch(args) -> int:
-    from .batch import main_batch
+    """``nsdlib batch``: run a batch, or (``--status``) report on the latest one."""
+    book = _book_root(args, needed=not (args.runs and (args.status or args.notebooks_dir)))
+    if args.status:
+        dataset = args.dataset or _parse_params(args.param).get("dataset", "mini")
+        result = batch_status(dataset, args.runs, book_root=book)
+        print(result.summary())
+        return result.exit_code()
+    if not args.subjects:
+        raise ConfigError("nsdlib batch needs --subjects (e.g. --subjects 1 2 5 7), or --status")
+    if args.subject is not None:
+        raise ConfigError("nsdlib batch takes --subjects (several), not --subject")
+    params = _parse_params(args.param)
+    for key in ("dataset", "workdir", "nsd_root"):
+        if getattr(args, key, None) is not None:
+            params[key] = getattr(args, key)
+    result = run_batch(params, args.subjects, book_root=book, executor=args.executor, jobs=args.jobs,
+                       gpus_per_job=args.gpus_per_job, notebooks=args.notebooks, notebooks_dir=args.notebooks_dir,
+                       runs_root=args.runs, resume=not args.no_resume, partition=args.partition, time_min=args.time,
+                       mem_gb=args.mem_gb, cpus_per_job=args.cpus_per_job, detach=args.detach)
+    print(result.summary())
+    if not result.finished:
+        print(f"submitted; check with: nsdlib batch --status --dataset {result.dataset}"
+              + (f" --runs {args.runs}" if args.runs else ""))
+        return 0
+    return result.exit_code()
 
-    return main_batch(args)
+
+def _book_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--book-root", dest="book_root", default=None,
+                   help="the book's folder, holding notebooks/ and _toc.yml (default: found from the working "
+                        "directory upwards)")
 
 
 def _run_args(p: argparse.ArgumentParser, dataset_default: str | None = None) -> None:
@@ -117,14 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="execute chapter notebooks with papermill for one subject")
     _run_args(p)
     p.add_argument("--notebooks", default=None, help="selection such as 01-10 or 1,4 (default: all)")
-    p.add_argument("--runs", default=None, help="where executed notebooks go (default: runs/)")
-    p.add_argument("--notebooks-dir", default=None, help="folder of NN_name.md chapters (default: notebooks/)")
+    p.add_argument("--runs", default=None, help="where executed notebooks go (default: <book root>/runs)")
+    p.add_argument("--notebooks-dir", default=None,
+                   help="folder of NN_name.md chapters (default: <book root>/notebooks)")
     p.add_argument("--no-resume", action="store_true", help="re-execute notebooks completed earlier")
     p.add_argument("--verbose", action="store_true", help="stream notebook output")
+    _book_arg(p)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("book", help="build the HTML book from a run's executed notebooks")
-    p.add_argument("--run", default="runs/mini/subj01", help="folder of executed notebooks")
+    p.add_argument("--run", default=None, help="folder of executed notebooks (default: <book root>/runs/mini/subj01)")
+    _book_arg(p)
     p.set_defaults(func=_cmd_book)
 
     p = sub.add_parser("mini", help="mini-NSD: the simulated dataset and its small models")
@@ -159,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", action="store_true", help="report on the latest batch of --dataset (and write "
                    "the report once all subjects are done) instead of starting one")
     p.add_argument("--notebooks", default=None)
-    p.add_argument("--notebooks-dir", default=None, help="folder of NN_name.md chapters (default: notebooks/)")
+    p.add_argument("--notebooks-dir", default=None,
+                   help="folder of NN_name.md chapters (default: <book root>/notebooks)")
     p.add_argument("--no-resume", action="store_true", help="re-execute notebooks completed earlier")
     p.add_argument("--executor", choices=["local", "slurm", "debug"], default="local")
     p.add_argument("--jobs", type=int, default=None, help="local: subjects at once (default: one per GPU, else 1)")
@@ -170,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mem-gb", type=int, default=64)
     p.add_argument("--cpus-per-job", type=int, default=8, help="CPU cores per job (slurm)")
     p.add_argument("--detach", action="store_true", help="submit and return (slurm); check with --status")
-    p.add_argument("--runs", default=None)
+    p.add_argument("--runs", default=None, help="where executed notebooks go (default: <book root>/runs)")
+    _book_arg(p)
     p.set_defaults(func=_cmd_batch)
     return ap
 

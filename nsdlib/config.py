@@ -24,6 +24,7 @@ __all__ = [
     "ConfigError",
     "RunConfig",
     "default_workdir",
+    "find_book_root",
     "resolve_device",
 ]
 
@@ -34,19 +35,39 @@ class ConfigError(ValueError):
     """A run parameter has a value nsdlib cannot use."""
 
 
+def find_book_root(start: str | os.PathLike | None = None) -> Path | None:
+    """The book's root: ``start`` or the nearest folder above it holding ``notebooks/`` and ``_toc.yml``.
+
+    Parameters
+    ----------
+    start : path, optional
+        Where to look from; default the working directory.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The absolute root, or None when no folder from ``start`` up is a book.
+    """
+    here = (Path.cwd() if start is None else Path(start)).expanduser().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "notebooks").is_dir() and (folder / "_toc.yml").is_file():
+            return folder
+    return None
+
+
 def default_workdir() -> Path:
     """Where artifacts go when ``workdir`` is not given.
 
-    ``$NSDLIB_WORKDIR`` if set; otherwise ``work/`` at the root of a source checkout
-    (the folder holding ``_config.yml`` beside the ``nsdlib`` package); otherwise
-    ``~/.cache/nsdlib``.
+    ``$NSDLIB_WORKDIR`` if set; otherwise ``work/`` at the root of the book the working
+    directory is in (:func:`find_book_root`: ``<repo>/work`` from anywhere in a checkout,
+    notebooks included); otherwise ``~/.cache/nsdlib``.
     """
     env = os.environ.get("NSDLIB_WORKDIR")
     if env:
         return Path(env).expanduser()
-    repo = Path(__file__).resolve().parent.parent
-    if (repo / "_config.yml").is_file():
-        return repo / "work"
+    book = find_book_root()
+    if book is not None:
+        return book / "work"
     return Path.home() / ".cache" / "nsdlib"
 
 

@@ -460,9 +460,6 @@ def _report_files(app) -> list[Path]:
     if configured:
         roots.append(Path(configured))
     roots.append(Path(app.confdir) / "runs")
-    from .runner import REPO_ROOT
-
-    roots.append(REPO_ROOT / "runs")
     for root in roots:
         found = [root / ds / "report.md" for ds in ("nsd", "mini") if (root / ds / "report.md").is_file()]
         if found:
@@ -482,8 +479,9 @@ def _always_reread(app, env, added, changed, removed) -> list[str]:
 def setup(app) -> dict:
     """Sphinx hook: fill ``book/cross_subject.md`` with the latest reports at build time.
 
-    Reports are looked for in ``nsdlib_runs_dir`` (a Sphinx setting), ``$NSDLIB_RUNS``,
-    ``<book>/runs`` and the checkout's ``runs/``, first folder with a report wins.
+    Reports are looked for in ``nsdlib_runs_dir`` (a Sphinx setting), ``$NSDLIB_RUNS``
+    (``nsdlib book`` sets it to the book root's ``runs/``) and ``<book>/runs``, first folder
+    with a report wins.
     """
     app.add_config_value("nsdlib_runs_dir", "", "env")
     app.connect("source-read", _on_source_read)

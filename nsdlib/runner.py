@@ -21,12 +21,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from .config import RunConfig
 from .store import atomic_write, params_key
 
 __all__ = [
-    "NOTEBOOKS_DIR",
-    "REPO_ROOT",
     "ChainResult",
     "NotebookResult",
     "RunnerError",
@@ -36,8 +36,6 @@ __all__ = [
     "select_notebooks",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 
 class RunnerError(ValueError):
@@ -77,7 +75,7 @@ class ChainResult:
         return head + "\n" + "\n".join("  " + s for s in lines)
 
 
-def list_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
+def list_notebooks(notebooks_dir: Path) -> list[Path]:
     """The chapter notebooks ``NN_name.md`` in order."""
     nbs = sorted(p for p in Path(notebooks_dir).glob("[0-9][0-9]_*.md"))
     if not nbs:
@@ -85,7 +83,7 @@ def list_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
     return nbs
 
 
-def select_notebooks(spec: str | None, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
+def select_notebooks(spec: str | None, notebooks_dir: Path) -> list[Path]:
     """Pick notebooks by number: ``"01-10"``, ``"3"``, ``"01,04,09"`` or ``None`` for all."""
     nbs = list_notebooks(notebooks_dir)
     if spec in (None, "", "all"):
@@ -109,9 +107,18 @@ def select_notebooks(spec: str | None, notebooks_dir: Path = NOTEBOOKS_DIR) -> l
     return [by_num[n] for n in dict.fromkeys(wanted)]
 
 
-def runs_dir(cfg: RunConfig, runs_root: Path | None = None) -> Path:
-    root = Path(runs_root) if runs_root is not None else REPO_ROOT / "runs"
-    return root / cfg.dataset / f"subj{cfg.subject:02d}"
+def runs_dir(cfg: RunConfig, runs_root: Path) -> Path:
+    """``<runs_root>/<dataset>/subj0N``: where one run's executed notebooks go."""
+    return Path(runs_root) / cfg.dataset / f"subj{cfg.subject:02d}"
+
+
+def _chain_folders(book_root, notebooks_dir, runs_root) -> tuple[Path, Path]:
+    if book_root is None and (notebooks_dir is None or runs_root is None):
+        raise RunnerError("a chain needs book_root (the folder holding notebooks/ and _toc.yml), or both "
+                          f"notebooks_dir and runs_root; found book_root=None, notebooks_dir={notebooks_dir!r}, "
+                          f"runs_root={runs_root!r}")
+    nb = Path(notebooks_dir) if notebooks_dir is not None else Path(book_root) / "notebooks"
+    return nb, Path(runs_root) if runs_root is not None else Path(book_root) / "runs"
 
 
 def _source_hash(path: Path) -> str:
@@ -140,7 +147,8 @@ def run_chain(
     cfg: RunConfig,
     notebooks: str | None = None,
     *,
-    notebooks_dir: Path = NOTEBOOKS_DIR,
+    book_root: Path | None = None,
+    notebooks_dir: Path | None = None,
     runs_root: Path | None = None,
     resume: bool = True,
     kernel_name: str = "python3",
@@ -156,6 +164,13 @@ def run_chain(
         The run; its parameters are injected into each notebook's ``parameters`` cell.
     notebooks : str, optional
         Selection, e.g. ``"01-10"`` (default: all).
+    book_root : path, optional
+        The book's root, the folder holding ``notebooks/`` and ``_toc.yml`` (the command line
+        finds it from the working directory): chapters are read from
+        ``<book_root>/notebooks`` and executed copies go to ``<book_root>/runs``. Needed
+        unless both ``notebooks_dir`` and ``runs_root`` are given.
+    notebooks_dir, runs_root : path, optional
+        Override those two folders.
     resume : bool
         Skip a notebook whose executed copy is marked complete for the same parameters,
         the same notebook source and the same nsdlib sources, unless an earlier notebook
@@ -166,6 +181,7 @@ def run_chain(
     import jupytext
     import papermill as pm
 
+    notebooks_dir, runs_root = _chain_folders(book_root, notebooks_dir, runs_root)
     selected = select_notebooks(notebooks, notebooks_dir)
     out_dir = runs_dir(cfg, runs_root)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -215,15 +231,16 @@ def run_chain(
     return ChainResult(cfg, results)
 
 
-def build_book(run_dir: Path, *, book_root: Path = REPO_ROOT, output: Path | None = None) -> Path:
+def build_book(run_dir: Path, *, book_root: Path, output: Path | None = None) -> Path:
     """Build the HTML book from the executed notebooks of one run.
 
-    The book's sources (``_config.yml``, ``_toc.yml``, ``book/``) are staged beside the
-    executed notebooks of ``run_dir`` (which replace the MyST sources of ``notebooks/``),
-    and Jupyter Book renders them without executing anything again: the book shows
-    exactly what the run computed. Returns the path of ``index.html``.
+    ``book_root`` is the folder holding ``notebooks/``, ``_toc.yml``, ``_config.yml`` and
+    ``book/``; ``output`` (default ``book_root``) receives ``_build/``. The book's sources
+    are staged beside the executed notebooks of ``run_dir`` (which replace the MyST sources
+    of ``notebooks/``), and Jupyter Book renders them without executing anything again: the
+    book shows exactly what the run computed. Returns the path of ``index.html``.
     """
-    run_dir = Path(run_dir)
+    run_dir, book_root = Path(run_dir), Path(book_root)
     output = Path(output) if output is not None else book_root
     chapters = list_notebooks(book_root / "notebooks")
     missing = [p.stem for p in chapters if not (run_dir / f"{p.stem}.ipynb").exists()]
@@ -234,8 +251,6 @@ def build_book(run_dir: Path, *, book_root: Path = REPO_ROOT, output: Path | Non
     if stage.exists():
         shutil.rmtree(stage)
     (stage / "notebooks").mkdir(parents=True)
-    import yaml
-
     config = yaml.safe_load((book_root / "_config.yml").read_text())
     config.setdefault("execute", {})["execute_notebooks"] = "off"  # show what the run computed
     (stage / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -251,7 +266,9 @@ def build_book(run_dir: Path, *, book_root: Path = REPO_ROOT, output: Path | Non
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     if jb:
         cmd = [jb, *cmd[3:]]
-    subprocess.run(cmd, check=True)
+    # the cross-subject page (nsdlib.cross_subject's Sphinx hook) reads the reports of <book_root>/runs
+    env = {**os.environ, "NSDLIB_RUNS": os.environ.get("NSDLIB_RUNS") or str(book_root / "runs")}
+    subprocess.run(cmd, check=True, env=env)
     index = output / "_build" / "html" / "index.html"
     if not index.exists():
         raise RunnerError(f"jupyter-book finished without writing {index}")

@@ -284,3 +284,10 @@ def test_detached_slurm_batch_checked_later(tmp_path, chapters):
 def test_status_without_a_batch_is_a_clear_error(tmp_path, capsys):
     assert main(["batch", "--status", "--dataset", "nsd", "--runs", str(tmp_path)]) == 2
     assert "no batch recorded for dataset 'nsd'" in capsys.readouterr().err
+
+
+def test_a_batch_needs_a_book_root_or_both_folders(tmp_path, chapters):
+    with pytest.raises(ConfigError, match="a batch needs book_root"):
+        run_batch({"workdir": str(tmp_path)}, [1], notebooks_dir=chapters)
+    with pytest.raises(ConfigError, match="batch_status needs runs_root or book_root"):
+        batch_status("mini")

@@ -58,3 +58,30 @@ def _with_func(parser, func):
         for sub in action.choices.values():
             sub.set_defaults(func=func)
     return parser
+
+
+def test_no_book_found_from_the_working_directory(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for argv in (["run", "--workdir", str(tmp_path / "w")], ["book"], ["batch", "--subjects", "1"]):
+        code, err = run(capsys, *argv)
+        assert code == 2
+        assert f"no book found from {tmp_path.resolve()}: expected notebooks/ and _toc.yml; pass --book-root" in err
+    code, err = run(capsys, "book", "--book-root", str(tmp_path))
+    assert code == 2 and f"--book-root {tmp_path} is not a book: expected notebooks/ and _toc.yml" in err
+
+
+def test_installed_layout_uses_the_book_of_the_working_directory(capsys, tmp_path, monkeypatch):
+    # nsdlib's sources are elsewhere (this checkout); the book is a folder of its own
+    book = tmp_path / "mybook"
+    (book / "notebooks").mkdir(parents=True)
+    (book / "_toc.yml").write_text("format: jb-book\nroot: index\n")
+    (book / "notebooks" / "01_only.md").write_text("# only\n")
+    monkeypatch.chdir(book / "notebooks")
+    code, err = run(capsys, "book")
+    assert code == 2
+    assert f"run {book.resolve() / 'runs' / 'mini' / 'subj01'} lacks executed notebooks 01_only" in err
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    code, err = run(capsys, "book", "--book-root", str(book))
+    assert code == 2 and "lacks executed notebooks 01_only" in err

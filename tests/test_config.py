@@ -88,3 +88,35 @@ def test_cuda_asked_without_a_gpu(tmp_path):
     with pytest.raises(ConfigError, match="no CUDA GPU is visible"):
         cfg.torch_device()
     assert RunConfig(workdir=tmp_path).torch_device().type == "cpu"
+
+
+def _book(folder):
+    (folder / "notebooks").mkdir(parents=True)
+    (folder / "_toc.yml").write_text("format: jb-book\nroot: index\n")
+    return folder
+
+
+def test_book_root_is_found_from_the_working_directory(monkeypatch, tmp_path):
+    from nsdlib.config import find_book_root
+
+    book = _book(tmp_path / "elsewhere" / "mybook")  # an installed nsdlib: the book is not beside its sources
+    assert find_book_root(book / "notebooks") == book.resolve()
+    assert find_book_root(book) == book.resolve()
+    assert find_book_root(tmp_path) is None
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "notebooks").mkdir()  # notebooks/ without _toc.yml is not a book
+    assert find_book_root(tmp_path / "half") is None
+    monkeypatch.chdir(book / "notebooks")
+    assert find_book_root() == book.resolve()
+
+
+def test_default_workdir_follows_the_book_not_the_sources(monkeypatch, tmp_path):
+    monkeypatch.delenv("NSDLIB_WORKDIR", raising=False)
+    book = _book(tmp_path / "mybook")
+    monkeypatch.chdir(book / "notebooks")  # papermill runs chapters from notebooks/
+    assert default_workdir() == book.resolve() / "work"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    monkeypatch.chdir(outside)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_workdir() == tmp_path / "home" / ".cache" / "nsdlib"

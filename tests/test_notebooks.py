@@ -4,6 +4,8 @@ The chain runs once per session, in order (each chapter reuses what the previous
 each chapter is then reported as its own test.
 """
 
+from pathlib import Path
+
 import nbformat
 import pytest
 
@@ -11,14 +13,15 @@ from nsdlib.config import RunConfig
 from nsdlib.runner import list_notebooks, run_chain
 from nsdlib.store import Store
 
-CHAPTERS = [p.stem for p in list_notebooks()]
+BOOK = Path(__file__).resolve().parent.parent  # this checkout is the book
+CHAPTERS = [p.stem for p in list_notebooks(BOOK / "notebooks")]
 
 
 @pytest.fixture(scope="session")
 def quick_chain(tmp_path_factory):
     root = tmp_path_factory.mktemp("chain")
     cfg = RunConfig(workdir=root / "work", quick=True, device="cpu")
-    result = run_chain(cfg, runs_root=root / "runs")
+    result = run_chain(cfg, book_root=BOOK, runs_root=root / "runs")
     return cfg, root / "runs", result
 
 
@@ -44,7 +47,7 @@ def test_rerun_of_a_chapter_recomputes_nothing(quick_chain):
     assert result.ok, result.summary()
     store = Store.for_config(cfg)
     before = len(store.events())
-    again = run_chain(cfg, "01", runs_root=runs, resume=False)
+    again = run_chain(cfg, "01", book_root=BOOK, runs_root=runs, resume=False)
     assert again.ok, again.summary()
     new = store.events()[before:]
     assert new, "chapter 01 asked the store for nothing"

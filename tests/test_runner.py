@@ -97,3 +97,22 @@ def test_cli_reports_bad_parameters(capsys, tmp_path):
     assert "subject must be 1, 2, 5 or 7; found '3'" in capsys.readouterr().err
     assert main(["run", "--param", "n_layers", "--workdir", str(tmp_path)]) == 2
     assert "--param takes key=value" in capsys.readouterr().err
+
+
+def test_a_chain_needs_a_book_root_or_both_folders(tmp_path):
+    cfg = RunConfig(workdir=tmp_path / "w")
+    with pytest.raises(RunnerError, match="a chain needs book_root"):
+        run_chain(cfg, "01")
+    with pytest.raises(RunnerError, match="a chain needs book_root"):
+        run_chain(cfg, "01", notebooks_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_installed_layout_runs_the_book_of_the_working_directory(chapters, tmp_path, monkeypatch, capsys):
+    # the book (tmp_path: notebooks/ and _toc.yml) lies away from nsdlib's sources; run from inside it
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: index\n")
+    monkeypatch.chdir(chapters)
+    assert main(["run", "--dataset", "mini", "--subject", "1", "--workdir", str(tmp_path / "w"),
+                 "--notebooks", "01"]) == 0
+    assert "01_compute: done" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "mini" / "subj01" / "01_compute.ipynb").exists()
