@@ -143,6 +143,47 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _completed_earlier(out: Path, done_marker: Path, stamp: dict) -> bool:
+    """Whether ``out`` was executed to the end with the same parameters, source and library."""
+    if not (out.exists() and done_marker.exists()):
+        return False
+    try:
+        prev = json.loads(done_marker.read_text())
+    except json.JSONDecodeError:
+        return False
+    return all(prev.get(k) == v for k, v in stamp.items())
+
+
+def _execute(md: Path, out_dir: Path, params: dict, *, kernel_name: str, cwd: Path, log_output: bool,
+             cell_timeout: int) -> NotebookResult:
+    """Convert one MyST chapter and execute it with papermill into ``out_dir`` (a failure keeps its partial copy)."""
+    import jupytext  # deferred: the notebook machinery is needed only to execute chapters
+    import papermill as pm
+
+    name = md.stem
+    out = out_dir / f"{name}.ipynb"
+    start = _dt.datetime.now()
+    with tempfile.TemporaryDirectory(prefix="nsdlib-nb-") as tmp:
+        src = Path(tmp) / f"{name}.ipynb"
+        partial = out_dir / f".{name}.running.ipynb"
+        jupytext.write(jupytext.read(md), src)
+        try:
+            pm.execute_notebook(
+                str(src), str(partial), parameters=params, kernel_name=kernel_name,
+                cwd=str(cwd), progress_bar=False, log_output=log_output,
+                execution_timeout=cell_timeout,
+            )
+        except Exception as exc:  # papermill raises PapermillExecutionError with ename/evalue
+            failed = out_dir / f"{name}.failed.ipynb"
+            if partial.exists():
+                os.replace(partial, failed)
+            return NotebookResult(name, "failed", failed, (_dt.datetime.now() - start).total_seconds(),
+                                  _error_text(exc))
+        os.replace(partial, out)
+    (out_dir / f"{name}.failed.ipynb").unlink(missing_ok=True)
+    return NotebookResult(name, "done", out, (_dt.datetime.now() - start).total_seconds())
+
+
 def run_chain(
     cfg: RunConfig,
     notebooks: str | None = None,
@@ -178,9 +219,6 @@ def run_chain(
     cell_timeout : int
         Seconds one cell may run before the notebook fails (sized for CPU runs).
     """
-    import jupytext
-    import papermill as pm
-
     notebooks_dir, runs_root = _chain_folders(book_root, notebooks_dir, runs_root)
     selected = select_notebooks(notebooks, notebooks_dir)
     out_dir = runs_dir(cfg, runs_root)
@@ -190,44 +228,21 @@ def run_chain(
     library = library_hash()
     ran_one = False  # once a notebook runs again, the ones after it run too (they may read its work)
     for md in selected:
-        name = md.stem
-        out = out_dir / f"{name}.ipynb"
-        done_marker = out_dir / f"{name}.done.json"
+        out = out_dir / f"{md.stem}.ipynb"
+        done_marker = out_dir / f"{md.stem}.done.json"
         stamp = {"params_key": params_key(params), "source": _source_hash(md), "library": library}
-        if resume and not ran_one and out.exists() and done_marker.exists():
-            try:
-                prev = json.loads(done_marker.read_text())
-            except json.JSONDecodeError:
-                prev = {}
-            if all(prev.get(k) == v for k, v in stamp.items()):
-                results.append(NotebookResult(name, "skipped", out))
-                continue
+        if resume and not ran_one and _completed_earlier(out, done_marker, stamp):
+            results.append(NotebookResult(md.stem, "skipped", out))
+            continue
         done_marker.unlink(missing_ok=True)
         ran_one = True
-        start = _dt.datetime.now()
-        with tempfile.TemporaryDirectory(prefix="nsdlib-nb-") as tmp:
-            src = Path(tmp) / f"{name}.ipynb"
-            partial = out_dir / f".{name}.running.ipynb"
-            jupytext.write(jupytext.read(md), src)
-            try:
-                pm.execute_notebook(
-                    str(src), str(partial), parameters=params, kernel_name=kernel_name,
-                    cwd=str(cwd or md.parent), progress_bar=False, log_output=log_output,
-                    execution_timeout=cell_timeout,
-                )
-            except Exception as exc:  # papermill raises PapermillExecutionError with ename/evalue
-                failed = out_dir / f"{name}.failed.ipynb"
-                if partial.exists():
-                    os.replace(partial, failed)
-                results.append(NotebookResult(name, "failed", failed,
-                                              (_dt.datetime.now() - start).total_seconds(), _error_text(exc)))
-                break
-            os.replace(partial, out)
-        (out_dir / f"{name}.failed.ipynb").unlink(missing_ok=True)
-        secs = (_dt.datetime.now() - start).total_seconds()
+        result = _execute(md, out_dir, params, kernel_name=kernel_name, cwd=cwd or md.parent,
+                          log_output=log_output, cell_timeout=cell_timeout)
+        results.append(result)
+        if result.status == "failed":
+            break
         with atomic_write(done_marker, "w") as fh:
-            json.dump({**stamp, "seconds": round(secs, 1), "params": params}, fh, indent=1)
-        results.append(NotebookResult(name, "done", out, secs))
+            json.dump({**stamp, "seconds": round(result.seconds, 1), "params": params}, fh, indent=1)
     return ChainResult(cfg, results)
 
 
