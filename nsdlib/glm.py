@@ -869,6 +869,10 @@ class GLMSingle:
             return self._fit(runs, designs, sessions)
 
     def _fit(self, runs, designs, sessions) -> GLMSingle:
+        """Pass 1 over chunks of voxels: ON-OFF, models A and B (:meth:`_models_ab`); the noise
+        pool and its PCs (:meth:`_noise_pool`, :meth:`_noise_pcs`); pass 2: the number of PCs,
+        cross-validated on the PC-selection voxels (:meth:`_pc_curve`); pass 3: models C and D
+        (:meth:`_models_cd`); then percent signal change and the fitted attributes."""
         hrfs, canon, cands, fracs = self._check_params()
         runs, designs, sessions, _n_vox = self._check_inputs(runs, designs, sessions)
         fit = _FitState(runs, designs, sessions, hrfs, canon, self.tr, self.poly_degree, np.dtype(self.dtype),
@@ -881,7 +885,7 @@ class GLMSingle:
         ridge = bool(self.fracridge and repeated and fracs.size > 1)
         bar = dict(disable=not self.verbose, leave=False)
 
-        for sl in tqdm(fit.chunks, desc="GLM models A, B", **bar):
+        for sl in tqdm(fit.chunks, desc="GLM models A, B", **bar):  # pass 1
             self._models_ab(fit, sl)
         pool, pc_vox, threshold = self._noise_pool(fit)
         if denoise:
@@ -889,11 +893,11 @@ class GLMSingle:
         cands = [k for k in cands if k <= min(p.shape[1] for p in fit.pcs)] if denoise else [0]
         curve = np.zeros(len(cands))
         n_pcs = 0
-        if denoise and len(cands) > 1:
+        if denoise and len(cands) > 1:  # pass 2
             curve = self._pc_curve(fit, pc_vox, cands, bar)
             # gains below 1e-6 z² per held-out pair are rounding error (e.g. noiseless data)
             n_pcs = cands[select_n_pcs(curve, self.pcstop, tol=1e-6 * max(1.0, fit.counts.sum()))]
-        for sl in tqdm(fit.chunks, desc="GLM models C, D", **bar):
+        for sl in tqdm(fit.chunks, desc="GLM models C, D", **bar):  # pass 3
             self._models_cd(fit, sl, n_pcs, fracs if ridge else None)
         self._set_results(fit, n_pcs if denoise else 0, pool, pc_vox, threshold, curve, cands, fracs)
         return self
