@@ -37,6 +37,7 @@ import numpy as np
 import psutil
 import torch
 
+from nsdlib import features
 from nsdlib import metrics as M
 
 MB = 1 << 20
@@ -167,7 +168,7 @@ def main(argv=None):
 
     if "features" not in args.skip:
         ims = images(args.n_feat, args.size, 2)
-        net = M.alexnet_network(pretrained=False)  # random weights: timing only
+        net = features.alexnet_network(pretrained=False)  # random weights: timing only
         print(f"\n## AlexNet feature extraction (random weights, timing only): {args.n_feat} images "
               f"{args.size} -> 224")
         net.features(ims[:2])  # warm-up

@@ -3,8 +3,11 @@
 One module per step of the paper: ``glm`` (single-trial betas, with the HRF library of
 ``hrf``), ``nsd`` (the dataset), ``mini`` (the simulated dataset) and ``minimodels`` (its small
 models), ``ridge``, ``vdvae``, ``regressors`` (stage 1), ``clip`` and ``diffusion`` (stage 2),
-``noise``, ``metrics``; ``config``, ``store``, ``runner`` and ``batch`` organise runs, and
-``pipeline`` holds the cached steps the notebooks call.
+``noise``, ``metrics`` (with ``features``, the networks of its high-level metrics); ``names``
+is the paper's vocabulary (subjects, regressors, noise levels, metric keys and labels),
+``images`` the one home of checking, resizing and converting image batches; ``config``,
+``store``, ``runner`` and ``batch`` organise runs, and ``pipeline`` holds the cached steps the
+notebooks call.
 
 The main estimators and models are importable from the package itself
 (``from nsdlib import GLMSingle, Ridge, VDVAE``); they are loaded on first use, so

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import features as F
 from .. import metrics as M
 from .. import noise as N
 from ..config import RunConfig
@@ -232,7 +233,7 @@ def _default_clip(cfg: RunConfig):
         return ("not available: the mini model zoo has not trained a small CLIP (`nsdlib mini train-models`); "
                 "stage 2's random stand-in is not a metric")
     emb = clip_embedder(cfg)
-    return M.clip_network(lambda images: emb.vision(images, progress=False)[:, 0],
+    return F.clip_network(lambda images: emb.vision(images, progress=False)[:, 0],
                           description=f"small CLIP trained on mini-NSD (not ViT-L/14) [{src['key']}]")
 
 
@@ -246,7 +247,7 @@ class _Scorer:
     def evaluator(self) -> M.ImageEvaluator:
         if self._ev is None:
             reason = self.clip if isinstance(self.clip, str) else None
-            nets, unavailable = M.feature_networks(self.cfg.models, clip=None if reason else self.clip,
+            nets, unavailable = F.feature_networks(self.cfg.models, clip=None if reason else self.clip,
                                                    device=self.cfg.torch_device())
             if reason:
                 unavailable["clip"] = reason

@@ -1,0 +1,346 @@
+"""Feature networks for the high-level image metrics: building them and their input.
+
+:class:`~nsdlib.metrics.ImageEvaluator` scores reconstructions with
+:class:`~nsdlib.metrics.FeatureNetwork` objects; this module builds them:
+
+- :func:`alexnet_network`: AlexNet ``features[4]`` (``alexnet2``) and ``features[11]``
+  (``alexnet5``); :func:`inception_network`: InceptionV3 ``avgpool`` (``inceptionv3``);
+  :func:`efficientnet_network`: EfficientNet-B1 ``avgpool`` (``efficientnet``) — torchvision's
+  ImageNet (IMAGENET1K_V1) weights;
+- :func:`swav_network`: SwAV ResNet-50 ``avgpool`` (``swav``, the 800-epoch checkpoint);
+- :func:`clip_network`: the projected class token of CLIP ViT-L/14 (``clip``), or any
+  image-feature callable (the small CLIP of mini-NSD);
+- :func:`feature_networks`: all those a model set can have, and the reasons for the others.
+
+Images are resized to 224 x 224 with :func:`nsdlib.images.resize`'s ``"torch-bilinear"``
+filter (antialiased, like torchvision's resize of a PIL image in Brain-Diffuser's code; also
+for InceptionV3, whose ImageNet weights expect 299 but which Brain-Diffuser fed 224) and
+normalised with ImageNet statistics (CLIP: its own, at its own input size). Features come from
+``torchvision.models.feature_extraction.create_feature_extractor``.
+
+Weights are read from the local cache only (:mod:`nsdlib.assets`: "torchvision-metrics",
+"swav", "clip"; ``nsdlib fetch metrics`` downloads them). With ``models="mini"`` a metric
+whose real weights are absent is reported as not available (NaN, with the reason), never
+computed with random weights under a real network's name. Random weights
+(``pretrained=False``) exist for tests of the mechanics and are flagged as such.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import assets
+from .images import resize, to_tensor
+from .metrics import FeatureNetwork, ImageEvaluator, MetricReport
+from .names import DISTANCE_METRICS, IDENTIFICATION_METRICS, IMAGE_METRICS, METRIC_LABELS
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "FEATURE_SIZE",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "alexnet_network",
+    "clip_network",
+    "efficientnet_network",
+    "evaluate_images",
+    "feature_networks",
+    "inception_network",
+    "load_swav_state_dict",
+    "swav_network",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+FEATURE_SIZE = 224
+
+# torchvision weight files (IMAGENET1K_V1) inside torch's hub cache, as nsdlib.assets fetches them
+_TV_FILES = {
+    "alexnet": "alexnet.AlexNet_Weights.IMAGENET1K_V1",
+    "inceptionv3": "inception.Inception_V3_Weights.IMAGENET1K_V1",
+    "efficientnet": "efficientnet.EfficientNet_B1_Weights.IMAGENET1K_V1",
+}
+
+
+def _to_input(images, size, mean, std, device):
+    import torch
+
+    x = resize(to_tensor(images, device=device), size, filter="torch-bilinear")
+    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def _torch_network(name, model, nodes: dict[str, str], description, trained, device,
+                   size=FEATURE_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> FeatureNetwork:
+    import torch
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    model = model.eval()
+    with warnings.catch_warnings():  # train- and eval-mode graphs differ (Inception's aux head); eval is used
+        warnings.filterwarnings("ignore", message=".*obtained by tracing the model in eval mode.*")
+        extractor = create_feature_extractor(model, return_nodes=dict(nodes)).to(dev).eval()
+    for p in extractor.parameters():
+        p.requires_grad_(False)
+
+    def extract(images):
+        with torch.inference_mode():
+            out = extractor(_to_input(images, size, mean, std, dev))
+        return {metric: t.flatten(1).float().cpu().numpy() for metric, t in out.items()}
+
+    return FeatureNetwork(name, extract, tuple(nodes.values()), description, trained)
+
+
+def _tv_state_dict(key: str):
+    """A torchvision ImageNet state dict from the local cache (never downloaded here)."""
+    import torch
+
+    cache = assets.require("torchvision-metrics")
+    module, enum, member = _TV_FILES[key].split(".")
+    weights = getattr(getattr(importlib.import_module(f"torchvision.models.{module}"), enum), member)
+    path = Path(cache) / Path(weights.url).name
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _weights_label(pretrained: bool) -> str:
+    return "ImageNet weights" if pretrained else "RANDOM weights (mechanics only, not the metric)"
+
+
+def alexnet_network(*, pretrained: bool = True, device=None) -> FeatureNetwork:
+    """AlexNet ``features[4]`` (AlexNet(2)) and ``features[11]`` (AlexNet(5)).
+
+    ``pretrained=True`` loads torchvision's IMAGENET1K_V1 weights from the local cache
+    (:class:`~nsdlib.assets.MissingAssetError` when absent); ``False`` keeps random
+    weights, for tests of the mechanics only.
+    """
+    from torchvision.models import alexnet
+
+    model = alexnet(weights=None)
+    if pretrained:
+        model.load_state_dict(_tv_state_dict("alexnet"))
+    return _torch_network("alexnet", model, {"features.4": "alexnet2", "features.11": "alexnet5"},
+                          f"AlexNet features[4] / features[11], {_weights_label(pretrained)}", pretrained, device)
+
+
+def inception_network(*, pretrained: bool = True, device=None) -> FeatureNetwork:
+    """InceptionV3 ``avgpool`` (2048 features), fed 224 x 224 images as Brain-Diffuser did."""
+    from torchvision.models import inception_v3
+
+    # the ImageNet weights were trained with transform_input=True (torchvision sets it when loading them)
+    model = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False)
+    if pretrained:
+        model.load_state_dict(_tv_state_dict("inceptionv3"))
+    return _torch_network("inceptionv3", model, {"avgpool": "inceptionv3"},
+                          f"InceptionV3 avgpool, {_weights_label(pretrained)}", pretrained, device)
+
+
+def efficientnet_network(*, pretrained: bool = True, device=None) -> FeatureNetwork:
+    """EfficientNet-B1 ``avgpool`` (1280 features)."""
+    from torchvision.models import efficientnet_b1
+
+    model = efficientnet_b1(weights=None)
+    if pretrained:
+        model.load_state_dict(_tv_state_dict("efficientnet"))
+    return _torch_network("efficientnet", model, {"avgpool": "efficientnet"},
+                          f"EfficientNet-B1 avgpool, {_weights_label(pretrained)}", pretrained, device)
+
+
+def load_swav_state_dict(path) -> dict:
+    """SwAV's ResNet-50 checkpoint as a torchvision ``resnet50`` state dict.
+
+    Reads the file with ``torch.load(weights_only=True)``, unwraps a ``"state_dict"``
+    entry if present, strips the ``module.`` prefix of data-parallel training and drops
+    SwAV's ``projection_head`` and ``prototypes``. The result holds every ``resnet50``
+    tensor except the classifier ``fc`` (SwAV has none; the metric reads ``avgpool``).
+    A checkpoint with other names or shapes raises ``ValueError`` naming them.
+    """
+    import torch
+    from torchvision.models import resnet50
+
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(raw, dict) and "state_dict" in raw and isinstance(raw["state_dict"], dict):
+        raw = raw["state_dict"]
+    state = {}
+    for k, v in raw.items():
+        k = k.removeprefix("module.")
+        if k.startswith(("projection_head.", "prototypes.")):
+            continue
+        state[k] = v
+    want = {k: v.shape for k, v in resnet50(weights=None).state_dict().items() if not k.startswith("fc.")}
+    missing = sorted(set(want) - set(state))
+    unexpected = sorted(set(state) - set(want))
+    bad = sorted(k for k in set(want) & set(state) if tuple(state[k].shape) != tuple(want[k]))
+    if missing or unexpected or bad:
+        raise ValueError(
+            f"{path} is not a SwAV ResNet-50 checkpoint: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, wrong shapes {bad[:5]}")
+    return state
+
+
+def swav_network(path=None, *, device=None) -> FeatureNetwork:
+    """SwAV ResNet-50 ``avgpool`` (2048 features).
+
+    Parameters
+    ----------
+    path : path, optional
+        The checkpoint (``swav_800ep_pretrain.pth.tar``); default
+        ``nsdlib.assets.require("swav")``. ``False`` keeps random weights (mechanics only).
+    """
+    import torch
+    from torchvision.models import resnet50
+
+    model = resnet50(weights=None)
+    trained = path is not False
+    if trained:
+        state = load_swav_state_dict(assets.require("swav") if path is None else path)
+        result = model.load_state_dict(state, strict=False)
+        if sorted(result.missing_keys) != ["fc.bias", "fc.weight"] or result.unexpected_keys:
+            raise ValueError(f"SwAV checkpoint did not fill resnet50: {result}")
+        model.fc = torch.nn.Identity()
+    desc = "SwAV ResNet-50 avgpool, " + ("800-epoch SwAV weights" if trained else _weights_label(False))
+    return _torch_network("swav", model, {"avgpool": "swav"}, desc, trained, device)
+
+
+def clip_network(model, *, description: str, trained: bool = True, device=None, mean=CLIP_MEAN, std=CLIP_STD,
+                 size: int | None = None) -> FeatureNetwork:
+    """The CLIP identification metric from a CLIP vision model or any image-feature callable.
+
+    Parameters
+    ----------
+    model : transformers ``CLIPModel`` or ``CLIPVisionModelWithProjection``, a folder, or callable
+        A transformers model (or a ``CLIPModel`` folder saved with ``save_pretrained``)
+        gives the projected class-token embedding (768 values for ViT-L/14),
+        the output of OpenAI CLIP's ``model.visual``, from images resized to the model's
+        ``image_size`` and normalised with ``mean``/``std``. A callable taking uint8
+        images (b, h, w, 3) and returning (b, n_features) is used as it is (for example
+        the small CLIP of mini-NSD from ``nsdlib.clip``).
+    description : str
+        Which CLIP this is; tables print it ("small CLIP trained on mini-NSD, not ViT-L/14").
+    trained : bool
+        False only for a randomly initialised model (tests of the mechanics).
+    """
+    import torch
+
+    if callable(model) and not isinstance(model, torch.nn.Module):
+        fn = model
+
+        def extract(images):
+            out = fn(images)
+            if isinstance(out, torch.Tensor):
+                out = out.detach().float().cpu().numpy()
+            return {"clip": np.asarray(out)}
+
+        return FeatureNetwork("clip", extract, ("clip",), description, trained)
+
+    if not isinstance(model, torch.nn.Module):
+        from transformers import CLIPModel
+
+        model = CLIPModel.from_pretrained(str(model), local_files_only=True)
+        model.text_model = None  # only the vision tower is needed
+    for attr in ("vision_model", "visual_projection"):
+        if not hasattr(model, attr):
+            raise TypeError(f"a CLIP model needs a {attr!r} (CLIPModel or CLIPVisionModelWithProjection); "
+                            f"found {type(model).__name__}")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    model = model.float().to(dev).eval()
+    cfg = getattr(model.config, "vision_config", model.config)
+    size = int(size or cfg.image_size)
+
+    def extract(images):
+        with torch.inference_mode():
+            pooled = model.vision_model(pixel_values=_to_input(images, size, mean, std, dev)).pooler_output
+            return {"clip": model.visual_projection(pooled).float().cpu().numpy()}
+
+    return FeatureNetwork("clip", extract, ("clip",), description, trained)
+
+
+def feature_networks(models: str = "pretrained", *, clip=None, clip_description: str | None = None,
+                     metrics: Sequence[str] = IMAGE_METRICS, device=None):
+    """The networks of the high-level metrics for a model set, and the metrics left out.
+
+    Parameters
+    ----------
+    models : {"pretrained", "mini"}
+        ``"pretrained"``: every network with its published weights; a missing asset
+        raises :class:`~nsdlib.assets.MissingAssetError` (fetch with
+        ``nsdlib fetch metrics`` and ``nsdlib fetch clip``). ``"mini"``: the torchvision
+        and SwAV networks when their real weights happen to be cached, otherwise the
+        metric is reported unavailable; CLIP from ``clip`` only.
+    clip : model, path, callable or FeatureNetwork, optional
+        What :func:`clip_network` should use (a FeatureNetwork is used as it is). Default: CLIP ViT-L/14 from the "clip"
+        asset for ``"pretrained"``; nothing (CLIP unavailable) for ``"mini"``.
+    clip_description : str, optional
+        Label of ``clip`` (default says whether it is ViT-L/14 or the small CLIP).
+    metrics : sequence of str
+        The metrics wanted; networks for the others are not loaded.
+
+    Returns
+    -------
+    networks : list of FeatureNetwork
+    unavailable : dict
+        Metric -> the reason it cannot be computed here.
+    """
+    if models not in ("pretrained", "mini"):
+        raise ValueError(f"models must be 'pretrained' or 'mini'; found {models!r}")
+    wanted = set(metrics) & (set(IDENTIFICATION_METRICS) | set(DISTANCE_METRICS))
+    networks, unavailable = [], {}
+    builders = [("alexnet", ("alexnet2", "alexnet5"), "torchvision-metrics", alexnet_network),
+                ("inceptionv3", ("inceptionv3",), "torchvision-metrics", inception_network),
+                ("efficientnet", ("efficientnet",), "torchvision-metrics", efficientnet_network),
+                ("swav", ("swav",), "swav", lambda device: swav_network(device=device))]
+    for _name, served, asset, build in builders:
+        if not wanted & set(served):
+            continue
+        if models == "mini" and not assets.available(asset):
+            for m in served:
+                if m in wanted:
+                    unavailable[m] = (f"not available: the real {METRIC_LABELS[m]} weights (asset {asset!r}) are not "
+                                      "on this machine; `nsdlib fetch metrics` brings them")
+            continue
+        networks.append(build(device=device))  # "pretrained": MissingAssetError when absent
+    if "clip" in wanted:
+        if clip is None and models == "pretrained":
+            networks.append(clip_network(assets.require("clip"), description="CLIP ViT-L/14 image embedding",
+                                         device=device))
+        elif clip is None:
+            unavailable["clip"] = "not available: no small CLIP was given for models='mini'"
+        elif isinstance(clip, FeatureNetwork):
+            networks.append(clip)
+        else:
+            desc = clip_description or ("CLIP ViT-L/14 image embedding" if models == "pretrained"
+                                        else "small CLIP trained on mini-NSD (not ViT-L/14)")
+            networks.append(clip_network(clip, description=desc, device=device))
+    return networks, unavailable
+
+
+
+def evaluate_images(ground_truth, reconstructions, *, models: str | None = None, networks=None, clip=None,
+                    metrics: Sequence[str] = IMAGE_METRICS, **kwargs) -> MetricReport:
+    """One-call scoring: build the networks for ``models`` (if given) and evaluate.
+
+    Parameters
+    ----------
+    ground_truth, reconstructions : ndarray of uint8, shape (n_images, height, width, 3)
+    models : {"pretrained", "mini"}, optional
+        Passed to :func:`feature_networks`; omitted: only ``networks`` (or none).
+    networks : list of FeatureNetwork, optional
+    clip : optional
+        See :func:`feature_networks`.
+    **kwargs
+        Passed to :class:`ImageEvaluator` (size, ssim_mode, batch_size, device, progress).
+    """
+    unavailable = {}
+    if networks is None:
+        networks = []
+        if models is not None:
+            networks, unavailable = feature_networks(models, clip=clip, metrics=metrics, device=kwargs.get("device"))
+    ev = ImageEvaluator(ground_truth, networks=networks, unavailable=unavailable, **kwargs)
+    return ev.evaluate(reconstructions, metrics=metrics)
