@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import NSD_S3_ROOT, SUBJECTS, default_workdir
+from .images import resize
 from .store import atomic_path
 
 __all__ = [
@@ -725,7 +726,6 @@ def read_stimuli(layout: NSDLayout, ids: Sequence[int], size: int | None = None,
     ndarray of shape (n, size, size, 3), uint8
     """
     import h5py
-    from PIL import Image
     from tqdm.auto import tqdm
 
     ids = np.asarray(ids, dtype=np.int64)
@@ -742,9 +742,7 @@ def read_stimuli(layout: NSDLayout, ids: Sequence[int], size: int | None = None,
         out = np.empty((uniq.size, side, side, 3), dtype=np.uint8)
         for j, i in enumerate(tqdm(uniq, desc="stimuli", disable=not progress, leave=False)):
             img = np.asarray(brick[int(i)], dtype=np.uint8)
-            if img.shape[:2] != (side, side):
-                img = np.asarray(Image.fromarray(img).resize((side, side), Image.Resampling.BICUBIC))
-            out[j] = img
+            out[j] = resize(img[None], side, filter="pil-bicubic")[0]  # unchanged at the stored size
     if uniq.size == ids.size and np.array_equal(uniq, ids):
         return out
     return out[inverse.ravel()]
