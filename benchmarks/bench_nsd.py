@@ -26,6 +26,7 @@ import datetime as _dt
 import gc
 import json
 import platform
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -34,6 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from nsdlib import nsd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _synthetic_nsd import write_synthetic_nsd  # noqa: E402  (the tests' tree writer, not library code)
 
 NSD_GRID = (81, 104, 83)  # subject 1, 1.8 mm
 MB = 1 << 20
@@ -127,9 +131,9 @@ def main(argv=None) -> None:
     stamp = root / "bench_nsd.json"
     wanted = json.dumps({"grid": grid, "sessions": n_max, "trials": args.trials})
     if not (stamp.is_file() and stamp.read_text() == wanted):  # a tree kept with --root is reused
-        nsd.write_synthetic_nsd(root, n_sessions=n_max, trials_per_session=args.trials, grid=grid, n_shared=1000,
-                                n_per_subject=10000, n_images=73000, roi_fraction=15724 / np.prod(NSD_GRID),
-                                with_stimuli=False, seed=0)
+        write_synthetic_nsd(root, n_sessions=n_max, trials_per_session=args.trials, grid=grid, n_shared=1000,
+                            n_per_subject=10000, n_images=73000, roi_fraction=15724 / np.prod(NSD_GRID),
+                            with_stimuli=False, seed=0)
         stamp.write_text(wanted)
     write_s = time.perf_counter() - t0
     session_mb = np.prod(grid) * args.trials * 2 / MB

@@ -1,7 +1,7 @@
 """Tests of nsdlib.nsd on small NSD-layout trees written in NSD's real formats.
 
 The trees hold int16 x300 NIfTI betas, an HDF5 imgBrick, a MATLAB expdesign, COCO caption
-JSON and the stim-info CSV (``nsd.write_synthetic_nsd``). Expected values are computed here
+JSON and the stim-info CSV (``_synthetic_nsd.write_synthetic_nsd``, a test helper). Expected values are computed here
 independently, with nibabel and scipy.io, never with the code under test.
 """
 
@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import scipy.io
+from _synthetic_nsd import write_synthetic_nsd
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.spec import AbstractBufferedFile
 
@@ -29,7 +30,7 @@ L = nsd.NSDLayout
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("nsd")
-    truth = nsd.write_synthetic_nsd(root, subjects=(1, 2), n_sessions=4, trials_per_session=30, seed=3)
+    truth = write_synthetic_nsd(root, subjects=(1, 2), n_sessions=4, trials_per_session=30, seed=3)
     return root, truth
 
 
@@ -60,7 +61,7 @@ def test_streamed_betas_equal_nibabel(tree):
     assert np.asarray(nib.load(root / L.betas_file(1, 2)).dataobj).dtype == np.int16
     mask = np.asarray(nib.load(root / L.roi_file(1)).dataobj) > 0
     # a chunk smaller than one trial volume forces one trial per chunk
-    chunks = list(nsd.iter_session_betas(layout, 1, 2, nsd._fortran_index(mask), chunk_mb=1e-6))
+    chunks = list(nsd.iter_session_betas(layout, 1, 2, nsd.fortran_index(mask), chunk_mb=1e-6))
     assert [t for t, _ in chunks] == list(range(30))
     got = np.concatenate([v for _, v in chunks])
     np.testing.assert_array_equal(got, ref[mask].T)
@@ -168,7 +169,7 @@ def test_single_trials_and_random_split(tree):
 @pytest.fixture(scope="module")
 def tree40(tmp_path_factory):
     root = tmp_path_factory.mktemp("nsd40")
-    nsd.write_synthetic_nsd(root, n_sessions=40, trials_per_session=4, grid=(3, 3, 2), n_shared=8,
+    write_synthetic_nsd(root, n_sessions=40, trials_per_session=4, grid=(3, 3, 2), n_shared=8,
                             n_per_subject=60, n_images=100, with_stimuli=False, seed=1)
     return root
 
@@ -229,7 +230,7 @@ def test_roi_and_betas_grids_that_disagree_are_reported(tree, tmp_path):
 def nan_tree(tmp_path_factory):
     """float32 betas with one voxel NaN in one trial and one voxel constant (0) everywhere."""
     root = tmp_path_factory.mktemp("nan")
-    nsd.write_synthetic_nsd(root, n_sessions=2, trials_per_session=30, dtype="float32", with_stimuli=False, seed=4)
+    write_synthetic_nsd(root, n_sessions=2, trials_per_session=30, dtype="float32", with_stimuli=False, seed=4)
     mask = np.asarray(nib.load(root / L.roi_file(1)).dataobj) > 0
     ijk = np.argwhere(mask)
     nan_v, const_v = 3, 10

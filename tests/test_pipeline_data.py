@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import scipy.io
+from _synthetic_nsd import write_synthetic_nsd
 
 from nsdlib import RunConfig, mini, nsd
 from nsdlib.pipeline import data
@@ -173,7 +174,7 @@ def test_missing_betas_are_written_by_the_glm_step(world, tmp_path, monkeypatch)
 
 def test_nsd_dataset_reads_a_local_nsd_tree(tmp_path):
     root = tmp_path / "nsd"
-    nsd.write_synthetic_nsd(root, n_sessions=3, trials_per_session=20, seed=2)
+    write_synthetic_nsd(root, n_sessions=3, trials_per_session=20, seed=2)
     cfg = RunConfig(dataset="nsd", subject=1, workdir=str(tmp_path / "work"), nsd_root=str(root))
     d = data.subject_data(cfg, sessions=3, progress=False)
     assert d.info["dataset"] == "nsd" and d.info["sessions"] == 3

@@ -32,7 +32,7 @@ from ..nsd import (
     NSDDataError,
     NSDLayout,
     SubjectData,
-    TrialDesign,
+    TrialSchedule,
     prepare_subject,
     read_beta_header,
     read_beta_volume,
@@ -41,7 +41,7 @@ from ..nsd import (
     read_roi,
     read_stimuli,
     resolve_sessions,
-    trial_design,
+    trial_schedule,
 )
 from ..store import Store, params_key
 
@@ -226,9 +226,9 @@ def roi_volume(cfg: RunConfig, name: str = "nsdgeneral") -> np.ndarray:
     return read_roi(ensure_dataset(cfg), cfg.subject, name)
 
 
-def trials(cfg: RunConfig, sessions: int | None = None) -> TrialDesign:
+def trials(cfg: RunConfig, sessions: int | None = None) -> TrialSchedule:
     """The subject's trials in order: 0-based 73k id, shared flag and session of each."""
     layout = ensure_dataset(cfg)
     design = read_expdesign(layout)
     per_session = read_beta_header(layout, cfg.subject, 1).n_trials
-    return trial_design(design, cfg.subject, resolve_sessions(layout, design, per_session, sessions), per_session)
+    return trial_schedule(design, cfg.subject, resolve_sessions(layout, design, per_session, sessions), per_session)
