@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--compare", action="store_true", help="also train sequentially and print the time ratio")
     args = ap.parse_args()
     from nsdlib import mini
-    from nsdlib.minimodels import read_models_manifest, train_models
+    from nsdlib.mini.zoo import read_models_manifest, train_models
 
     root = args.root or f"{args.workdir}/mini-nsd"
     t0 = time.perf_counter()

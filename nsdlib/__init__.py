@@ -1,7 +1,7 @@
 """nsdlib: the library behind the NSD two-stage decoding book.
 
 One module per step of the paper: ``glm`` (single-trial betas, with the HRF library of
-``hrf``), ``nsd`` (the dataset), ``mini`` (the simulated dataset) and ``minimodels`` (its small
+``hrf``), ``nsd`` (the dataset), ``mini`` (the simulated dataset, with ``mini.zoo``, its small
 models), ``ridge``, ``vdvae``, ``regressors`` (stage 1), ``clip`` and ``diffusion`` (stage 2),
 ``noise``, ``metrics`` (with ``features``, the networks of its high-level metrics); ``names``
 is the paper's vocabulary (subjects, regressors, noise levels, metric keys and labels),

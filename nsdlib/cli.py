@@ -85,7 +85,7 @@ def _cmd_mini_generate(args) -> int:
 
 
 def _cmd_mini_train(args) -> int:
-    from .minimodels import train_models  # deferred: imports torch and the model zoo
+    from .mini.zoo import train_models  # deferred: imports torch and the model zoo
 
     out = train_models(args.root, workdir=args.workdir, quick=args.quick, device=args.device)
     print(f"mini models ready in {out}")

@@ -50,7 +50,7 @@ __all__ = [
 # alpha_cumprod[0] rather than to 1. The training schedule, the prediction target and the
 # time-step spacing come from a model's scheduler config (the defaults are Versatile
 # Diffusion's); the mini model zoo trains its small UNet for a zero-terminal-SNR schedule with
-# v-prediction and "trailing" steps (nsdlib.minimodels.MINI_SCHEDULE).
+# v-prediction and "trailing" steps (nsdlib.mini.zoo.MINI_SCHEDULE).
 _DDIM_FIXED = dict(clip_sample=False, set_alpha_to_one=False, steps_offset=1)
 _DDIM_DEFAULTS = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                       prediction_type="epsilon", rescale_betas_zero_snr=False, timestep_spacing="leading")
@@ -184,7 +184,7 @@ def random_components(*, cross_attention_dim: int = 64, image_size: int = 64, se
     image UNet and a text UNet with two resolution levels and cross-attention transformers
     at the same places, and the DDIM settings of the real model. With the defaults they
     stand in for the mini model zoo's trained model when it does not exist (their images
-    carry no meaning); the zoo trains components made here too (:mod:`nsdlib.minimodels`).
+    carry no meaning); the zoo trains components made here too (:mod:`nsdlib.mini.zoo`).
 
     Parameters
     ----------

@@ -350,7 +350,7 @@ def test_stage2_loads_the_mini_zoos_models_when_present(stage2_run, tmp_path, mo
 
 
 def test_zero_snr_v_prediction_schedule_is_sampled_as_diffusers_does(components, vd, inputs, tmp_path):
-    from nsdlib.minimodels import MINI_SCHEDULE
+    from nsdlib.mini.zoo import MINI_SCHEDULE
 
     comps = copy.deepcopy(components)
     comps["scheduler_config"] = {**comps["scheduler_config"], **MINI_SCHEDULE}

@@ -375,9 +375,9 @@ def test_write_betas_writes_nsd_layout_int16(mini_betas):
     cfg, out = mini_betas
     spec = mini.read_manifest(cfg.nsd_root)["spec"]
     assert out.name == "betas_fithrf_GLMdenoise_RR" and out.is_relative_to(cfg.nsd_root)
-    roi = np.asarray(nib.load(mini.roi_path(cfg.nsd_root, 1)).dataobj)
-    diag = glm_diagnostics(cfg, progress=False)
     layout = NSDLayout(cfg.nsd_root, dataset="mini")
+    roi = np.asarray(nib.load(layout.local_path(layout.roi_file(1))).dataobj)
+    diag = glm_diagnostics(cfg, progress=False)
     assert layout.sessions(1) == list(range(1, spec["n_sessions"] + 1))
     for s in diag["sessions"]:
         img = nib.load(out / f"betas_session{s:02d}.nii.gz")

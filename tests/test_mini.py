@@ -7,6 +7,7 @@ plain least-squares GLM with the true HRFs.
 
 from __future__ import annotations
 
+import ast
 import csv
 import hashlib
 import json
@@ -20,6 +21,8 @@ import scipy.io
 
 from nsdlib import mini
 from nsdlib.hrf import hrf_library
+from nsdlib.mini import writer
+from nsdlib.nsd import NSDLayout
 
 SPEC = mini.spec_for("small")
 EXPDESIGN = "nsddata/experiments/nsd/nsd_expdesign.mat"
@@ -146,15 +149,71 @@ def test_stim_info_and_coco_captions_link(root, mat):
         assert len(caps[(r["cocoSplit"], int(r["cocoId"]))]) == 5
 
 
+# --------------------------------------------------------- one layout, two users
+def _nsd_files_of(spec) -> set[str]:
+    """Every NSD file mini-NSD should hold, named by NSDLayout (the reader's one spelling)."""
+    files = set(NSDLayout.experiment_files())
+    for s in mini.SUBJECTS:
+        files |= {NSDLayout.roi_file(s, name) for name in mini.ROI_VOLUMES}
+        for ses in range(1, spec.n_sessions + 1):
+            for run in range(1, spec.n_runs + 1):
+                files |= {NSDLayout.timeseries_file(s, ses, run), NSDLayout.design_file(s, ses, run)}
+    return files
+
+
+def test_writer_and_nsd_layout_agree_on_every_path(root):
+    """Every file NSDLayout names for mini-NSD exists, and every file mini wrote is one NSDLayout names.
+
+    Besides NSD's tree, mini-NSD writes only its manifest and its ground truth.
+    """
+    written = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    written = {w for w in written if not w.startswith("nsddata_betas/")}  # the GLM's output, if a test wrote it
+    own = {w for w in written if w == mini.MANIFEST or w.startswith(mini.GROUND_TRUTH + "/")}
+    expected = _nsd_files_of(SPEC)
+    assert sorted(expected - written) == [], "files NSDLayout names that mini did not write"
+    assert sorted(written - own - expected) == [], "files mini wrote that NSDLayout does not name"
+    assert {mini.truth_dir(s) + "/truth.npz" for s in mini.SUBJECTS} <= own
+    # the readers find everything through the same names
+    layout = NSDLayout(root, dataset="mini")
+    assert all(layout.exists(rel) for rel in expected)
+    # and NSDLayout's names are NSD's real paths (spelled here independently)
+    assert {EXPDESIGN, STIMINFO, STIMULI, CAPTIONS.format("train2017"), CAPTIONS.format("val2017")} <= written
+    assert "nsddata_timeseries/ppdata/subj05/func1pt8mm/design/design_session02_run03.tsv" in written
+    assert "nsddata/ppdata/subj07/func1pt8mm/roi/prf-visualrois.nii.gz" in written
+
+
+def _code_strings(path: Path) -> list[str]:
+    """The string literals of a module's code (docstrings left out)."""
+    tree = ast.parse(path.read_text())
+    docs = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            docs.add(id(body[0].value))
+    return [n.value for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+
+
+def test_mini_spells_no_nsd_path():
+    """mini's code holds no piece of a path of NSD's tree: every one comes from NSDLayout."""
+    fragments = ("nsddata", "func1pt8mm", "ppdata/", "nsd_expdesign", "nsd_stim", "annotations/", "captions_",
+                 "timeseries_", "timeseries/", "design_", ".nii", ".tsv", ".mat", ".hdf5")
+    for f in sorted(Path(writer.__file__).parent.glob("*.py")):
+        for text in _code_strings(f):
+            bad = [x for x in fragments if x in text]
+            assert not bad, f"{f.name} spells {bad} in {text!r}; ask nsd.NSDLayout for the path"
+
+
 # ------------------------------------------------------------------ brains, runs
 @pytest.mark.parametrize("subject", mini.SUBJECTS)
 def test_rois(root, subject):
     shape = SPEC.volume_shape(subject)
-    gen = nib.load(mini.roi_path(root, subject)).get_fdata()
+    gen = nib.load(root / NSDLayout.roi_file(subject)).get_fdata()
     assert gen.shape == shape and set(np.unique(gen)) == {-1, 0, 1}
     assert (gen == 1).sum() == SPEC.voxels(subject)
-    prf = nib.load(mini.roi_path(root, subject, "prf-visualrois")).get_fdata()
-    streams = nib.load(mini.roi_path(root, subject, "streams")).get_fdata()
+    prf = nib.load(root / NSDLayout.roi_file(subject, "prf-visualrois")).get_fdata()
+    streams = nib.load(root / NSDLayout.roi_file(subject, "streams")).get_fdata()
     assert ((prf > 0) <= (gen == 1)).all() and set(np.unique(prf[prf > 0])) == set(range(1, 8))
     np.testing.assert_array_equal(streams[gen == 1] == 1, prf[gen == 1] > 0)  # early = V1..hV4
     assert set(np.unique(streams[gen == 1])) == {1, 5, 6, 7}
@@ -168,10 +227,10 @@ def test_timeseries_and_design_files(root, mat):
     k = 0
     for ses in range(1, SPEC.n_sessions + 1):
         for run in range(1, SPEC.n_runs + 1):
-            img = nib.load(mini.timeseries_path(root, 2, ses, run))
+            img = nib.load(root / NSDLayout.timeseries_file(2, ses, run))
             assert img.shape == (*shape, SPEC.run_volumes) and img.get_data_dtype() == np.int16
             assert img.header.get_zooms()[3] == 1.0
-            design = np.loadtxt(mini.design_path(root, 2, ses, run), dtype=int)
+            design = np.loadtxt(root / NSDLayout.design_file(2, ses, run), dtype=int)
             assert design.shape == (SPEC.run_volumes,)
             onsets = np.flatnonzero(design)
             assert onsets.size == SPEC.trials_per_run and np.diff(onsets).min() >= 4
@@ -180,7 +239,7 @@ def test_timeseries_and_design_files(root, mat):
             k += onsets.size
     assert k == SPEC.n_trials
     data = np.asarray(img.dataobj)
-    gen = nib.load(mini.roi_path(root, 2)).get_fdata()
+    gen = nib.load(root / NSDLayout.roi_file(2)).get_fdata()
     assert 700 < data[gen >= 0].mean() < 1300 and data[gen == -1].mean() < 100  # brain vs background
 
 
@@ -189,7 +248,7 @@ def test_truth_is_consistent(root, mat):
     n = SPEC.voxels(1)
     assert t.amplitudes.shape == (SPEC.n_trials, n) and t.amplitudes.dtype == np.float32
     assert t.image_response.shape == (SPEC.n_per_subject, n) and t.voxel_ijk.shape == (n, 3)
-    gen = nib.load(mini.roi_path(root, 1)).get_fdata()
+    gen = nib.load(root / NSDLayout.roi_file(1)).get_fdata()
     np.testing.assert_array_equal(t.voxel_ijk, np.argwhere(gen == 1))
     mo = mat["masterordering"].ravel()
     np.testing.assert_array_equal(t.trial_image_index, mo)
@@ -218,14 +277,14 @@ def test_noise_grows_to_subject_7(root):
 def _plain_glm(root, subject: int, t: mini.Truth) -> np.ndarray:
     """Least squares per run: one regressor per trial with each voxel's true HRF, plus drift."""
     lib = hrf_library(tr=1.0, stim_dur=3.0)
-    roi = nib.load(mini.roi_path(root, subject)).get_fdata() == 1
+    roi = nib.load(root / NSDLayout.roi_file(subject)).get_fdata() == 1
     est = np.zeros_like(t.amplitudes, dtype=float)
     k = 0
     for ses in range(1, SPEC.n_sessions + 1):
         for run in range(1, SPEC.n_runs + 1):
-            y = np.asarray(nib.load(mini.timeseries_path(root, subject, ses, run)).dataobj)[roi].astype(float).T
+            y = np.asarray(nib.load(root / NSDLayout.timeseries_file(subject, ses, run)).dataobj)[roi].astype(float).T
             y = 100 * (y / y.mean(0) - 1)  # percent signal change
-            onsets = np.flatnonzero(np.loadtxt(mini.design_path(root, subject, ses, run), dtype=int))
+            onsets = np.flatnonzero(np.loadtxt(root / NSDLayout.design_file(subject, ses, run), dtype=int))
             n_t = y.shape[0]
             x = np.linspace(-1, 1, n_t)
             drift = np.stack([np.ones(n_t), x, x**2], 1)
@@ -276,7 +335,7 @@ def test_same_seed_same_bytes_other_seed_refused_or_replaced(root, tmp_path):
 
 
 def test_a_world_made_with_another_hrf_library_is_not_reused(root, monkeypatch):
-    monkeypatch.setattr(mini, "_hrf_digest", lambda: "0" * 16)
+    monkeypatch.setattr(writer, "_hrf_digest", lambda: "0" * 16)
     with pytest.raises(mini.MiniRootError, match="HRF library 0000000000000000"):
         mini.generate(root, seed=0, size="small", progress=False)
 
@@ -293,7 +352,7 @@ def test_refuses_a_folder_that_is_not_mini_nsd(tmp_path):
 
 def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
     calls = []
-    features = mini._early_features
+    features = mini.early_features
 
     def boom(img):  # fail while the stimulus file is half written
         calls.append(1)
@@ -301,7 +360,7 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
             raise RuntimeError("disk full")
         return features(img)
 
-    monkeypatch.setattr(mini, "_early_features", boom)
+    monkeypatch.setattr(writer, "early_features", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         mini.generate(tmp_path / "mini-nsd", size="small", progress=False)
     assert list(tmp_path.iterdir()) == []

@@ -48,7 +48,7 @@ def run(tmp_path, monkeypatch):
 
 def test_random_mini_vdvae_is_labelled_as_such(run):
     info = stage1.vdvae_info(run.cfg)
-    from nsdlib.minimodels import mini_vdvae_config
+    from nsdlib.mini.zoo import mini_vdvae_config
 
     assert info["source"] == "mini-random" and info["config"] == mini_vdvae_config()
     assert vdvae.n_latents(info["config"], 15) == 1680 and vdvae.n_latents(info["config"], 31) == 11_408
@@ -61,12 +61,12 @@ def test_random_mini_vdvae_is_labelled_as_such(run):
 
 
 def test_trained_mini_vdvae_is_used_when_the_zoo_has_one(run, tmp_path, monkeypatch):
-    from nsdlib import minimodels
+    from nsdlib.mini import zoo
 
     folder = tmp_path / "zoo"
     torch.manual_seed(3)
     vdvae.save_vdvae(vdvae.VDVAE(vdvae.MINI), folder / "vdvae.pt")
-    monkeypatch.setattr(minimodels, "locate", lambda root, workdir=None, quick=False: folder)
+    monkeypatch.setattr(zoo, "locate", lambda root, workdir=None, quick=False: folder)
     info = stage1.vdvae_info(run.cfg)
     assert info["source"] == "mini-trained" and str(folder) in info["description"]
     assert info["key"].startswith("mini:")  # a hash of the checkpoint's content

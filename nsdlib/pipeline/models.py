@@ -25,21 +25,21 @@ def mini_models(cfg: RunConfig, progress: bool = True) -> Path:
 
     Looks for models trained in ``<workdir>/models/``, then for the weights shipped with
     nsdlib (used only when they were made for this very mini-NSD world), and otherwise trains
-    them (:func:`nsdlib.minimodels.train_models`: about 15 minutes on 2 CPU cores, seconds
+    them (:func:`nsdlib.mini.zoo.train_models`: about 15 minutes on 2 CPU cores, seconds
     with ``quick=True``).
     """
-    from .. import minimodels
+    from ..mini import zoo
     from .data import ensure_mini_world
 
     world = mini_world_config(cfg)
     ensure_mini_world(world, progress)
-    return minimodels.ensure_models(world.nsd_root, world.workdir, quick=world.quick, device=cfg.device,
+    return zoo.ensure_models(world.nsd_root, world.workdir, quick=world.quick, device=cfg.device,
                                     seed=0, progress=progress)
 
 
 def zoo_evaluation(cfg: RunConfig, folder: Path) -> dict:
-    """:func:`nsdlib.minimodels.evaluate_models` on this run's mini-NSD, cached in the run's store."""
-    from ..minimodels import RECIPES, evaluate_models, read_models_manifest
+    """:func:`nsdlib.mini.zoo.evaluate_models` on this run's mini-NSD, cached in the run's store."""
+    from ..mini.zoo import RECIPES, evaluate_models, read_models_manifest
     from ..store import Store
 
     world = mini_world_config(cfg)
@@ -55,7 +55,7 @@ def zoo_summary(cfg: RunConfig, folder: Path) -> dict:
     """The zoo's held-out evaluation, measured by this run, as a table and a sentence."""
     import pandas as pd
 
-    from ..minimodels import read_models_manifest
+    from ..mini.zoo import read_models_manifest
 
     man = read_models_manifest(folder)
     ev = zoo_evaluation(cfg, folder)

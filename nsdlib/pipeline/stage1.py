@@ -4,7 +4,7 @@ Chapters 03-05 call these; later stages call :func:`first_guesses` and :func:`te
 
 - :func:`vdvae_model` / :func:`vdvae_info`: which VDVAE a run uses. ``models="pretrained"``:
   the public ImageNet-64 checkpoint (``nsdlib fetch vdvae``). ``models="mini"``: the mini
-  model zoo's small VDVAE trained on mini-NSD (:mod:`nsdlib.minimodels`) when it has been
+  model zoo's small VDVAE trained on mini-NSD (:mod:`nsdlib.mini.zoo`) when it has been
   trained, otherwise a *randomly initialised* small VDVAE (seeded by the run's seed), whose
   latents and images carry no learned structure; :func:`vdvae_info` says which, in words
   the chapters print.
@@ -97,14 +97,14 @@ def vdvae_info(cfg: RunConfig) -> dict:
                                "64 x 64 images)"}
     path = None
     try:
-        from .. import minimodels
+        from ..mini import zoo
         from . import data
         from .models import mini_world_config
 
         world = mini_world_config(cfg)  # models="mini" with dataset="nsd": the mini-NSD of the same workdir
         if cfg.dataset == "mini":
             data.ensure_mini_world(world, progress=False)
-        folder = minimodels.locate(world.nsd_root, world.workdir, quick=world.quick)
+        folder = zoo.locate(world.nsd_root, world.workdir, quick=world.quick)
         path = folder / "vdvae.pt" if (folder / "vdvae.pt").is_file() else None
     except (ImportError, FileNotFoundError):
         path = None
@@ -118,7 +118,7 @@ def vdvae_info(cfg: RunConfig) -> dict:
                                f"({config.n_dec_blocks} decoder blocks, {config.image_size} x {config.image_size} "
                                f"images; {path})"}
     try:  # the architecture the mini model zoo trains, so the stand-in differs only in its weights
-        from ..minimodels import mini_vdvae_config
+        from ..mini.zoo import mini_vdvae_config
 
         config = mini_vdvae_config()
     except ImportError:

@@ -3,7 +3,7 @@
 - :func:`clip_embedder` / :func:`diffusion_model`: the run's CLIP and diffusion model
   (``models="pretrained"``: the ``clip`` and ``vd`` assets; ``models="mini"``: the mini
   model zoo's trained models (``clip/`` and ``diffusion/`` in the folder
-  :func:`nsdlib.minimodels.locate` finds for the run's mini-NSD) when they exist, otherwise
+  :func:`nsdlib.mini.zoo.locate` finds for the run's mini-NSD) when they exist, otherwise
   small randomly initialised stand-ins of the same classes, which :func:`model_sources`
   reports);
 - :func:`clip_embeddings`: CLIP-text (77 x d) and CLIP-vision (257 x d) embeddings of a
@@ -57,16 +57,16 @@ _SUBJECT: dict = {}  # the last subject's data, kept for the process (NSD's beta
 
 # ------------------------------------------------------------------ models
 def _mini_zoo(cfg: RunConfig) -> Path | None:
-    """The mini model zoo's folder for this mini-NSD (``nsdlib.minimodels.locate``), or None."""
+    """The mini model zoo's folder for this mini-NSD (``nsdlib.mini.zoo.locate``), or None."""
     if cfg.dataset != "mini":
         return None
     try:
-        from .. import minimodels
+        from ..mini import zoo
 
         ensure = getattr(_data(), "ensure_dataset", None)
         if ensure is not None:
             ensure(cfg, progress=False)
-        return minimodels.locate(cfg.nsd_root, cfg.workdir, quick=cfg.quick)
+        return zoo.locate(cfg.nsd_root, cfg.workdir, quick=cfg.quick)
     except (ImportError, FileNotFoundError):
         return None
 

@@ -36,8 +36,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .images import resize
-from .store import atomic_path, atomic_write
+from ..clip import ClipEmbedder
+from ..config import default_workdir, resolve_device
+from ..diffusion import (
+    DualGuidedDiffusion,
+    DualTransformer,
+    make_dual_guided,
+    random_components,
+    save_components,
+    set_mixing,
+)
+from ..diffusion import vae_input as to_unit
+from ..images import resize
+from ..metrics import ssim, two_way_identification
+from ..nsd import NSDLayout, read_captions, read_expdesign, read_stim_info, read_stimuli
+from ..store import atomic_path, atomic_write
+from ..vdvae import MINI, VDVAE, load_vdvae, parse_blocks, reconstruct_images, save_vdvae
+from .experiment import read_manifest
 
 __all__ = [
     "MINI_MODELS_VERSION",
@@ -95,8 +110,6 @@ def read_training_set(root: str | Path, *, max_images: int | None = None, size: 
     Read with the same readers as the subject data (:mod:`nsdlib.nsd`), so the models see
     exactly the pixels and captions the book uses.
     """
-    from .nsd import NSDLayout, read_captions, read_expdesign, read_stim_info, read_stimuli
-
     layout = NSDLayout(root, dataset="mini")
     design = read_expdesign(layout)
     shared = set((design.sharedix - 1).tolist())
@@ -200,8 +213,6 @@ def mini_vdvae_config():
     n_layers 15 and 31 keep their meaning) at width 32 with a bottleneck of half the width
     (16 channels). On a CPU it trains about as fast as the quarter-width bottleneck of
     ImageNet-64's VDVAE (8 channels at this width) and learns far more in the same steps."""
-    from .vdvae import MINI
-
     return dataclasses.replace(MINI, width=32, bottleneck_multiple=0.5)
 
 
@@ -238,8 +249,6 @@ class KLWarmup:
 
     def weights(self, config, step: int) -> torch.Tensor:
         """Per-decoder-block KL weights (n_dec_blocks,) of a :class:`~nsdlib.vdvae.VDVAEConfig` at ``step``."""
-        from .vdvae import parse_blocks
-
         w = self.at(step)
         res = [r for r, _, _ in parse_blocks(config.dec_blocks)]
         return torch.tensor([w if self.max_resolution is None or r <= self.max_resolution else 1.0 for r in res])
@@ -252,8 +261,6 @@ def train_vdvae(images32: np.ndarray, out: Path, schedule: TrainSchedule, *, see
     The loss is the distortion plus each decoder block's KL weighted by
     ``kl_warmup.weights(config, step)``: the negative ELBO once the warm-up is over.
     """
-    from .vdvae import VDVAE, save_vdvae
-
     config = config or mini_vdvae_config()
     torch.manual_seed(seed)
     model = VDVAE(config)
@@ -341,8 +348,6 @@ def train_clip(images64: np.ndarray, captions: list[list[str]], out: Path, sched
     """
     from transformers import CLIPModel
 
-    from .clip import ClipEmbedder
-
     tokenizer = build_caption_tokenizer([c for caps in captions for c in caps])
     torch.manual_seed(seed)
     model = CLIPModel(mini_clip_config(tokenizer, **config_kwargs))
@@ -402,8 +407,6 @@ def train_vae(images: np.ndarray, vae, schedule: TrainSchedule, checkpoint: Path
     Afterwards its ``scaling_factor`` is set to one over the standard deviation of the
     training latents, as latent diffusion does, so the diffusion model sees unit-variance latents.
     """
-    from .diffusion import vae_input as to_unit
-
     data = to_unit(images, vae.config.sample_size)
 
     def loss_fn(idx, gen, step):
@@ -437,8 +440,6 @@ def train_unet(latents: torch.Tensor, text_embeds: np.ndarray, vision_embeds: np
     """
     from diffusers import DDPMScheduler
 
-    from .diffusion import set_mixing
-
     noise_sched = DDPMScheduler(**{k: v for k, v in scheduler_config.items()
                                    if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
                                             "prediction_type", "rescale_betas_zero_snr")})
@@ -471,8 +472,6 @@ def _split_dual(unet) -> None:
     """Undo :func:`nsdlib.diffusion.make_dual_guided` in place: each dual transformer is
     replaced by its image transformer, so the UNet saves in Versatile Diffusion's layout
     (the text transformers live on in the text UNet, the same module objects)."""
-    from .diffusion import DualTransformer
-
     names = [n for n, m in unet.named_modules() if isinstance(m, DualTransformer)]
     for name in names:
         parent, index = name.rsplit(".", 1)
@@ -517,8 +516,6 @@ RECIPES = {
 
 
 def _world(root: Path) -> dict:
-    from .mini import read_manifest
-
     man = read_manifest(root)
     if man is None:
         raise FileNotFoundError(f"{root} is not a mini-NSD root (no mini_nsd.json); generate it with "
@@ -573,8 +570,6 @@ def train_models(root, workdir=None, quick: bool = False, device="auto", seed: i
     """
     import time
 
-    from .config import resolve_device
-
     root = Path(root)
     world = _world(root)
     recipe_name = "quick" if quick else "full"
@@ -600,8 +595,6 @@ def train_models(root, workdir=None, quick: bool = False, device="auto", seed: i
     times.setdefault("vdvae_s", time.perf_counter() - t0)
 
     t0 = time.perf_counter()
-    from .clip import ClipEmbedder
-
     _ensure_clip(data, out, recipe, seed, progress)
     embedder = ClipEmbedder.from_pretrained(out / "clip")
     times.setdefault("clip_s", time.perf_counter() - t0)
@@ -676,7 +669,7 @@ def _train_in_parallel(root: Path, out: Path, recipe_name: str, *, seed: int, pr
     args = [str(root), str(out), recipe_name, int(seed), bool(progress)]
     procs = {}
     for part in _PARTS:
-        code = ("import json, sys; from nsdlib.minimodels import _train_part; "
+        code = ("import json, sys; from nsdlib.mini.zoo import _train_part; "
                 f"json.dump(_train_part({part!r}, *json.loads(sys.argv[1])), sys.stdout)")
         procs[part] = subprocess.Popen([sys.executable, "-c", code, json.dumps(args)], stdout=subprocess.PIPE,
                                        text=True)
@@ -712,8 +705,6 @@ def mini_diffusion_components(cross_attention_dim: int, *, image_size: int = 64,
     cheap enough to train on a CPU; the autoencoder's first level has 16 channels, which
     halves its cost at 64 x 64. The schedule is :data:`MINI_SCHEDULE`.
     """
-    from .diffusion import random_components
-
     comps = random_components(cross_attention_dim=cross_attention_dim, image_size=image_size, seed=seed,
                               vae_channels=(16, 32, 64, 64), vae_groups=8)
     comps["scheduler_config"].update(MINI_SCHEDULE)
@@ -721,14 +712,10 @@ def mini_diffusion_components(cross_attention_dim: int, *, image_size: int = 64,
 
 
 def _train_diffusion(data: TrainingSet, embedder, out: Path, recipe: Recipe, *, seed: int, progress: bool) -> None:
-    from .diffusion import make_dual_guided, save_components
-
     comps = mini_diffusion_components(embedder.dim, seed=seed)
     vae, image_unet, text_unet = comps["vae"], comps["image_unet"], comps["text_unet"]
     train_vae(data.images64, vae, recipe.vae, out / "vae.ckpt", seed=seed, progress=progress)
     vae.eval()
-    from .diffusion import vae_input as to_unit
-
     with torch.no_grad():
         x = to_unit(data.images64, vae.config.sample_size)
         latents = torch.cat([vae.encode(x[i:i + 64]).latent_dist.mode() for i in range(0, len(x), 64)])
@@ -767,12 +754,6 @@ def evaluate_models(root, folder, *, n_images: int = 100, steps: int = 25, seed:
     identification (small-CLIP vision features, chance 0.5) of diffusion samples generated
     from pure noise conditioned on the images' true text and vision embeddings.
     """
-    from .clip import ClipEmbedder
-    from .diffusion import DualGuidedDiffusion
-    from .metrics import ssim, two_way_identification
-    from .nsd import NSDLayout, read_captions, read_expdesign, read_stimuli
-    from .vdvae import load_vdvae, reconstruct_images
-
     folder = Path(folder)
     layout = NSDLayout(root, dataset="mini")
     ids = np.sort(read_expdesign(layout).sharedix - 1)[:n_images]
@@ -832,14 +813,12 @@ def _image_features(emb, images: np.ndarray) -> np.ndarray:
 # -------------------------------------------------------------------------------- loading
 def models_folder(workdir=None, *, quick: bool = False) -> Path:
     """``<workdir>/models/mini`` (or ``mini-quick``): where :func:`train_models` writes."""
-    from .config import default_workdir
-
     base = Path(workdir) if workdir is not None else default_workdir()
     return base / "models" / ("mini-quick" if quick else "mini")
 
 
 #: Trained weights shipped with nsdlib (the full recipe on the default mini-NSD, seed 0), if any.
-SHIPPED = Path(__file__).resolve().parent / "data" / "minimodels"
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "minimodels"
 
 
 def locate(root, workdir=None, *, quick: bool = False) -> Path:

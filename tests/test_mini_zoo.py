@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from nsdlib.minimodels import KLWarmup, TrainSchedule, build_caption_tokenizer, train_loop, train_vdvae
+from nsdlib.mini.zoo import KLWarmup, TrainSchedule, build_caption_tokenizer, train_loop, train_vdvae
 from nsdlib.vdvae import VDVAEConfig
 
 TINY_VDVAE = VDVAEConfig(image_size=8, width=8, zdim=2, enc_blocks="8x1,8d2,4x1,4d4,1x1",
@@ -92,7 +92,7 @@ def test_kl_warmup_puts_more_information_in_the_latents(tmp_path):
 def test_quick_zoo_trains_evaluates_and_loads(mini_small_root, tmp_path):
     from nsdlib.clip import N_TEXT_TOKENS, N_VISION_TOKENS, ClipEmbedder
     from nsdlib.diffusion import DualGuidedDiffusion
-    from nsdlib.minimodels import MiniModelsMissing, locate, read_models_manifest, train_models
+    from nsdlib.mini.zoo import MiniModelsMissing, locate, read_models_manifest, train_models
     from nsdlib.vdvae import load_vdvae, n_latents
 
     with pytest.raises(MiniModelsMissing, match=f"nsdlib mini train-models --root {mini_small_root}"):
@@ -130,14 +130,14 @@ def test_quick_zoo_trains_evaluates_and_loads(mini_small_root, tmp_path):
 
 
 def test_training_needs_a_mini_nsd_root(tmp_path):
-    from nsdlib.minimodels import train_models
+    from nsdlib.mini.zoo import train_models
 
     with pytest.raises(FileNotFoundError, match="is not a mini-NSD root.*nsdlib mini generate --root"):
         train_models(tmp_path / "nothing", workdir=tmp_path)
 
 
 def test_parallel_training_names_the_part_that_failed(tmp_path):
-    from nsdlib.minimodels import _train_in_parallel
+    from nsdlib.mini.zoo import _train_in_parallel
 
     # no mini-NSD at the root: both processes fail, and the error says which and how to go on
     with pytest.raises(RuntimeError, match=r"failed for clip\+vdvae \(exit code 1\), vae \(exit code 1\).*"
