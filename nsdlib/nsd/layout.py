@@ -18,7 +18,6 @@ Paths are relative to the dataset root; both the real NSD and mini-NSD (which
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -224,13 +223,12 @@ class NSDLayout:
 
     def sessions(self, subject: int) -> list[int]:
         """Session numbers whose betas file exists for ``subject`` (sorted)."""
-        pattern = re.compile(r"betas_session(\d{2})\.nii\.gz$")
+        session_of = {Path(self.betas_file(subject, s)).name: s for s in range(1, 100)}
         try:
             names = self.fs.ls(self.url(self.betas_dir(subject)), detail=False)
         except (FileNotFoundError, NotADirectoryError):
             return []
-        out = [int(m.group(1)) for n in names if (m := pattern.search(str(n)))]
-        return sorted(set(out))
+        return sorted({session_of[name] for n in names if (name := Path(str(n)).name) in session_of})
 
     def fingerprint(self, rels: Sequence[str]) -> list:
         """What identifies the files' content cheaply: size and mtime locally, else the paths."""
