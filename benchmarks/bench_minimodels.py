@@ -25,6 +25,9 @@ import time
 
 import torch
 
+from nsdlib import mini
+from nsdlib.mini.zoo import read_models_manifest, train_models
+
 
 def _report(label: str, man: dict) -> None:
     ev, secs = man["evaluation"], man["seconds"]
@@ -44,9 +47,6 @@ def main() -> None:
     ap.add_argument("--root", default=None, help="mini-NSD root (default <workdir>/mini-nsd)")
     ap.add_argument("--compare", action="store_true", help="also train sequentially and print the time ratio")
     args = ap.parse_args()
-    from nsdlib import mini
-    from nsdlib.mini.zoo import read_models_manifest, train_models
-
     root = args.root or f"{args.workdir}/mini-nsd"
     t0 = time.perf_counter()
     mini.generate(root, seed=0, size="default", progress=False)

@@ -20,6 +20,7 @@ import pytest
 import scipy.io
 
 from nsdlib import mini
+from nsdlib.cli import main
 from nsdlib.hrf import hrf_library
 from nsdlib.mini import writer
 from nsdlib.nsd import NSDLayout
@@ -378,8 +379,6 @@ def test_bad_input(root, tmp_path):
 
 
 def test_cli_generate_reuses(root, capsys):
-    from nsdlib.cli import main
-
     assert main(["mini", "generate", "--root", str(root), "--size", "small"]) == 0
     assert "mini-NSD written to" in capsys.readouterr().out
     assert main(["mini", "generate", "--root", str(root), "--size", "small", "--seed", "3"]) == 2

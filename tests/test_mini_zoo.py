@@ -4,8 +4,21 @@ import numpy as np
 import pytest
 import torch
 
-from nsdlib.mini.zoo import KLWarmup, TrainSchedule, build_caption_tokenizer, train_loop, train_vdvae
-from nsdlib.vdvae import VDVAEConfig
+from nsdlib.clip import N_TEXT_TOKENS, N_VISION_TOKENS, ClipEmbedder
+from nsdlib.diffusion import DualGuidedDiffusion
+from nsdlib.mini.zoo import (
+    KLWarmup,
+    MiniModelsMissing,
+    TrainSchedule,
+    _train_in_parallel,
+    build_caption_tokenizer,
+    locate,
+    read_models_manifest,
+    train_loop,
+    train_models,
+    train_vdvae,
+)
+from nsdlib.vdvae import VDVAEConfig, load_vdvae, n_latents
 
 TINY_VDVAE = VDVAEConfig(image_size=8, width=8, zdim=2, enc_blocks="8x1,8d2,4x1,4d4,1x1",
                          dec_blocks="1x1,4m1,4x1,8m4,8x1", no_bias_above=8, n_mixtures=2)
@@ -49,7 +62,6 @@ def test_training_resumes_to_the_same_model(tmp_path):
 
 
 def test_vdvae_training_lowers_the_elbo_and_saves_a_loadable_model(tmp_path):
-    from nsdlib.vdvae import load_vdvae
 
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (4, 1, 1, 3))
@@ -90,10 +102,6 @@ def test_kl_warmup_puts_more_information_in_the_latents(tmp_path):
 
 @pytest.mark.slow
 def test_quick_zoo_trains_evaluates_and_loads(mini_small_root, tmp_path):
-    from nsdlib.clip import N_TEXT_TOKENS, N_VISION_TOKENS, ClipEmbedder
-    from nsdlib.diffusion import DualGuidedDiffusion
-    from nsdlib.mini.zoo import MiniModelsMissing, locate, read_models_manifest, train_models
-    from nsdlib.vdvae import load_vdvae, n_latents
 
     with pytest.raises(MiniModelsMissing, match=f"nsdlib mini train-models --root {mini_small_root}"):
         locate(mini_small_root, tmp_path, quick=True)
@@ -130,14 +138,12 @@ def test_quick_zoo_trains_evaluates_and_loads(mini_small_root, tmp_path):
 
 
 def test_training_needs_a_mini_nsd_root(tmp_path):
-    from nsdlib.mini.zoo import train_models
 
     with pytest.raises(FileNotFoundError, match="is not a mini-NSD root.*nsdlib mini generate --root"):
         train_models(tmp_path / "nothing", workdir=tmp_path)
 
 
 def test_parallel_training_names_the_part_that_failed(tmp_path):
-    from nsdlib.mini.zoo import _train_in_parallel
 
     # no mini-NSD at the root: both processes fail, and the error says which and how to go on
     with pytest.raises(RuntimeError, match=r"failed for clip\+vdvae \(exit code 1\), vae \(exit code 1\).*"
