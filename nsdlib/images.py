@@ -24,7 +24,7 @@ explicit argument, and each use keeps the filter of the implementation it reprod
     ``torch.nn.functional.interpolate(mode="bilinear", antialias=True)``. The feature
     networks' 224 x 224 input (:mod:`nsdlib.features`), like torchvision's resize of a PIL
     image in Brain-Diffuser's evaluation; and the mini model zoo's training images
-    (64 -> 32 pixels for the small VDVAE, :mod:`nsdlib.minimodels`), resized as 0-255 floats
+    (64 -> 32 pixels for the small VDVAE, :mod:`nsdlib.mini.zoo`), resized as 0-255 floats
     and rounded back to uint8.
 
 All filters use ``align_corners=False`` semantics (pixel centres), and resizing to the size
