@@ -24,10 +24,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .names import DATASET_LABELS as _DATASET_LABELS
-from .names import IDENTIFICATION_METRICS as _FRACTIONS  # fractions in 0-1 (the paper prints .942, not 94.2)
 from .names import IMAGE_METRICS as METRICS
 from .names import METRIC_SHORT_HEADERS as _HEADERS
 from .names import REGRESSOR_LABELS as _REGRESSOR_LABELS
+from .pipeline.results import ResultsFormatError
+from .pipeline.results import read_results as _read_results_file
 from .store import atomic_write
 
 __all__ = [
@@ -51,22 +52,9 @@ IDENTITY_COLUMNS = ("dataset", "models", "quick", "ssim_mode", "subject", "regre
 _SSIM_MODES = {"columns": "Brain-Diffuser's column SSIM (as in the paper)", "2d": "the true 2-D SSIM",
                "unknown": "of an unrecorded variant"}
 
-#: Column names a results file may use for each metric (compared lower-case, letters and digits only).
-_ALIASES = {
-    "ssim": "ssim", "pixcorr": "pixcorr",
-    "alex2": "alexnet2", "alexnet2": "alexnet2", "alex5": "alexnet5", "alexnet5": "alexnet5",
-    "incep": "inceptionv3", "inception": "inceptionv3", "inceptionv3": "inceptionv3",
-    "clip": "clip", "eff": "efficientnet", "efficientnet": "efficientnet", "efficientnetb": "efficientnet",
-    "efficientnetb1": "efficientnet", "swav": "swav", "swavresnet50": "swav",
-}
-
 #: The page the Sphinx hook fills, and the comments around its "no report yet" note.
 REPORT_PAGE = "book/cross_subject"
 REPORT_MARKERS = ("<!-- cross-subject-report: start -->", "<!-- cross-subject-report: end -->")
-
-
-class ResultsFormatError(ValueError):
-    """A results file does not have the columns or values the report needs."""
 
 
 def _subject_from_path(path: Path) -> int | None:
@@ -74,26 +62,11 @@ def _subject_from_path(path: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _noise_label(value) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "none"
-    text = str(value).strip().lower()
-    if text in ("", "none", "0", "0.0", "no", "no noise"):
-        return "none"
-    try:
-        return str(int(float(text)))
-    except ValueError:
-        return text
-
-
 def read_results(path: str | os.PathLike):
     """Read one per-subject results file into the report's columns.
 
-    This is the one place that knows the results file's format (written by chapter 09,
-    :mod:`nsdlib.pipeline.evaluation`): a JSON list of row objects (or an object holding
-    one under ``"rows"`` or ``"results"``), or a CSV with one row per
-    (regressor, n_layers, noise). Metric columns may use the paper's short names
-    (``SSIM``, ``Alex2``, ``Incep``, ``Eff``...) or :mod:`nsdlib.metrics` keys.
+    The file is read by its one reader, :func:`nsdlib.pipeline.results.read_results`
+    (``results.json`` or ``results.csv``, as chapter 09 writes them).
 
     Parameters
     ----------
@@ -115,63 +88,7 @@ def read_results(path: str | os.PathLike):
         No rows, no metric column, a missing regressor or n_layers column, or an
         identification score outside 0-1 (a percentage, say).
     """
-    import pandas as pd
-
-    path = Path(path)
-    if path.suffix == ".csv":
-        df = pd.read_csv(path)
-    elif path.suffix == ".json":
-        data = json.loads(path.read_text())
-        if isinstance(data, dict):
-            data = data.get("rows", data.get("results"))
-        if not isinstance(data, list):
-            raise ResultsFormatError(f"{path}: expected a JSON list of result rows (or {{'rows': [...]}}); "
-                                     f"found {type(data).__name__}")
-        df = pd.DataFrame(data)
-    else:
-        raise ResultsFormatError(f"{path}: expected a results .json or .csv file; found {path.suffix or 'no suffix'}")
-    if df.empty:
-        raise ResultsFormatError(f"{path}: the results file has no rows")
-    renames = {}
-    for col in df.columns:
-        key = re.sub(r"[^a-z0-9]", "", str(col).lower())
-        if key in _ALIASES:
-            renames[col] = _ALIASES[key]
-    df = df.rename(columns=renames)
-    metrics = [m for m in METRICS if m in df.columns]
-    if not metrics:
-        raise ResultsFormatError(f"{path}: no metric columns; expected some of {', '.join(METRICS)}; "
-                                 f"found {', '.join(map(str, df.columns))}")
-    for col in ("regressor", "n_layers"):
-        if col not in df.columns:
-            raise ResultsFormatError(f"{path}: a results row needs a {col!r} column; found "
-                                     f"{', '.join(map(str, df.columns))}")
-    if "subject" not in df.columns:
-        subject = _subject_from_path(path)
-        if subject is None:
-            raise ResultsFormatError(f"{path}: no 'subject' column and the folder is not named subjNN")
-        df["subject"] = subject
-    if "dataset" not in df.columns:
-        df["dataset"] = path.parent.parent.name
-    if "models" not in df.columns:
-        df["models"] = "unknown"
-    df["quick"] = [str(v).strip().lower() in ("true", "1", "1.0") for v in df["quick"]] \
-        if "quick" in df.columns else False
-    if "ssim_mode" not in df.columns:
-        df["ssim_mode"] = "unknown"
-    df["ssim_mode"] = df["ssim_mode"].fillna("unknown").astype(str)
-    df["noise"] = [_noise_label(v) for v in df["noise"]] if "noise" in df.columns else "none"
-    df["subject"] = df["subject"].astype(int)
-    df["n_layers"] = df["n_layers"].astype(int)
-    df["regressor"] = df["regressor"].astype(str)
-    for m in METRICS:
-        df[m] = pd.to_numeric(df[m], errors="coerce") if m in df.columns else float("nan")
-    for m in _FRACTIONS:
-        bad = df[m][(df[m] < 0) | (df[m] > 1)]
-        if len(bad):
-            raise ResultsFormatError(f"{path}: {m} is a 2-way identification score, a fraction in 0-1; "
-                                     f"found {float(bad.iloc[0]):g} (a percentage?)")
-    return df[list(IDENTITY_COLUMNS) + list(METRICS)].reset_index(drop=True)
+    return _read_results_file(path)[1][list(IDENTITY_COLUMNS) + list(METRICS)]
 
 
 def collect_results(workdir: str | os.PathLike, dataset: str):

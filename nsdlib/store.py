@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Store", "array_key", "atomic_write", "load_arrays", "package_versions", "params_key", "save_arrays"]
+__all__ = ["Store", "array_key", "atomic_write", "load_arrays", "package_versions", "params_key", "path_key",
+           "save_arrays"]
 
 KEY_PACKAGES = (
     "nsdlib", "numpy", "scipy", "torch", "torchvision", "transformers", "diffusers",
@@ -59,6 +60,55 @@ def array_key(*arrays) -> str:
         h.update(repr((a.shape, a.dtype.str)).encode())
         h.update(memoryview(a).cast("B"))
     return h.hexdigest()[:16]
+
+
+def path_key(path: str | os.PathLike, *, content: bool = False) -> str:
+    """A short key of a file or folder on disk, for cache keys of what is computed from it.
+
+    Parameters
+    ----------
+    path : path
+        A file (a checkpoint) or a folder (a saved model).
+    content : bool
+        Hash every byte (a file's content, or each file of a folder with its relative
+        name): any change of a value changes the key. Otherwise the key is cheap: a file's
+        name and size (``"name:size"``), or a hash of a folder's relative file names, sizes
+        and modification times.
+
+    Returns
+    -------
+    str
+        16 hex digits, or ``"name:size"`` for a file without ``content``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` is neither a file nor a folder.
+    """
+    path = Path(path)
+    if path.is_file():
+        if not content:
+            return f"{path.name}:{path.stat().st_size}"
+        h = hashlib.sha256()
+        _hash_file(h, path)
+        return h.hexdigest()[:16]
+    if not path.is_dir():
+        raise FileNotFoundError(f"expected a file or a folder to fingerprint; found nothing at {path}")
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        if content:
+            h.update(f"{f.relative_to(path)}\n".encode())
+            _hash_file(h, f)
+        else:
+            st = f.stat()
+            h.update(f"{f.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _hash_file(h, path: Path) -> None:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
 
 
 def params_key(params: dict) -> str:

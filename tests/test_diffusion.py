@@ -227,7 +227,7 @@ class _FakeData:
 
     def __init__(self, n_train=40, n_test=8, n_voxels=120, seed=0):
         from nsdlib import clip
-        from nsdlib.pipeline import stage2
+        from nsdlib.pipeline import context
 
         rng = np.random.default_rng(seed)
         colours = ["red", "green", "blue", "yellow"]
@@ -237,7 +237,7 @@ class _FakeData:
         self.images = np.clip(base + rng.normal(0, 20, (n, 48, 48, 3)), 0, 255).astype(np.uint8)
         self.caps = [[f"a {colours[i % 4]} {shapes[i % 3]}", f"one {shapes[i % 3]} that is {colours[i % 4]}"]
                      for i in range(n)]
-        emb = clip.random_clip(**stage2._RANDOM_CLIP)
+        emb = clip.random_clip(**context.RANDOM_CLIP)
         feats = np.concatenate([emb.text(self.caps, progress=False).reshape(n, -1),
                                 emb.vision(self.images, progress=False).reshape(n, -1)], axis=1)
         u, sv, _ = np.linalg.svd(feats - feats.mean(0), full_matrices=False)
@@ -270,9 +270,12 @@ def fake_data():
 @pytest.fixture
 def stage2_run(fake_data, tmp_path, monkeypatch):
     from nsdlib import RunConfig
-    from nsdlib.pipeline import stage2
+    from nsdlib.pipeline import context, data, dataset, stage2
 
-    monkeypatch.setattr(stage2, "_data", lambda: fake_data)
+    for name in ("subject_data", "captions", "stimuli"):
+        monkeypatch.setattr(data, name, getattr(fake_data, name))
+    monkeypatch.setattr(dataset, "ensure_mini_world", lambda cfg, progress=True: None)
+    context.forget()
     monkeypatch.setitem(stage2.QUICK_DIFFUSION_SETTINGS, "num_steps", 4)
     cfg = RunConfig(dataset="mini", subject=1, quick=True, workdir=str(tmp_path / "work"), device="cpu")
     return stage2, cfg
@@ -290,7 +293,10 @@ def test_clip_predictions_recover_encoded_embeddings(stage2_run, fake_data):
     # betas carrying no information about the images: chance
     shuffled = _FakeData(seed=1)
     shuffled.subj.train_betas = np.random.default_rng(2).permutation(shuffled.subj.train_betas)
-    stage2._data = lambda: shuffled  # undone by monkeypatch's restore of the attribute
+    from nsdlib.pipeline import data
+
+    for name in ("subject_data", "captions", "stimuli"):  # undone by monkeypatch's restore of the attributes
+        setattr(data, name, getattr(shuffled, name))
     cfg2 = cfg.replace(workdir=str(Path(cfg.workdir) / "shuffled"))
     chance = stage2.clip_predictions(cfg2, progress=False)
     assert chance["vision_identification"] < 0.8
@@ -330,17 +336,21 @@ def test_stage2_with_pretrained_models_missing_names_the_asset(stage2_run, tmp_p
 def test_stage2_loads_the_mini_zoos_models_when_present(stage2_run, tmp_path, monkeypatch):
     stage2, cfg = stage2_run
     from nsdlib.clip import random_clip
+    from nsdlib.mini import zoo as mini_zoo
+    from nsdlib.pipeline import context
 
-    assert {s["kind"] for s in stage2.model_sources(cfg).values()} == {"random"}
+    assert {s.kind for s in stage2.model_sources(cfg).values()} == {"random"}
     zoo = tmp_path / "zoo"
-    trained_like = random_clip(**{**stage2._RANDOM_CLIP, "seed": 7})
+    trained_like = random_clip(**{**context.RANDOM_CLIP, "seed": 7})
     trained_like.save_pretrained(zoo / "clip")
     save_components(random_components(cross_attention_dim=trained_like.dim, image_size=32, seed=7),
                     zoo / "diffusion")
-    monkeypatch.setattr(stage2, "_mini_zoo", lambda cfg: zoo)
+    monkeypatch.setattr(mini_zoo, "locate", lambda root, workdir=None, quick=False: zoo)
+    assert stage2.model_sources(cfg)["clip"].kind == "random"  # the run's context found its sources once
+    context.forget()  # as pipeline.models.mini_models does after training the zoo
     src = stage2.model_sources(cfg)
-    assert src["clip"]["kind"] == "mini" and src["vd"]["kind"] == "mini"
-    assert src["clip"]["path"] == str(zoo / "clip") and src["vd"]["path"] == str(zoo / "diffusion")
+    assert src["clip"].kind == "mini" and src["vd"].kind == "mini"
+    assert src["clip"].path == str(zoo / "clip") and src["vd"].path == str(zoo / "diffusion")
     images = np.random.default_rng(0).integers(0, 256, (2, 48, 48, 3), dtype=np.uint8)
     np.testing.assert_allclose(stage2.clip_embedder(cfg).vision(images, progress=False),
                                trained_like.vision(images, progress=False), atol=1e-6)

@@ -154,21 +154,18 @@ def test_explorer_data_view_and_widget(run):
 
 
 def test_default_clip_never_uses_a_random_stand_in(tmp_path, monkeypatch):
-    import sys
-    import types
-
     from nsdlib import metrics as M
+    from nsdlib.pipeline.context import ModelSource
 
-    fake = types.ModuleType("nsdlib.pipeline.stage2")
     kind = {"value": "random"}
-    fake.model_sources = lambda c: {"clip": {"kind": kind["value"], "key": "mini:abc", "path": None}}
+    monkeypatch.setattr(E.stage2, "model_sources", lambda c: {
+        "clip": ModelSource("clip", kind["value"], None, "mini:abc", "a CLIP")})
 
     class Emb:
         def vision(self, images, progress=True):
             return np.ones((len(images), 5, 3)) * np.arange(len(images))[:, None, None]
 
-    fake.clip_embedder = lambda c: Emb()
-    monkeypatch.setitem(sys.modules, "nsdlib.pipeline.stage2", fake)
+    monkeypatch.setattr(E.stage2, "clip_embedder", lambda c: Emb())
     cfg = RunConfig(workdir=str(tmp_path))
     reason = E._default_clip(cfg)
     assert isinstance(reason, str) and "random stand-in is not a metric" in reason

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nsdlib import RunConfig, assets, vdvae
-from nsdlib.pipeline import data, stage1
+from nsdlib.pipeline import context, data, dataset, stage1
 from nsdlib.ridge import restandardize, ridge_predict
 
 torch.set_num_threads(1)  # the test machine is shared; one thread avoids oversubscription
@@ -40,8 +40,8 @@ def run(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "subject_data", lambda cfg, **kw: sd)
     monkeypatch.setattr(data, "stimuli", stimuli)
     monkeypatch.setattr(data, "ensure_dataset", lambda cfg, progress=True: None)
-    monkeypatch.setattr(data, "ensure_mini_world", lambda cfg, progress=True: None)
-    stage1._MODELS.clear()
+    monkeypatch.setattr(dataset, "ensure_mini_world", lambda cfg, progress=True: None)
+    context.forget()
     cfg = RunConfig(workdir=str(tmp_path / "work"), nsd_root=str(tmp_path / "no-mini"), quick=True)
     return types.SimpleNamespace(cfg=cfg, sd=sd, images=images, calls=calls)
 
@@ -50,11 +50,11 @@ def test_random_mini_vdvae_is_labelled_as_such(run):
     info = stage1.vdvae_info(run.cfg)
     from nsdlib.mini.zoo import mini_vdvae_config
 
-    assert info["source"] == "mini-random" and info["config"] == mini_vdvae_config()
-    assert vdvae.n_latents(info["config"], 15) == 1680 and vdvae.n_latents(info["config"], 31) == 11_408
-    assert "RANDOMLY INITIALISED" in info["description"]
+    assert info.kind == "random" and info.label == "mini-random" and info.config == mini_vdvae_config()
+    assert vdvae.n_latents(info.config, 15) == 1680 and vdvae.n_latents(info.config, 31) == 11_408
+    assert "RANDOMLY INITIALISED" in info.description
     m1 = stage1.vdvae_model(run.cfg)
-    stage1._MODELS.clear()
+    context.forget()
     m2 = stage1.vdvae_model(run.cfg)
     for a, b in zip(m1.parameters(), m2.parameters()):  # seeded: the same random model every time
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -68,8 +68,8 @@ def test_trained_mini_vdvae_is_used_when_the_zoo_has_one(run, tmp_path, monkeypa
     vdvae.save_vdvae(vdvae.VDVAE(vdvae.MINI), folder / "vdvae.pt")
     monkeypatch.setattr(zoo, "locate", lambda root, workdir=None, quick=False: folder)
     info = stage1.vdvae_info(run.cfg)
-    assert info["source"] == "mini-trained" and str(folder) in info["description"]
-    assert info["key"].startswith("mini:")  # a hash of the checkpoint's content
+    assert info.kind == "mini" and info.label == "mini-trained" and str(folder) in info.description
+    assert info.fingerprint.startswith("mini:")  # a hash of the checkpoint's content
     torch.testing.assert_close(stage1.vdvae_model(run.cfg).decoder.gain, torch.ones(1, 64, 1, 1))
 
 

@@ -5,12 +5,40 @@ import numpy as np
 import pytest
 
 from nsdlib.config import RunConfig
-from nsdlib.store import Store, atomic_write, load_arrays, params_key, save_arrays
+from nsdlib.store import Store, array_key, atomic_write, load_arrays, params_key, path_key, save_arrays
 
 
 def test_params_key_ignores_order_and_sees_values():
     assert params_key({"a": 1, "b": 2}) == params_key({"b": 2, "a": 1})
     assert params_key({"a": 1}) != params_key({"a": 2})
+
+
+def test_array_key_sees_every_value_shape_and_dtype():
+    a = np.arange(6, dtype=np.float32)
+    assert array_key(a) == array_key(a.copy())
+    b = a.copy()
+    b[3] += 1e-6
+    assert array_key(b) != array_key(a)
+    assert array_key(a.reshape(2, 3)) != array_key(a) != array_key(a.astype(np.float64))
+
+
+def test_path_key_of_files_and_folders(tmp_path):
+    f = tmp_path / "model.pt"
+    f.write_bytes(b"weights 1")
+    assert path_key(f) == "model.pt:9"  # cheap: name and size
+    by_content = path_key(f, content=True)
+    assert len(by_content) == 16
+    f.write_bytes(b"weights 2")  # same size, other bytes
+    assert path_key(f) == "model.pt:9" and path_key(f, content=True) != by_content
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    key = path_key(folder)
+    assert len(key) == 16 and path_key(folder) == key
+    (folder / "weights.bin").write_bytes(b"x")
+    assert path_key(folder) != key
+    with pytest.raises(FileNotFoundError, match="expected a file or a folder to fingerprint; found nothing"):
+        path_key(tmp_path / "absent")
 
 
 def test_atomic_write_crash_keeps_previous_content(tmp_path):

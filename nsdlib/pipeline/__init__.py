@@ -3,9 +3,15 @@
 Each function takes a :class:`~nsdlib.config.RunConfig`, asks the run's
 :class:`~nsdlib.store.Store` for its artifact and computes it (calling the algorithm
 modules) only when it is missing, so every chapter can run alone and a rerun costs nothing.
+What a run holds in memory (its subject data, where its models come from, the loaded models)
+is kept in one place, the run's context. Imports go one way, down this list:
 
-- ``data``: mini-NSD generation on demand, subject preparation (betas, ids, stimuli, captions)
+- ``dataset``: the run's dataset layout and mini-NSD made on demand
 - ``betas``: single-trial betas with ``nsdlib.glm`` written in NSD's layout (chapter 01)
+- ``data``: mini-NSD generation on demand, subject preparation (betas, ids, stimuli, captions)
+- ``context``: the run's context (:func:`~nsdlib.pipeline.context.get`), the only per-process cache:
+  subject data, model sources (:class:`~nsdlib.pipeline.context.ModelSource`), loaded models
+- ``results``: the run's results file, its one writer and one reader
 - ``stage1``: VDVAE latents, stage-1 regressors, first guesses (chapters 03-05)
 - ``stage2``: CLIP embeddings and their regressions, Versatile Diffusion (chapters 06-07)
 - ``evaluation``: noise sensitivity, metrics and the run's results file (chapters 08-10)

@@ -28,11 +28,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..config import ConfigError, RunConfig
+from ..glm import FRACTIONS, GLMSingle, TrialDesign
 from ..metrics import columnwise_r
+from ..nsd import read_roi
 from ..store import Store, atomic_path, params_key
+from .dataset import dataset_layout, ensure_mini_world
 
 __all__ = ["GLM_OPTIONS", "glm_diagnostics", "hrf_recovery", "model_accuracy", "session_params", "write_betas"]
 
@@ -53,8 +58,6 @@ def _nsd_error():
 
 def _world(cfg: RunConfig, progress: bool) -> dict:
     """Make sure the run's mini-NSD exists (as chapter 02 would) and return its manifest."""
-    from .data import ensure_mini_world
-
     return ensure_mini_world(cfg, progress)
 
 
@@ -69,8 +72,6 @@ def _descrip(params: dict) -> str:
 
 
 def _file_descrip(path: Path) -> str | None:
-    import nibabel as nib
-
     try:
         d = nib.load(str(path)).header["descrip"]
     except Exception:  # unreadable or foreign file: treat as not ours
@@ -81,11 +82,6 @@ def _file_descrip(path: Path) -> str | None:
 
 def _fit_session(cfg: RunConfig, manifest: dict, session: int, roi: np.ndarray, progress: bool) -> dict:
     """Fit one session over the brain mask; the arrays cached for chapter 01 and the writer."""
-    import nibabel as nib
-
-    from ..glm import FRACTIONS, GLMSingle, TrialDesign
-    from .data import dataset_layout
-
     spec = manifest["spec"]
     tr, stim_dur, n_runs = float(spec["tr"]), float(spec["stim_dur"]), int(spec["n_runs"])
     layout = dataset_layout(cfg)
@@ -127,8 +123,6 @@ def _fit_session(cfg: RunConfig, manifest: dict, session: int, roi: np.ndarray, 
 
 def _write_volume(path: Path, betas_brain: np.ndarray, roi: np.ndarray, affine: np.ndarray, descrip: str) -> None:
     """NSD's format: int16 percent signal change x 300, (X, Y, Z, n_trials); 0 outside the mask."""
-    import nibabel as nib
-
     brain = roi >= 0
     vals = np.nan_to_num(np.asarray(betas_brain, dtype=np.float64)) * _SCALE
     vals = np.clip(np.rint(vals), -32768, 32767).astype(np.int16)
@@ -164,12 +158,6 @@ def write_betas(cfg: RunConfig, sessions=None, progress: bool = True) -> Path:
     ConfigError
         For ``dataset="nsd"``: NSD ships these betas.
     """
-    import nibabel as nib
-    from tqdm.auto import tqdm
-
-    from ..nsd import read_roi
-    from .data import dataset_layout
-
     if cfg.dataset == "nsd":
         raise _nsd_error()
     manifest = _world(cfg, progress)
@@ -219,9 +207,6 @@ def glm_diagnostics(cfg: RunConfig, sessions=None, progress: bool = True) -> dic
     for s in todo:
         params = session_params(cfg, manifest, s)
         if roi is None and not store.has("glm_session", params):  # only if the cache vanished meanwhile
-            from ..nsd import read_roi
-            from .data import dataset_layout
-
             roi = read_roi(dataset_layout(cfg), cfg.subject)
         per[s] = store.arrays("glm_session", params,
                               lambda s=s, roi=roi: _fit_session(cfg, manifest, s, roi, progress))

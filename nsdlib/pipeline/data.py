@@ -14,15 +14,15 @@ a cache in ``<workdir>/nsd-cache``). ``dataset="mini"`` first makes sure mini-NS
 (:func:`nsdlib.pipeline.betas.write_betas`, chapter 01), then reads them with exactly the code
 that reads NSD (:func:`nsdlib.nsd.prepare_subject`).
 
-mini-NSD is generated with a fixed world seed, :data:`MINI_WORLD_SEED` (0), not with the
-run's ``seed``: the world (stimuli, brains, noise) is the dataset, and changing the seed
-of a run (model initialisation, random split) must not silently create another dataset.
+mini-NSD is generated with a fixed world seed, :data:`MINI_WORLD_SEED` (0; see
+:mod:`nsdlib.pipeline.dataset`, where the layout and the mini-NSD world are found and made).
 ``quick=True`` uses the "small" world, otherwise the "default" one.
+
+The decoders ask for the subject through the run's context
+(:func:`nsdlib.pipeline.context.get`), which keeps it in memory once per process.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
@@ -44,6 +44,8 @@ from ..nsd import (
     trial_schedule,
 )
 from ..store import Store, params_key
+from .betas import write_betas
+from .dataset import MINI_WORLD_SEED, dataset_layout, ensure_mini_world, mini_size, mini_world_config
 
 __all__ = [
     "MINI_WORLD_SEED",
@@ -52,39 +54,16 @@ __all__ = [
     "captions",
     "dataset_layout",
     "ensure_dataset",
+    "ensure_mini_world",
+    "mini_size",
+    "mini_world_config",
     "roi_volume",
     "stimuli",
     "subject_data",
     "trials",
 ]
 
-#: Seed of the mini-NSD world, the same for every run (see the module docstring).
-MINI_WORLD_SEED = 0
 _VERSION = 1
-
-
-def dataset_layout(cfg: RunConfig) -> NSDLayout:
-    """The :class:`~nsdlib.nsd.NSDLayout` of the run's dataset (nothing is checked or made)."""
-    return NSDLayout(cfg.nsd_root, dataset=cfg.dataset, cache_dir=Path(cfg.workdir) / "nsd-cache")
-
-
-def mini_size(cfg: RunConfig) -> str:
-    """The mini-NSD size a run uses: "small" for quick runs, "default" otherwise."""
-    return "small" if cfg.quick else "default"
-
-
-def ensure_mini_world(cfg: RunConfig, progress: bool = True) -> dict:
-    """Generate the run's mini-NSD at ``cfg.nsd_root`` if absent; return its manifest."""
-    from .. import mini
-
-    if str(cfg.nsd_root).startswith("s3://"):
-        raise NSDDataError(f"mini-NSD is generated locally; nsd_root must be a folder, found {cfg.nsd_root!r}")
-    try:
-        mini.generate(cfg.nsd_root, seed=MINI_WORLD_SEED, size=mini_size(cfg), progress=progress)
-    except mini.MiniRootError as exc:
-        raise NSDDataError(f"{exc} (quick={cfg.quick} runs use the {mini_size(cfg)!r} mini-NSD; give this run "
-                           "its own nsd_root)") from None
-    return mini.read_manifest(cfg.nsd_root)
 
 
 def ensure_dataset(cfg: RunConfig, progress: bool = True) -> NSDLayout:
@@ -102,8 +81,6 @@ def ensure_dataset(cfg: RunConfig, progress: bool = True) -> NSDLayout:
         raise NSDDataError(f"mini-NSD is generated locally; nsd_root must be a folder, found {cfg.nsd_root!r}")
     n_sessions = int(ensure_mini_world(cfg, progress)["spec"]["n_sessions"])
     if _missing_sessions(layout, cfg.subject, n_sessions):
-        from .betas import write_betas
-
         write_betas(cfg)
         missing = _missing_sessions(layout, cfg.subject, n_sessions)
         if missing:

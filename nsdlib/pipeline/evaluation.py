@@ -8,31 +8,17 @@
   settings and which networks could be used, so fetching weights later recomputes).
 - :func:`evaluate`: ridge vs GRU and 15 vs 31 layers (as the run allows) and, optionally,
   noise levels; each result becomes a row of ``<run_dir>/results.json`` and
-  ``results.csv``, merged with the rows already there and written atomically.
-  ``nsdlib.cross_subject`` aggregates those files across subjects.
-
-Results rows (one per regressor, n_layers, noise)::
-
-    dataset, models, subject, regressor, n_layers, noise, n_images, size, ssim_mode,
-    ssim, pixcorr, alexnet2, alexnet5, inceptionv3, clip, efficientnet, swav,
-    ssim_2d, latent_mse, latent_mae, seed, quick
-
-``ssim`` is Brain-Diffuser's column SSIM (the mode behind the paper's numbers, so that
-the column compares with theirs); ``ssim_2d`` is the true 2-D SSIM. Identification scores
-are fractions in 0-1; ``efficientnet`` and ``swav`` are mean correlation distances. A
-metric that could not be computed is null (JSON) / empty (CSV), with the reason under
-``"sources"`` in the JSON file.
+  ``results.csv``, merged with the rows already there and written atomically by
+  :mod:`nsdlib.pipeline.results` (the file's one writer and one reader; its format is
+  described there). ``nsdlib.cross_subject`` aggregates those files across subjects.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
-import json
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .. import features as F
 from .. import metrics as M
@@ -40,7 +26,17 @@ from .. import noise as N
 from ..config import RunConfig
 from ..images import check_images
 from ..names import DATASET_LABELS, IMAGE_METRICS, METRIC_LABELS, MODEL_SET_LABELS, NOISE_LEVELS, REGRESSOR_LABELS
-from ..store import Store, array_key, atomic_write
+from ..store import Store, array_key
+from . import context, data, stage1, stage2
+from .results import (
+    KEY_COLUMNS,
+    RESULT_COLUMNS,
+    RESULTS_SSIM_MODE,
+    read_results,
+    result_row,
+    results_path,
+    write_results,
+)
 
 __all__ = [
     "KEY_COLUMNS",
@@ -71,11 +67,6 @@ __all__ = [
 ]
 
 _VERSION = 1
-KEY_COLUMNS = ("regressor", "n_layers", "noise")
-RESULT_COLUMNS = ("dataset", "models", "subject", "regressor", "n_layers", "noise", "n_images", "size", "ssim_mode",
-                  *IMAGE_METRICS, "ssim_2d", "latent_mse", "latent_mae", "seed", "quick")
-#: The SSIM mode of the ``ssim`` column: Brain-Diffuser's, as behind the paper's numbers.
-RESULTS_SSIM_MODE = "columns"
 
 
 # ------------------------------------------------------------------- inputs
@@ -88,21 +79,15 @@ def run_label(cfg: RunConfig) -> str:
 
 def ground_truth(cfg: RunConfig) -> np.ndarray:
     """The run's test stimuli at their stored size (425 for NSD, 128 for mini-NSD), uint8."""
-    from . import data
-
     return data.stimuli(cfg, "test")
 
 
 def _test_ids(cfg: RunConfig) -> np.ndarray:
-    from . import data
-
-    return np.asarray(data.subject_data(cfg).test_ids)
+    return np.asarray(context.get(cfg).subject().test_ids)
 
 
 def first_guesses(cfg: RunConfig) -> np.ndarray:
     """The run's stage-1 first guesses of the test images (``stage1.first_guesses``), uint8."""
-    from . import stage1
-
     return stage1.first_guesses(cfg)
 
 
@@ -112,14 +97,10 @@ def final_images(cfg: RunConfig) -> np.ndarray:
 
 
 def _stage2(cfg: RunConfig, first_guesses=None, noise: str | None = None, indices=None) -> np.ndarray:
-    from . import stage2
-
     if first_guesses is None:
         return stage2.stage2_images(cfg)
     extra = {} if indices is None else {"indices": indices}
     return stage2.stage2_images(cfg, first_guesses=first_guesses, noise=noise, **extra)
-
-
 
 
 # -------------------------------------------------------------------- noise
@@ -196,13 +177,12 @@ def metric_plan(cfg: RunConfig, clip=None) -> dict[str, str]:
     ``models="pretrained"`` every metric is ``"real"`` (a missing asset raises when the
     networks are built).
     """
-    from .. import assets
-
+    ctx = context.get(cfg)
     plan = {}
     for metric, asset in (("alexnet2", "torchvision-metrics"), ("alexnet5", "torchvision-metrics"),
                           ("inceptionv3", "torchvision-metrics"), ("efficientnet", "torchvision-metrics"),
                           ("swav", "swav")):
-        ok = cfg.models == "pretrained" or assets.available(asset)
+        ok = ctx.source(asset).kind == "pretrained"
         plan[metric] = "real" if ok else f"unavailable: asset {asset!r} absent"
     if isinstance(clip, str):
         plan["clip"] = f"unavailable: {clip}"
@@ -224,17 +204,13 @@ def _default_clip(cfg: RunConfig):
     """
     if cfg.models == "pretrained":
         return None
-    try:
-        from .stage2 import clip_embedder, model_sources
-    except ImportError:
-        return "not available: stage 2 (nsdlib.pipeline.stage2) provides no small CLIP"
-    src = model_sources(cfg)["clip"]
-    if src["kind"] != "mini":
+    src = stage2.model_sources(cfg)["clip"]
+    if src.kind != "mini":
         return ("not available: the mini model zoo has not trained a small CLIP (`nsdlib mini train-models`); "
                 "stage 2's random stand-in is not a metric")
-    emb = clip_embedder(cfg)
+    emb = stage2.clip_embedder(cfg)
     return F.clip_network(lambda images: emb.vision(images, progress=False)[:, 0],
-                          description=f"small CLIP trained on mini-NSD (not ViT-L/14) [{src['key']}]")
+                          description=f"small CLIP trained on mini-NSD (not ViT-L/14) [{src.fingerprint}]")
 
 
 class _Scorer:
@@ -302,92 +278,16 @@ def _clip_fingerprint(clip, gt) -> str | None:
     feats = clip(np.asarray(gt[:2]))
     if hasattr(feats, "detach"):
         feats = feats.detach().float().cpu().numpy()
-    feats = np.asarray(feats, dtype=np.float32)
-    return hashlib.sha256(np.round(feats, 4).tobytes()).hexdigest()[:16]
+    return array_key(np.round(np.asarray(feats, dtype=np.float32), 4))
 
 
-def _latents(cfg: RunConfig):
-    """(true, predicted) test latents of stage 1 for the latent MSE/MAE, or None."""
-    try:
-        from .stage1 import test_latents
-    except ImportError:
-        return None
-    out = test_latents(cfg)
-    return None if out is None else (out["true"], out["pred"]) if isinstance(out, dict) else tuple(out)
+def _latents(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(true, predicted) test latents of stage 1 for the latent MSE/MAE."""
+    out = stage1.test_latents(cfg)
+    return out["true"], out["pred"]
 
 
-# ------------------------------------------------------------------ results
-def results_path(cfg: RunConfig, suffix: str = ".json") -> Path:
-    """``<run_dir>/results.json`` (or ``.csv``)."""
-    return cfg.run_dir / f"results{suffix}"
-
-
-def _clean(v):
-    if isinstance(v, (np.floating, float)):
-        return None if not np.isfinite(v) else float(v)
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
-    return v
-
-
-def _row(cfg: RunConfig, regressor: str, n_layers: int, noise: str, rep: M.MetricReport, latents) -> dict:
-    means = rep.means
-    row = {"dataset": cfg.dataset, "models": cfg.models, "subject": cfg.subject, "regressor": regressor,
-           "n_layers": int(n_layers), "noise": noise, "n_images": rep.n_images, "size": rep.size,
-           "ssim_mode": rep.ssim_mode, **{m: means.get(m, float("nan")) for m in IMAGE_METRICS},
-           "ssim_2d": means.get("ssim_2d", float("nan")),
-           "latent_mse": latents["mse"] if latents else float("nan"),
-           "latent_mae": latents["mae"] if latents else float("nan"), "seed": cfg.seed, "quick": cfg.quick}
-    return {k: _clean(row[k]) for k in RESULT_COLUMNS}
-
-
-def write_results(cfg: RunConfig, rows: Sequence[dict], sources: dict | None = None) -> Path:
-    """Merge ``rows`` into the run's results file and write it (JSON and CSV) atomically.
-
-    A row replaces an earlier one with the same (regressor, n_layers, noise).
-
-    Returns
-    -------
-    Path of ``results.json``.
-    """
-    import pandas as pd
-
-    path = results_path(cfg)
-    old = json.loads(path.read_text()) if path.is_file() else {}
-    keep = {tuple(r[k] for k in KEY_COLUMNS): r for r in old.get("rows", [])}
-    for r in rows:
-        missing = [c for c in RESULT_COLUMNS if c not in r]
-        if missing:
-            raise ValueError(f"a results row needs the columns {', '.join(missing)}")
-        keep[tuple(r[k] for k in KEY_COLUMNS)] = {k: _clean(r[k]) for k in RESULT_COLUMNS}
-    order = {"ridge": 0, "gru": 1, "cnn": 2, "transformer": 3}
-    noise_order = {lab: i for i, lab in enumerate(NOISE_LEVELS)}
-    merged = sorted(keep.values(), key=lambda r: (noise_order.get(r["noise"], 99), order.get(r["regressor"], 9),
-                                                  r["n_layers"]))
-    doc = {"schema": 1, "dataset": cfg.dataset, "models": cfg.models, "subject": cfg.subject,
-           "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "ssim_mode": RESULTS_SSIM_MODE, "sources": {**old.get("sources", {}), **(sources or {})},
-           "rows": merged}
-    with atomic_write(path, "w") as fh:
-        json.dump(doc, fh, indent=1)
-    with atomic_write(results_path(cfg, ".csv"), "w") as fh:
-        pd.DataFrame(merged, columns=list(RESULT_COLUMNS)).to_csv(fh, index=False)
-    return path
-
-
-def read_results(cfg_or_path) -> tuple[dict, object]:
-    """The results file of a run (a RunConfig or a path): ``(document, DataFrame of rows)``."""
-    import pandas as pd
-
-    path = results_path(cfg_or_path) if isinstance(cfg_or_path, RunConfig) else Path(cfg_or_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no results file at {path}; run chapter 09 (or evaluation.evaluate) for this run")
-    doc = json.loads(path.read_text())
-    return doc, pd.DataFrame(doc["rows"], columns=list(RESULT_COLUMNS))
-
-
+# ------------------------------------------------------------------ evaluate
 def _variants(cfg: RunConfig, variants) -> list[tuple[str, int]]:
     if variants is not None:
         return [(str(r), int(n)) for r, n in variants]
@@ -431,8 +331,6 @@ def evaluate(cfg: RunConfig, *, variants: Sequence[tuple[str, int]] | None = Non
     reports : dict
         ``(regressor, n_layers, noise) -> MetricReport`` (per-image values for the chapters).
     """
-    import pandas as pd
-
     gt = ground_truth(cfg)
     idx = None if indices is None else np.asarray(indices, dtype=np.int64)
     if idx is not None:
@@ -462,9 +360,8 @@ def evaluate(cfg: RunConfig, *, variants: Sequence[tuple[str, int]] | None = Non
         rep = score(cfg, get(), gt=gt, batch_size=batch_size, progress=progress, _scorer=scorer)
         lat = None
         if reconstructions is None and lab == "none":
-            pair = _latents(cfg.replace(regressor=r, n_layers=n))
-            lat = M.latent_errors(*pair) if pair is not None else None
-        rows.append(_row(cfg, r, n, lab, rep, lat))
+            lat = M.latent_errors(*_latents(cfg.replace(regressor=r, n_layers=n)))
+        rows.append(result_row(cfg, r, n, lab, rep, lat))
         reports[(r, n, lab)] = rep
         sources.update(rep.sources)
     if write and rows and idx is None:

@@ -8,16 +8,11 @@ import numpy as np
 
 from ..config import RunConfig
 from ..images import resize
+from ..mini import zoo
+from . import context
+from .dataset import ensure_mini_world, mini_world_config
 
 __all__ = ["mini_models", "mini_world_config", "zoo_evaluation", "zoo_figure", "zoo_summary"]
-
-
-def mini_world_config(cfg: RunConfig) -> RunConfig:
-    """The run whose mini-NSD the mini models are trained on: the run itself for
-    ``dataset="mini"``; for ``dataset="nsd"``, the mini-NSD of the same work folder."""
-    if cfg.dataset == "mini":
-        return cfg
-    return RunConfig(dataset="mini", subject=cfg.subject, workdir=cfg.workdir, quick=cfg.quick, seed=cfg.seed)
 
 
 def mini_models(cfg: RunConfig, progress: bool = True) -> Path:
@@ -26,15 +21,14 @@ def mini_models(cfg: RunConfig, progress: bool = True) -> Path:
     Looks for models trained in ``<workdir>/models/``, then for the weights shipped with
     nsdlib (used only when they were made for this very mini-NSD world), and otherwise trains
     them (:func:`nsdlib.mini.zoo.train_models`: about 15 minutes on 2 CPU cores, seconds
-    with ``quick=True``).
+    with ``quick=True``). The run's context is dropped, so the next step finds these models.
     """
-    from ..mini import zoo
-    from .data import ensure_mini_world
-
     world = mini_world_config(cfg)
     ensure_mini_world(world, progress)
-    return zoo.ensure_models(world.nsd_root, world.workdir, quick=world.quick, device=cfg.device,
-                                    seed=0, progress=progress)
+    folder = zoo.ensure_models(world.nsd_root, world.workdir, quick=world.quick, device=cfg.device,
+                               seed=0, progress=progress)
+    context.forget()
+    return folder
 
 
 def zoo_evaluation(cfg: RunConfig, folder: Path) -> dict:

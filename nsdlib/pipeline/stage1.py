@@ -2,7 +2,8 @@
 
 Chapters 03-05 call these; later stages call :func:`first_guesses` and :func:`test_latents`.
 
-- :func:`vdvae_model` / :func:`vdvae_info`: which VDVAE a run uses. ``models="pretrained"``:
+- :func:`vdvae_model` / :func:`vdvae_info`: which VDVAE a run uses (the run's context,
+  :mod:`nsdlib.pipeline.context`, finds and loads it once). ``models="pretrained"``:
   the public ImageNet-64 checkpoint (``nsdlib fetch vdvae``). ``models="mini"``: the mini
   model zoo's small VDVAE trained on mini-NSD (:mod:`nsdlib.mini.zoo`) when it has been
   trained, otherwise a *randomly initialised* small VDVAE (seeded by the run's seed), whose
@@ -27,16 +28,17 @@ shapes it (VDVAE identity, layers, regressor settings, data, seed).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 
 from ..config import RunConfig
+from ..regressors import ARCHITECTURES, regression_metrics, validation_split
 from ..store import Store, array_key, params_key
+from ..vdvae import decode_latents, encode_latents, reconstruct_images
+from . import context, data
 
 __all__ = [
     "QUICK_TRAIN_IMAGES",
@@ -54,108 +56,34 @@ __all__ = [
 _VERSION = 1
 #: Training images used by quick runs (the smoke-test variant).
 QUICK_TRAIN_IMAGES = 256
-_MODELS: dict[tuple, object] = {}
-_SUBJECT: dict = {}
 
 
 # ------------------------------------------------------------------------------ the VDVAE
-def _file_key(path: Path, full_hash: bool) -> str:
-    if full_hash:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-        return h.hexdigest()[:16]
-    st = path.stat()
-    return f"{path.name}:{st.st_size}"
-
-
-def vdvae_info(cfg: RunConfig) -> dict:
-    """Which VDVAE the run uses.
+def vdvae_info(cfg: RunConfig) -> context.ModelSource:
+    """Which VDVAE the run uses (the run context's source ``"vdvae"``).
 
     Returns
     -------
-    dict
-        ``source`` ("pretrained", "mini-trained" or "mini-random"), ``path`` (checkpoint or
-        None), ``config`` (:class:`~nsdlib.vdvae.VDVAEConfig`), ``key`` (its identity in cache
-        keys) and ``description`` (a sentence for the chapters).
+    ModelSource
+        ``kind`` ("pretrained", "mini" or "random"; ``label``: "pretrained", "mini-trained"
+        or "mini-random"), ``path`` (checkpoint or None), ``config``
+        (:class:`~nsdlib.vdvae.VDVAEConfig`), ``fingerprint`` (its identity in cache keys) and
+        ``description`` (a sentence for the chapters).
 
     Raises
     ------
     nsdlib.assets.MissingAssetError
         ``models="pretrained"`` and the checkpoint is not on this machine.
     """
-    from ..vdvae import IMAGENET64, MINI
-
-    if cfg.models == "pretrained":
-        from .. import assets
-
-        path = assets.require("vdvae")
-        return {"source": "pretrained", "path": str(path), "config": IMAGENET64,
-                "key": f"pretrained:{_file_key(path, full_hash=False)}",
-                "description": "the pretrained ImageNet-64 VDVAE (Child 2021, EMA weights, 75 decoder blocks, "
-                               "64 x 64 images)"}
-    path = None
-    try:
-        from ..mini import zoo
-        from . import data
-        from .models import mini_world_config
-
-        world = mini_world_config(cfg)  # models="mini" with dataset="nsd": the mini-NSD of the same workdir
-        if cfg.dataset == "mini":
-            data.ensure_mini_world(world, progress=False)
-        folder = zoo.locate(world.nsd_root, world.workdir, quick=world.quick)
-        path = folder / "vdvae.pt" if (folder / "vdvae.pt").is_file() else None
-    except (ImportError, FileNotFoundError):
-        path = None
-    if path is not None:
-        from ..vdvae import load_vdvae
-
-        config = load_vdvae(path).config
-        return {"source": "mini-trained", "path": str(path), "config": config,
-                "key": f"mini:{_file_key(path, full_hash=True)}",
-                "description": f"the small VDVAE of the mini model zoo, trained on mini-NSD's training stimuli "
-                               f"({config.n_dec_blocks} decoder blocks, {config.image_size} x {config.image_size} "
-                               f"images; {path})"}
-    try:  # the architecture the mini model zoo trains, so the stand-in differs only in its weights
-        from ..mini.zoo import mini_vdvae_config
-
-        config = mini_vdvae_config()
-    except ImportError:
-        config = MINI
-    key = f"random:{cfg.seed}:{config.width}:{config.bottleneck_multiple}"
-    return {"source": "mini-random", "path": None, "config": config, "key": key,
-            "description": f"a RANDOMLY INITIALISED small VDVAE (seed {cfg.seed}; {config.n_dec_blocks} decoder "
-                           f"blocks, {config.image_size} x {config.image_size} images): the mini model zoo has not "
-                           "been trained here (`nsdlib mini train-models --root <mini-NSD root>`), so its latents "
-                           "and images carry no learned structure; the numbers below test the code path, not "
-                           "the method"}
+    return context.get(cfg).source("vdvae")
 
 
 def vdvae_model(cfg: RunConfig):
     """The run's VDVAE (see :func:`vdvae_info`), in eval mode on the run's device.
 
-    Kept in memory for the process, so chapters and steps share one copy.
+    Kept by the run's context for the process, so chapters and steps share one copy.
     """
-    import torch
-
-    from ..vdvae import VDVAE, load_vdvae
-
-    info = vdvae_info(cfg)
-    device = cfg.torch_device()
-    cache_key = (info["key"], str(device))
-    if cache_key not in _MODELS:
-        _MODELS.clear()  # one model at a time: the pretrained one is 500 MB
-        if info["path"] is not None:
-            model = load_vdvae(info["path"], None if info["source"] == "mini-trained" else info["config"],
-                               device=device)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(cfg.seed)
-                model = VDVAE(info["config"])
-            model = model.to(device).eval()
-        _MODELS[cache_key] = model
-    return _MODELS[cache_key]
+    return context.get(cfg).model("vdvae")
 
 
 # ------------------------------------------------------------------------------ latents
@@ -170,21 +98,15 @@ def _n_train(cfg: RunConfig, n: int) -> int:
 
 
 def _subject(cfg: RunConfig):
-    """``data.subject_data(cfg)``, kept for the process (NSD's betas are 600 MB to read)."""
-    from . import data
-
-    key = (cfg, data.subject_data)
-    if _SUBJECT.get("key") != key:
-        _SUBJECT.clear()
-        _SUBJECT.update(key=key, value=data.subject_data(cfg))
-    return _SUBJECT["value"]
+    """The run's subject data, kept by the run's context (NSD's betas are 600 MB to read)."""
+    return context.get(cfg).subject()
 
 
 def _latent_params(cfg: RunConfig, n_layers: int) -> tuple[dict, object]:
     sd = _subject(cfg)
     info = vdvae_info(cfg)
     n_tr = _n_train(cfg, len(sd.train_ids))
-    params = {"v": _VERSION, "vdvae": info["key"], "n_layers": int(n_layers), "posterior": "sample",
+    params = {"v": _VERSION, "vdvae": info.fingerprint, "n_layers": int(n_layers), "posterior": "sample",
               "seed": cfg.seed, "train_ids": params_key({"ids": sd.train_ids[:n_tr].tolist()}),
               "test_ids": params_key({"ids": sd.test_ids.tolist()})}
     return params, sd
@@ -213,9 +135,6 @@ def latents(cfg: RunConfig, n_layers: int | None = None) -> dict[str, np.ndarray
         order of the subject's ``train_ids`` / ``test_ids`` (quick runs: the first
         :data:`QUICK_TRAIN_IMAGES` training images).
     """
-    from ..vdvae import encode_latents
-    from . import data
-
     n = _layers(cfg, n_layers)
     params, sd = _latent_params(cfg, n)
 
@@ -249,16 +168,13 @@ def reconstructions(cfg: RunConfig, n_blocks: int | str | None = None, *, temper
     -------
     ndarray of shape (n_test, S, S, 3), uint8 (S: the VDVAE's image size)
     """
-    from ..vdvae import reconstruct_images
-    from . import data
-
     info = vdvae_info(cfg)
-    total = info["config"].n_dec_blocks
+    total = info.config.n_dec_blocks
     n = cfg.n_layers if n_blocks is None else (total if n_blocks == "all" else int(n_blocks))
     if not 0 <= n <= total:
         raise ValueError(f"n_blocks must be from 0 to {total} or 'all'; found {n_blocks!r}")
     sd = _subject(cfg)
-    params = {"v": _VERSION, "vdvae": info["key"], "n_blocks": n, "temperature": float(temperature),
+    params = {"v": _VERSION, "vdvae": info.fingerprint, "n_blocks": n, "temperature": float(temperature),
               "seed": cfg.seed, "test_ids": params_key({"ids": sd.test_ids.tolist()})}
 
     def compute():
@@ -289,8 +205,6 @@ def regressor_options(cfg: RunConfig, regressor: str) -> dict:
         if cfg.dataset == "nsd":
             return {"alpha": 50_000.0, "normalize": "test"}
         return {"alphas": [float(a) for a in np.logspace(0, 6, 13)], "cv": 5, "normalize": "test"}
-    from ..regressors import ARCHITECTURES
-
     if regressor not in ARCHITECTURES:
         raise ValueError(f"regressor must be one of ridge, {', '.join(ARCHITECTURES)}; found {regressor!r}")
     if cfg.dataset == "nsd":
@@ -312,8 +226,6 @@ def _fit_params(cfg: RunConfig, regressor: str, n: int) -> tuple[dict, object]:
 
 
 def _z_metrics(true, pred, mean, scale) -> dict:
-    from ..regressors import regression_metrics
-
     return regression_metrics((true - mean) / scale, (pred - mean) / scale)
 
 
@@ -398,8 +310,6 @@ def baseline_metrics(cfg: RunConfig, n_layers: int | None = None) -> dict:
 
     Same validation split and units as :func:`fit_regressor`.
     """
-    from ..regressors import regression_metrics, validation_split
-
     n = _layers(cfg, n_layers)
     lat = latents(cfg, n)
     Y = lat["train"]
@@ -437,12 +347,10 @@ def first_guesses(cfg: RunConfig, regressor: str | None = None, n_layers: int | 
     -------
     ndarray of shape (n_test, S, S, 3), uint8 (S = 64 for the pretrained VDVAE, 32 for mini)
     """
-    from ..vdvae import decode_latents
-
     reg_name = regressor or cfg.regressor
     n = _layers(cfg, n_layers)
     fit_params, _ = _fit_params(cfg, reg_name, n)
-    params = {"v": _VERSION, "fit": params_key(fit_params), "vdvae": vdvae_info(cfg)["key"], "n_layers": n,
+    params = {"v": _VERSION, "fit": params_key(fit_params), "vdvae": vdvae_info(cfg).fingerprint, "n_layers": n,
               "temperature": float(temperature), "seed": cfg.seed}
 
     def compute():

@@ -1,11 +1,12 @@
 """Stage 2 of the decoder, cached: CLIP embeddings, their ridge predictions, Versatile Diffusion.
 
-- :func:`clip_embedder` / :func:`diffusion_model`: the run's CLIP and diffusion model
-  (``models="pretrained"``: the ``clip`` and ``vd`` assets; ``models="mini"``: the mini
+- :func:`clip_embedder` / :func:`diffusion_model`: the run's CLIP and diffusion model, found
+  and loaded once by the run's context (:mod:`nsdlib.pipeline.context`):
+  ``models="pretrained"``: the ``clip`` and ``vd`` assets; ``models="mini"``: the mini
   model zoo's trained models (``clip/`` and ``diffusion/`` in the folder
   :func:`nsdlib.mini.zoo.locate` finds for the run's mini-NSD) when they exist, otherwise
   small randomly initialised stand-ins of the same classes, which :func:`model_sources`
-  reports);
+  reports;
 - :func:`clip_embeddings`: CLIP-text (77 x d) and CLIP-vision (257 x d) embeddings of a
   split's stimuli, computed once per stimulus set;
 - :func:`clip_predictions`: ridge regressions from the betas to both embeddings
@@ -16,13 +17,12 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numpy as np
 
+from .. import metrics, ridge
 from ..config import RunConfig
 from ..store import Store, array_key, params_key
+from . import context, data, stage1
 
 __all__ = [
     "ALPHA_SETTINGS",
@@ -49,116 +49,36 @@ DIFFUSION_SETTINGS = dict(strength=0.75, num_steps=50, guidance_scale=7.5, text_
 #: ``quick=True``: the same, with a short schedule (6 of 8 steps).
 QUICK_DIFFUSION_SETTINGS = dict(DIFFUSION_SETTINGS, num_steps=8)
 
-_RANDOM_CLIP = dict(projection_dim=64, hidden_size=64, n_layers=2, n_heads=2, image_size=64, patch_size=4, seed=0)
-_RANDOM_VD = dict(image_size=64, seed=0)
-_LOADED: dict = {}  # (kind, source key, device) -> loaded model, one per process
-_SUBJECT: dict = {}  # the last subject's data, kept for the process (NSD's betas are 600 MB to read)
-
 
 # ------------------------------------------------------------------ models
-def _mini_zoo(cfg: RunConfig) -> Path | None:
-    """The mini model zoo's folder for this mini-NSD (``nsdlib.mini.zoo.locate``), or None."""
-    if cfg.dataset != "mini":
-        return None
-    try:
-        from ..mini import zoo
-
-        ensure = getattr(_data(), "ensure_dataset", None)
-        if ensure is not None:
-            ensure(cfg, progress=False)
-        return zoo.locate(cfg.nsd_root, cfg.workdir, quick=cfg.quick)
-    except (ImportError, FileNotFoundError):
-        return None
-
-
-def _fingerprint(folder: Path) -> str:
-    """Names, sizes and modification times of a model folder's files."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        st = f.stat()
-        h.update(f"{f.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def model_sources(cfg: RunConfig) -> dict[str, dict]:
+def model_sources(cfg: RunConfig) -> dict[str, context.ModelSource]:
     """Where the run's CLIP and diffusion model come from, without loading them.
 
     Returns
     -------
     dict
-        ``{"clip": {...}, "vd": {...}}``, each with ``kind`` ("pretrained", "mini" or
-        "random"), ``path`` (or None), ``key`` (part of every cache key) and ``text`` (one
-        line for the chapters).
+        ``{"clip": ModelSource, "vd": ModelSource}`` (:class:`nsdlib.pipeline.context.ModelSource`:
+        ``kind`` "pretrained", "mini" or "random", ``path`` or None, ``fingerprint``, part of
+        every cache key, and ``description``, one line for the chapters).
     """
-    from .. import assets
-
-    out = {}
-    zoo = None if cfg.models == "pretrained" else _mini_zoo(cfg)
-    for name, sub, marker in (("clip", "clip", "config.json"), ("vd", "diffusion", "image_unet/config.json")):
-        if cfg.models == "pretrained":
-            path = assets.require(name)
-            src = assets.ASSETS[name].source
-            out[name] = dict(kind="pretrained", path=str(path), key=f"pretrained:{src}",
-                             text=f"pretrained {src}")
-            continue
-        folder = None if zoo is None else Path(zoo) / sub
-        if folder is not None and (folder / marker).is_file():
-            out[name] = dict(kind="mini", path=str(folder), key=f"mini:{_fingerprint(folder)}",
-                             text=f"the mini model zoo's model, trained on mini-NSD's training stimuli ({folder})")
-        else:
-            spec = _RANDOM_CLIP if name == "clip" else _RANDOM_VD
-            out[name] = dict(kind="random", path=None, key=f"random:v{_VERSION}:{params_key(spec)}",
-                             text="a small RANDOMLY INITIALISED stand-in of the same classes: the mini model zoo "
-                                  "has not been trained here (`nsdlib mini train-models --root <mini-NSD root>`)")
-    return out
+    ctx = context.get(cfg)
+    return {"clip": ctx.source("clip"), "vd": ctx.source("vd")}
 
 
 def clip_embedder(cfg: RunConfig):
-    """The run's :class:`~nsdlib.clip.ClipEmbedder` (loaded once per process)."""
-    from .. import clip
-
-    src = model_sources(cfg)["clip"]
-    device = cfg.torch_device()
-    key = ("clip", src["key"], str(device))
-    if key not in _LOADED:
-        if src["kind"] == "random":
-            _LOADED[key] = clip.random_clip(**_RANDOM_CLIP, device=device)
-        else:
-            _LOADED[key] = clip.ClipEmbedder.from_pretrained(src["path"], device=device)
-    return _LOADED[key]
+    """The run's :class:`~nsdlib.clip.ClipEmbedder` (loaded once per process by the run's context)."""
+    return context.get(cfg).model("clip")
 
 
 def diffusion_model(cfg: RunConfig):
-    """The run's :class:`~nsdlib.diffusion.DualGuidedDiffusion` (loaded once per process)."""
-    from .. import diffusion
-
-    src = model_sources(cfg)["vd"]
-    device = cfg.torch_device()
-    key = ("vd", src["key"], str(device))
-    if key not in _LOADED:
-        if src["kind"] == "random":
-            d = clip_embedder(cfg).dim
-            comps = diffusion.random_components(cross_attention_dim=d, **_RANDOM_VD)
-            _LOADED[key] = diffusion.DualGuidedDiffusion(**comps, device=device)
-        else:
-            _LOADED[key] = diffusion.DualGuidedDiffusion.from_pretrained(src["path"], device=device)
-    return _LOADED[key]
+    """The run's :class:`~nsdlib.diffusion.DualGuidedDiffusion` (loaded once per process by the run's context)."""
+    return context.get(cfg).model("vd")
 
 
 # -------------------------------------------------------------- embeddings
-def _data():
-    from . import data
-
-    return data
-
-
 def _subject(cfg: RunConfig):
-    data = _data()
-    key = (id(data), str(cfg.run_dir), cfg.nsd_root, cfg.quick)
-    if key not in _SUBJECT:
-        _SUBJECT.clear()
-        _SUBJECT[key] = data.subject_data(cfg)
-    return _SUBJECT[key]
+    """The run's subject data, kept by the run's context (NSD's betas are 600 MB to read)."""
+    return context.get(cfg).subject()
 
 
 def clip_embeddings(cfg: RunConfig, split: str = "test", *, progress: bool = True) -> dict[str, np.ndarray]:
@@ -177,11 +97,10 @@ def clip_embeddings(cfg: RunConfig, split: str = "test", *, progress: bool = Tru
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test'; found {split!r}")
-    data = _data()
     subj = _subject(cfg)
     ids = np.asarray(subj.train_ids if split == "train" else subj.test_ids, np.int64)
     params = {"v": _VERSION, "dataset": cfg.dataset, "split": split, "ids": params_key({"ids": ids.tolist()}),
-              "clip": model_sources(cfg)["clip"]["key"]}
+              "clip": context.get(cfg).source("clip").fingerprint}
 
     def compute():
         emb = clip_embedder(cfg)
@@ -240,13 +159,11 @@ def clip_predictions(cfg: RunConfig, *, alpha="auto", normalize: str | None = "t
         ``vision_identification``: 2-way identification among the test images
         (:func:`nsdlib.metrics.two_way_identification`, in float64); ``ids``.
     """
-    from .. import metrics, ridge
-
     name, a_text, a_vision = resolve_alphas(cfg, alpha)
     subj = _subject(cfg)
     betas = array_key(subj.train_ids, subj.test_ids, subj.train_betas, subj.test_betas)
     params = {"v": _VERSION, "dataset": cfg.dataset, "betas": betas,
-              "clip": model_sources(cfg)["clip"]["key"], "alpha": name, "normalize": normalize,
+              "clip": context.get(cfg).source("clip").fingerprint, "alpha": name, "normalize": normalize,
               "cv_alphas": list(CV_ALPHAS) if name == "cv" else None}
 
     def compute():
@@ -312,8 +229,6 @@ def stage2_images(cfg: RunConfig, first_guesses: np.ndarray | None = None, noise
         raise ValueError(f"embeddings must be 'predicted' or 'true'; found {embeddings!r}")
     run = {**(QUICK_DIFFUSION_SETTINGS if cfg.quick else DIFFUSION_SETTINGS), **settings}
     if first_guesses is None:
-        from . import stage1
-
         first_guesses = stage1.first_guesses(cfg)
     first_guesses = np.asarray(first_guesses)
     n_test = len(_subject(cfg).test_ids)
@@ -325,9 +240,9 @@ def stage2_images(cfg: RunConfig, first_guesses: np.ndarray | None = None, noise
     if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= n_test)):
         raise ValueError(f"indices must be positions in the test set (0 to {n_test - 1}); found {indices!r}")
     sources = model_sources(cfg)
-    emb_key = ("true", sources["clip"]["key"]) if embeddings == "true" else \
-        ("predicted", sources["clip"]["key"], resolve_alphas(cfg, alpha)[0], normalize)
-    params = {"v": _VERSION, "dataset": cfg.dataset, "vd": sources["vd"]["key"], "embeddings": list(emb_key),
+    emb_key = ("true", sources["clip"].fingerprint) if embeddings == "true" else \
+        ("predicted", sources["clip"].fingerprint, resolve_alphas(cfg, alpha)[0], normalize)
+    params = {"v": _VERSION, "dataset": cfg.dataset, "vd": sources["vd"].fingerprint, "embeddings": list(emb_key),
               "first_guesses": array_key(first_guesses), "noise": None if noise is None else str(noise),
               "indices": None if indices is None else params_key({"i": idx.tolist()}), "seed": cfg.seed,
               **run}
