@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-import types
 
 import nibabel as nib
 import numpy as np
@@ -157,7 +155,7 @@ def test_missing_betas_are_written_by_the_glm_step(world, tmp_path, monkeypatch)
         _write_truth_betas(root, cfg.subject)
         return root / L.betas_dir(cfg.subject)
 
-    monkeypatch.setitem(sys.modules, "nsdlib.pipeline.betas", types.SimpleNamespace(write_betas=write_betas))
+    monkeypatch.setattr(data, "write_betas", write_betas)
     cfg = _cfg(root, tmp_path)
     d = data.subject_data(cfg, progress=False)
     assert calls == [1] and d.info["sessions"] == 2
@@ -167,7 +165,7 @@ def test_missing_betas_are_written_by_the_glm_step(world, tmp_path, monkeypatch)
     def no_betas(cfg):
         calls.append(cfg.subject)
 
-    monkeypatch.setitem(sys.modules, "nsdlib.pipeline.betas", types.SimpleNamespace(write_betas=no_betas))
+    monkeypatch.setattr(data, "write_betas", no_betas)
     with pytest.raises(nsd.NSDFileError, match="subj02.*nsdlib betas --dataset mini --subject 2"):
         data.subject_data(cfg.replace(subject=2), progress=False)
 
