@@ -45,7 +45,7 @@ from ..nsd import (
 )
 from ..store import Store, params_key
 from .betas import write_betas
-from .dataset import MINI_WORLD_SEED, dataset_layout, ensure_mini_world, mini_size, mini_world_config
+from .dataset import MINI_WORLD_SEED, dataset_layout, ensure_mini_world, mini_size
 
 __all__ = [
     "MINI_WORLD_SEED",
@@ -56,7 +56,6 @@ __all__ = [
     "ensure_dataset",
     "ensure_mini_world",
     "mini_size",
-    "mini_world_config",
     "roi_volume",
     "stimuli",
     "subject_data",
