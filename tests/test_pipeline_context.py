@@ -123,3 +123,23 @@ def test_the_zoos_models_are_found_and_loaded_once(run, tmp_path, monkeypatch):
 def test_get_needs_a_run_config():
     with pytest.raises(TypeError, match="built from a RunConfig; found dict"):
         context.get({"dataset": "mini"})
+
+
+def test_pipeline_imports_go_one_way():
+    """Each pipeline module imports only those listed before it in the package docstring."""
+    import ast
+    from pathlib import Path
+
+    import nsdlib.pipeline as pipeline
+
+    order = ["dataset", "betas", "data", "context", "results", "stage1", "stage2", "evaluation"]
+    listed = [m for m in order if f"``{m}``" in pipeline.__doc__]
+    assert listed == order
+    folder = Path(pipeline.__file__).parent
+    for i, name in enumerate(order):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        used = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                used |= {node.module} if node.module else {a.name for a in node.names}
+        assert used <= set(order[:i]), f"pipeline.{name} imports {sorted(used - set(order[:i]))}, listed after it"

@@ -4,7 +4,7 @@ Each function takes a :class:`~nsdlib.config.RunConfig`, asks the run's
 :class:`~nsdlib.store.Store` for its artifact and computes it (calling the algorithm
 modules) only when it is missing, so every chapter can run alone and a rerun costs nothing.
 What a run holds in memory (its subject data, where its models come from, the loaded models)
-is kept in one place, the run's context. Imports go one way, down this list:
+is kept in one place, the run's context. Each module imports only those listed above it:
 
 - ``dataset``: the run's dataset layout and mini-NSD made on demand
 - ``betas``: single-trial betas with ``nsdlib.glm`` written in NSD's layout (chapter 01)
