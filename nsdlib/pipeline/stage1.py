@@ -34,8 +34,8 @@ import time
 
 import numpy as np
 
-from ..config import RunConfig
-from ..regressors import ARCHITECTURES, regression_metrics, validation_split
+from ..config import RunConfig, resolve_device
+from ..regressors import ARCHITECTURES, make_regressor, regression_metrics, validation_split
 from ..store import Store, array_key, params_key
 from ..vdvae import decode_latents, encode_latents, reconstruct_images
 from . import context, data
@@ -251,9 +251,6 @@ def fit_regressor(cfg: RunConfig, regressor: str | None = None, n_layers: int | 
         ``val_indices`` (rows of the training images); ``train_loss`` / ``val_loss`` per
         epoch (networks); ``key``: the cache key.
     """
-    from ..config import resolve_device
-    from ..regressors import make_regressor, regression_metrics, validation_split
-
     reg_name = regressor or cfg.regressor
     n = _layers(cfg, n_layers)
     params, sd = _fit_params(cfg, reg_name, n)
