@@ -154,7 +154,7 @@ def read_results(source: RunConfig | str | os.PathLike) -> tuple[dict, pd.DataFr
     """Read a results file: the run's (a RunConfig) or one at a path (``.json`` or ``.csv``).
 
     Besides what :func:`write_results` writes, it reads a JSON list of rows and rows that
-    lack the run's columns (files written by hand or by batch tests): column names are
+    lack the run's columns (files written by hand or by earlier versions): column names are
     matched case-insensitively; a missing ``subject`` comes from a ``subjNN`` folder,
     ``dataset`` from the folder above it; ``models`` and ``ssim_mode`` become "unknown",
     ``noise`` "none", ``quick`` False, and every other missing column NaN.
