@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import assets
 from .images import check_images, to_unit_float
 
 __all__ = [
@@ -168,8 +169,6 @@ class ClipEmbedder:
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
         if path is None:
-            from . import assets
-
             path = assets.require("clip")
         path = Path(path)
         if not (path / "config.json").is_file():

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import assets
 from .clip import N_TEXT_TOKENS, N_VISION_TOKENS
 from .images import check_images, resize, to_tensor, to_uint8
 
@@ -256,8 +257,6 @@ def load_components(path: str | os.PathLike | None = None, *, dtype=None) -> dic
     from diffusers.pipelines.deprecated.versatile_diffusion.modeling_text_unet import UNetFlatConditionModel
 
     if path is None:
-        from . import assets
-
         path = assets.require("vd")
     path = Path(path)
     missing = [s for s in ("image_unet", "text_unet", "vae", "scheduler") if not (path / s).is_dir()]

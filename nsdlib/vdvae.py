@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .images import check_images
+from .store import atomic_path
 
 __all__ = [
     "IMAGENET64",
@@ -641,8 +642,6 @@ def load_state_dict_checked(model: nn.Module, state: dict, source: str = "checkp
 
 def save_vdvae(model: VDVAE, path: str | Path) -> Path:
     """Write ``{"config": ..., "state_dict": ...}`` atomically (loadable with ``weights_only=True``)."""
-    from .store import atomic_path  # store imports only the standard library and numpy
-
     path = Path(path)
     obj = {"config": model.config.to_dict(), "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     with atomic_path(path) as tmp:
