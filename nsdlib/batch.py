@@ -16,7 +16,7 @@ notebook and its error) and its log beside it. A failing subject does not stop t
 the batch reports it and is not ``ok``. A rerun resumes: the runner skips notebooks already
 completed with unchanged parameters. The batch itself is recorded in
 ``runs/<dataset>/batch.json``, and when it ends the cross-subject report
-(:mod:`nsdlib.cross_subject`) is written to ``runs/<dataset>/report.csv`` and ``report.md``.
+(:mod:`nsdlib.report.cross_subject`) is written to ``runs/<dataset>/report.csv`` and ``report.md``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .config import ConfigError, RunConfig
-from .cross_subject import ResultsFormatError, collect_results, collect_timings, write_report
+from .report.cross_subject import ResultsFormatError, collect_results, collect_timings, write_report
 from .runner import run_chain, runs_dir, select_notebooks
 from .store import atomic_write
 

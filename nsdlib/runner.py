@@ -281,7 +281,7 @@ def build_book(run_dir: Path, *, book_root: Path, output: Path | None = None) ->
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     if jb:
         cmd = [jb, *cmd[3:]]
-    # the cross-subject page (nsdlib.cross_subject's Sphinx hook) reads the reports of <book_root>/runs
+    # the cross-subject page (nsdlib.report.cross_subject's Sphinx hook) reads the reports of <book_root>/runs
     env = {**os.environ, "NSDLIB_RUNS": os.environ.get("NSDLIB_RUNS") or str(book_root / "runs")}
     subprocess.run(cmd, check=True, env=env)
     index = output / "_build" / "html" / "index.html"

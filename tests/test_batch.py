@@ -1,5 +1,6 @@
 """Batch runs over subjects: isolation, resume, the Slurm path (through submitit), GPU pinning,
-and the cross-subject report. The chains are tiny MyST notebooks written here, not the chapters."""
+and what a bad results file does to a batch (the report itself: tests/test_report_cross_subject.py).
+The chains are tiny MyST notebooks written here, not the chapters."""
 
 import json
 import time
@@ -8,19 +9,10 @@ import pandas as pd
 import pytest
 from _notebooks import chapter
 
-from nsdlib import paper
 from nsdlib.batch import batch_status, gpu_slots, run_batch
 from nsdlib.cli import main
 from nsdlib.config import ConfigError
-from nsdlib.cross_subject import (
-    REPORT_MARKERS,
-    ResultsFormatError,
-    collect_results,
-    cross_subject_table,
-    fill_report_page,
-    read_results,
-    write_report,
-)
+from nsdlib.report.cross_subject import ResultsFormatError, read_results
 
 SETUP = "import json, os\nfrom pathlib import Path"
 
@@ -102,49 +94,6 @@ def _row(subject, regressor="gru", n_layers=15, noise="none", ssim=0.3, **kw):
             "inceptionv3": 0.7, "clip": 0.75, "efficientnet": 0.9, "swav": 0.6, **kw}
 
 
-def test_report_means_over_subjects_and_keeps_paper_apart(tmp_path):
-    w = tmp_path / "w"
-    _write_results(w, 1, [_row(1, ssim=0.30), _row(1, "ridge", 31, ssim=0.40), _row(1, noise=8, ssim=0.2)])
-    _write_results(w, 2, [_row(2, ssim=0.50), _row(2, "ridge", 31, ssim=0.60)], name="results.csv")
-    _write_results(w, 5, [_row(5, ssim=0.10), _row(5, ssim=0.9, quick=True)])
-    res = collect_results(w, "mini")
-    assert sorted(res["subject"].unique()) == [1, 2, 5]
-    table = cross_subject_table(res)
-    ours = table[table["source"] == "ours"]
-    gru = ours[(ours["regressor"] == "gru") & (ours["noise"] == "none") & (ours["subject"] == "mean")].iloc[0]
-    assert gru["ssim"] == pytest.approx(0.3) and gru["subjects"] == "1,2,5" and gru["n_subjects"] == 3
-    ridge = ours[(ours["regressor"] == "ridge") & (ours["subject"] == "mean")].iloc[0]
-    assert ridge["ssim"] == pytest.approx(0.5) and ridge["subjects"] == "1,2"
-    quick = ours[ours["quick"] & (ours["subject"] == "mean")].iloc[0]  # a quick run is never averaged in
-    assert quick["ssim"] == pytest.approx(0.9) and quick["subjects"] == "5"
-    noisy = ours[(ours["noise"] == "8") & (ours["subject"] == "mean")].iloc[0]
-    assert noisy["ssim"] == pytest.approx(0.2) and noisy["subjects"] == "1"
-    # the paper's Table 5 rows are there, labelled, with the published values
-    p5 = table[table["source"] == "paper (Table 5)"]
-    gru15 = p5[(p5["regressor"] == "gru") & (p5["n_layers"] == 15)].iloc[0]
-    published = next(r for r in paper.TABLE5 if r["regressor"] == "gru" and r["n_layers"] == 15)
-    assert gru15["pixcorr"] == published["pixcorr"] and gru15["subjects"] == "1,2,5,7"
-
-    csv, md = write_report(res, tmp_path / "runs" / "mini", dataset="mini", sources=[str(w / "mini")])
-    back = pd.read_csv(csv)
-    assert len(back) == len(table) and set(back["source"]) == {"ours", "paper (Table 5)", "paper (Table 4)"}
-    text = md.read_text()
-    assert "## Mean over subjects: mini-NSD (simulated), models=mini" in text
-    assert "| ours | GRU | 15 | 1, 2, 5 | 0.300 |" in text
-    assert "| paper (Table 5) | GRU | 15 | 1, 2, 5, 7 | 0.361 | 0.202 |" in text
-    assert "1 per-subject rows with noise added" in text
-    assert "## Mean over subjects: mini-NSD (simulated), models=mini, quick=True" in text
-    assert not list((tmp_path / "runs" / "mini").glob(".*tmp-*"))  # written atomically
-
-
-def test_report_without_results_says_so(tmp_path):
-    res = collect_results(tmp_path / "nothing", "mini")
-    assert res.empty
-    _, md = write_report(res, tmp_path, dataset="mini")
-    text = md.read_text()
-    assert "No results file was found" in text and "| ours |" not in text
-
-
 def test_read_results_rejects_bad_files(tmp_path):
     d = tmp_path / "mini" / "subj01"
     d.mkdir(parents=True)
@@ -173,23 +122,6 @@ def test_a_bad_results_file_does_not_hide_the_outcomes(tmp_path):
     _report_into(result, tmp_path / "runs" / "mini", [RunConfig(workdir=tmp_path / "w")])
     assert result.report is None and "clip is a 2-way identification score" in result.report_error
     assert result.exit_code() == 1 and "report not written" in result.summary()
-
-
-def test_book_page_filled_only_when_a_report_exists(tmp_path):
-    start, end = REPORT_MARKERS
-    page = f"# Cross-subject results\n\n{start}\nNo batch report yet.\n{end}\n\nAfter.\n"
-    missing = tmp_path / "runs" / "mini" / "report.md"
-    assert fill_report_page(page, [missing]) == page
-    missing.parent.mkdir(parents=True)
-    missing.write_text("# Cross-subject report: mini\n\n## Mean over subjects\n\n| a |\n")
-    filled = fill_report_page(page, [missing])
-    assert "No batch report yet" not in filled and "## Cross-subject report: mini" in filled
-    assert "### Mean over subjects" in filled and filled.endswith(f"{end}\n\nAfter.\n")
-    with pytest.raises(ValueError, match="lacks the markers"):
-        fill_report_page("# no markers", [missing])
-
-
-# ------------------------------------------------------------------ batches
 
 
 def test_bad_batch_input_fails_before_anything_runs(tmp_path, chapters):

@@ -15,4 +15,7 @@ is kept in one place, the run's context. Each module imports only those listed a
 - ``stage1``: VDVAE latents, stage-1 regressors, first guesses (chapters 03-05)
 - ``stage2``: CLIP embeddings and their regressions, Versatile Diffusion (chapters 06-07)
 - ``evaluation``: noise sensitivity, metrics and the run's results file (chapters 08-10)
+- ``zoo``: the mini model zoo, trained or reused, and its held-out evaluation (chapter 00)
+
+Tables, figures and the explorer that show these results live in :mod:`nsdlib.report`.
 """

@@ -6,11 +6,12 @@
 - :func:`score`: one set of reconstructions against the run's test stimuli, every metric
   per image, cached in the run's store (keyed by a hash of both image sets, the metric
   settings and which networks could be used, so fetching weights later recomputes).
+- :func:`explorer_data`: what chapter 10's explorer (``nsdlib.report.explorer``) shows.
 - :func:`evaluate`: ridge vs GRU and 15 vs 31 layers (as the run allows) and, optionally,
   noise levels; each result becomes a row of ``<run_dir>/results.json`` and
   ``results.csv``, merged with the rows already there and written atomically by
   :mod:`nsdlib.pipeline.results` (the file's one writer and one reader; its format is
-  described there). ``nsdlib.cross_subject`` aggregates those files across subjects.
+  described there). ``nsdlib.report.cross_subject`` aggregates those files across subjects.
 """
 
 from __future__ import annotations
@@ -42,27 +43,20 @@ __all__ = [
     "KEY_COLUMNS",
     "QUICK_NOISE_IMAGES",
     "RESULT_COLUMNS",
-    "best_and_worst",
-    "comparison_table",
     "default_indices",
     "default_noise_levels",
     "evaluate",
-    "explorer",
     "explorer_data",
-    "explorer_view",
     "final_images",
     "first_guesses",
     "ground_truth",
-    "image_grid",
     "metric_plan",
     "noise_sensitivity",
-    "noise_table",
     "noised_first_guesses",
     "read_results",
     "results_path",
     "run_label",
     "score",
-    "styled",
     "write_results",
 ]
 
@@ -369,136 +363,6 @@ def evaluate(cfg: RunConfig, *, variants: Sequence[tuple[str, int]] | None = Non
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS)), reports
 
 
-# ----------------------------------------------------------- chapter tables
-def noise_table(rows, *, ours_label: str = "ours", with_paper: bool = True):
-    """The layout of the paper's Table 6: one row per noise level, ours beside the paper's.
-
-    Parameters
-    ----------
-    rows : pandas.DataFrame
-        Results rows (:data:`RESULT_COLUMNS`) of one regressor and n_layers.
-    ours_label : str
-        The ``source`` label of our rows (say which dataset and models).
-
-    Returns
-    -------
-    pandas.DataFrame indexed by (noise, source) with the eight metrics.
-    """
-    import pandas as pd
-
-    from .. import paper
-
-    ours = rows[["noise", *IMAGE_METRICS]].copy()
-    ours.insert(1, "source", ours_label)
-    parts = [ours]
-    if with_paper:
-        p = paper.table(6)[["noise", *IMAGE_METRICS]].copy()
-        p.insert(1, "source", "paper (Table 6, subject 1, NSD)")
-        parts.append(p)
-    out = pd.concat(parts, ignore_index=True)
-    order = {lab: i for i, lab in enumerate(NOISE_LEVELS)}
-    out["_o"] = out["noise"].map(order)
-    out["_s"] = (out["source"] != ours_label).astype(int)
-    out = out.sort_values(["_o", "_s"]).drop(columns=["_o", "_s"])
-    return out.set_index(["noise", "source"])
-
-
-def comparison_table(rows, *, table: int = 4, ours_label: str = "ours", with_paper: bool = True,
-                     extra_columns: Sequence[str] = ()):
-    """The layout of the paper's Table 4 (or 5): models by rows, the eight metrics, paper beside.
-
-    Parameters
-    ----------
-    rows : pandas.DataFrame
-        Results rows with ``noise == "none"``.
-    table : {4, 5}
-        Which published table to put beside ours.
-    extra_columns : sequence of str
-        Columns of ours to append (``"ssim_2d"``); empty for the paper's rows.
-
-    Returns
-    -------
-    pandas.DataFrame with columns source, model, n_layers and the eight metrics.
-    """
-    import pandas as pd
-
-    from .. import paper
-
-    labels = REGRESSOR_LABELS
-    ours = rows[rows["noise"] == "none"].copy()
-    ours = pd.DataFrame({"source": ours_label, "model": [labels.get(r, r) for r in ours["regressor"]],
-                         "n_layers": ours["n_layers"].astype("Int64"),
-                         **{m: ours[m].to_numpy() for m in (*IMAGE_METRICS, *extra_columns)}})
-    parts = [ours]
-    if with_paper:
-        src = {4: "paper (Table 4, subject 1, NSD)", 5: "paper (Table 5, mean of subjects 1, 2, 5, 7, NSD)"}[table]
-        p = paper.table(table)
-        parts.append(pd.DataFrame({"source": src, "model": p["label"], "n_layers": p["n_layers"].astype("Int64"),
-                                   **{m: p[m].astype(float) for m in IMAGE_METRICS}}))
-    return pd.concat(parts, ignore_index=True)
-
-
-def best_and_worst(values, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the ``k`` best and ``k`` worst images by a per-image metric (higher is better).
-
-    NaNs are ignored. For a distance, pass its negative.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    idx = np.flatnonzero(np.isfinite(v))
-    if idx.size == 0:
-        raise ValueError("no finite per-image values to rank")
-    order = idx[np.argsort(-v[idx], kind="stable")]
-    k = min(k, order.size)
-    return order[:k], order[::-1][:k]
-
-
-# ---------------------------------------------------------- chapter figures
-def styled(table, caption: str | None = None):
-    """A table for display: three decimals, missing values as "n/a", an optional caption."""
-    sty = table.style.format(precision=3, na_rep="n/a")
-    return sty.set_caption(caption) if caption else sty
-
-
-def image_grid(columns: dict, indices, *, row_labels=None, col_titles: dict | None = None, size: float = 1.9):
-    """A figure of images: one row per index, one column per entry of ``columns``.
-
-    Parameters
-    ----------
-    columns : dict
-        Column title -> uint8 images of shape (n_images, h, w, 3) (any sizes).
-    indices : sequence of int
-        Which images, one figure row each.
-    row_labels : sequence of str, optional
-        Label left of each row.
-    col_titles : dict, optional
-        (row position, column title) -> text under that panel (for per-image scores).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    import matplotlib.pyplot as plt
-
-    indices = list(indices)
-    names = list(columns)
-    fig, axes = plt.subplots(len(indices), len(names), figsize=(size * len(names), size * len(indices) + 0.3),
-                             squeeze=False)
-    for i, idx in enumerate(indices):
-        for j, name in enumerate(names):
-            ax = axes[i, j]
-            ax.imshow(columns[name][idx])
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(name, fontsize=8)
-            if col_titles and (i, name) in col_titles:
-                ax.set_xlabel(col_titles[(i, name)], fontsize=7)
-        if row_labels is not None:
-            axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 # ----------------------------------------------------------------- explorer
 def default_noise_levels(cfg: RunConfig) -> tuple[str, ...]:
     """The noise levels chapters 08 and 10 show: all of Table 6, or three with ``quick``."""
@@ -546,65 +410,3 @@ def explorer_data(cfg: RunConfig, levels: Sequence | None = None, *, indices="de
     for lab in levels:
         out[lab] = {**ns[lab], "report": score(cfg, ns[lab]["final"], gt=gt, progress=progress, _scorer=scorer)}
     return out
-
-
-def explorer_view(data: dict, k: int, level: str = "none"):
-    """One test image in the explorer: a figure (stimulus, first guess, stage 2) and its scores.
-
-    Returns
-    -------
-    fig : matplotlib.figure.Figure
-    scores : pandas.DataFrame
-        One row per metric: this image's value, the run's mean, and what computed it.
-    """
-    import pandas as pd
-
-    level = N.noise_label(level)
-    if level not in data["levels"]:
-        raise ValueError(f"noise level {level!r} was not computed; have {', '.join(data['levels'])}")
-    n = len(data["stimuli"])
-    if not 0 <= k < n:
-        raise ValueError(f"test image index must be in 0..{n - 1}; found {k}")
-    d = data[level]
-    name = "first guess" if level == "none" else f"first guess + noise {level}"
-    fig = image_grid({"stimulus": data["stimuli"], name: d["first_guess"], "stage 2": d["final"]}, [k], size=2.6)
-    fig.suptitle(f"test image {k + 1} of {n} (NSD id {int(data['ids'][k])})", fontsize=9, y=1.02)
-    rep = d["report"]
-    labels = METRIC_LABELS
-    scores = pd.DataFrame({
-        "this image": [rep.per_image[m][k] if rep.status[m] == "ok" else np.nan for m in rep.per_image],
-        "mean over images": [rep.means[m] for m in rep.per_image],
-        "computed with": [rep.sources[m] for m in rep.per_image]},
-        index=[labels.get(m, m) for m in rep.per_image])
-    return fig, scores
-
-
-def explorer(data: dict):
-    """An ipywidgets browser: a slider over test images and a noise-level menu.
-
-    Returns
-    -------
-    ipywidgets.VBox
-        Needs a live Python kernel; in a static page the last view stays as drawn.
-    """
-    import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
-    slider = widgets.IntSlider(value=0, min=0, max=len(data["stimuli"]) - 1, description="test image",
-                               continuous_update=False)
-    menu = widgets.Dropdown(options=data["levels"], value=data["levels"][0], description="noise")
-    out = widgets.Output()
-
-    def draw(*_):
-        with out:
-            out.clear_output(wait=True)
-            fig, scores = explorer_view(data, slider.value, menu.value)
-            display(fig)
-            plt.close(fig)
-            display(styled(scores))
-
-    slider.observe(draw, names="value")
-    menu.observe(draw, names="value")
-    draw()
-    return widgets.VBox([widgets.HBox([slider, menu]), out])

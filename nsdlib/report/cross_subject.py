@@ -8,7 +8,8 @@ per-subject rows beside the mean, with the paper's own numbers next to ours, lab
 the paper's. :func:`write_report` writes the result as ``report.csv`` and ``report.md``
 (atomically); ``nsdlib batch`` calls it after a batch.
 
-The module is also a small Sphinx extension (:func:`setup`, listed in ``_config.yml``):
+The module is also a small Sphinx extension (:func:`setup`, listed in ``_config.yml`` as
+``nsdlib.report.cross_subject``):
 when the book is built, the page ``book/cross_subject.md`` receives the latest
 ``runs/<dataset>/report.md`` in place of its "no batch report yet" note, so the book builds
 whether or not a batch has run, and never shows a table that no run produced.
@@ -23,13 +24,14 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from .names import DATASET_LABELS as _DATASET_LABELS
-from .names import IMAGE_METRICS as METRICS
-from .names import METRIC_SHORT_HEADERS as _HEADERS
-from .names import REGRESSOR_LABELS as _REGRESSOR_LABELS
-from .pipeline.results import ResultsFormatError
-from .pipeline.results import read_results as _read_results_file
-from .store import atomic_write
+from .. import paper
+from ..names import DATASET_LABELS as _DATASET_LABELS
+from ..names import IMAGE_METRICS as METRICS
+from ..names import METRIC_SHORT_HEADERS as _HEADERS
+from ..names import REGRESSOR_LABELS as _REGRESSOR_LABELS
+from ..pipeline.results import ResultsFormatError
+from ..pipeline.results import read_results as _read_results_file
+from ..store import atomic_write
 
 __all__ = [
     "IDENTITY_COLUMNS",
@@ -40,6 +42,7 @@ __all__ = [
     "collect_timings",
     "cross_subject_table",
     "fill_report_page",
+    "mean_over_subjects",
     "read_results",
     "render_markdown",
     "setup",
@@ -162,8 +165,6 @@ def _timings_markdown(timings) -> list[str]:
 
 
 def _paper_rows(table: int):
-    from . import paper
-
     rows = []
     for r in {4: paper.TABLE4, 5: paper.TABLE5}[table]:
         subjects = r.get("subjects", "")
@@ -218,6 +219,35 @@ def cross_subject_table(results, *, with_paper: bool = True):
     table = pd.DataFrame(rows, columns=cols)
     table["n_layers"] = table["n_layers"].astype("Int64")  # None for the other systems
     return table
+
+
+def mean_over_subjects(results, *, models: str, noise: str = "none"):
+    """Each model's scores averaged over the subjects that have a results row for it.
+
+    What chapter 09 puts beside the paper's Table 5 (a mean of subjects 1, 2, 5 and 7).
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        Rows from :func:`collect_results` (one dataset).
+    models : {"mini", "pretrained"}
+        Only the rows computed with these models.
+    noise : str
+        Only the rows at this noise level (default: none added).
+
+    Returns
+    -------
+    mean : pandas.DataFrame
+        One row per (regressor, n_layers): those columns, the eight metrics (the mean over
+        subjects) and ``noise``.
+    subjects : list of int
+        The subjects that have at least one of the rows averaged.
+    """
+    sel = results[(results["models"] == models) & (results["noise"] == noise)]
+    subjects = sorted(int(s) for s in sel["subject"].unique())
+    mean = sel.groupby(["regressor", "n_layers"], as_index=False)[list(METRICS)].mean()
+    mean["noise"] = noise
+    return mean, subjects
 
 
 def _fmt(v) -> str:

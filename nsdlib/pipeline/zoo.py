@@ -1,4 +1,9 @@
-"""The mini model zoo as a pipeline step: train or reuse, summarise, show (the appendix)."""
+"""The mini model zoo as a pipeline step: train or reuse, summarise, sample (the appendix, chapter 00).
+
+Not to be confused with the run parameter ``models=`` ("mini" or "pretrained"): this module
+makes and measures the mini models that ``models="mini"`` uses. The figure is drawn by
+``nsdlib.report.figures.zoo_figure``.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from ..mini import zoo
 from . import context
 from .dataset import ensure_mini_world, mini_world_config
 
-__all__ = ["mini_models", "mini_world_config", "zoo_evaluation", "zoo_figure", "zoo_summary"]
+__all__ = ["mini_models", "mini_world_config", "zoo_evaluation", "zoo_samples", "zoo_summary"]
 
 
 def mini_models(cfg: RunConfig, progress: bool = True) -> Path:
@@ -79,12 +84,24 @@ def zoo_summary(cfg: RunConfig, folder: Path) -> dict:
     return {"table": table, "note": note, "manifest": man}
 
 
-def zoo_figure(cfg: RunConfig, folder: Path, n_images: int = 6, steps: int = 25):
-    """Held-out stimuli, their VDVAE reconstructions and diffusion samples from true embeddings."""
-    import textwrap
+def zoo_samples(cfg: RunConfig, folder: Path, n_images: int = 6, steps: int = 25) -> dict:
+    """Held-out mini-NSD stimuli, their small-VDVAE reconstructions and diffusion samples from true embeddings.
 
-    import matplotlib.pyplot as plt
+    Parameters
+    ----------
+    folder : path
+        The mini models (:func:`mini_models`).
+    n_images : int
+        The first ``n_images`` shared (test) images.
+    steps : int
+        DDIM steps of the diffusion samples (guidance 3.0, seeded by ``cfg.seed``).
 
+    Returns
+    -------
+    dict
+        ``"stimuli"`` (uint8, shape (n_images, 64, 64, 3)), ``"vdvae"`` and ``"diffusion"``
+        (uint8 images), ``"captions"`` (five per image), for ``nsdlib.report.figures.zoo_figure``.
+    """
     from ..clip import ClipEmbedder
     from ..diffusion import DualGuidedDiffusion
     from ..nsd import NSDLayout, read_captions, read_expdesign, read_stimuli
@@ -104,18 +121,4 @@ def zoo_figure(cfg: RunConfig, folder: Path, n_images: int = 6, steps: int = 25)
     samples = vd.reconstruct(np.full_like(images, 128), emb.text(captions, progress=False),
                              emb.vision(images, progress=False), u_text, u_vision, strength=1.0, num_steps=steps,
                              guidance_scale=3.0, seed=cfg.seed, indices=ids, progress=False)
-    fig, axes = plt.subplots(3, n_images, figsize=(1.8 * n_images, 6.6))
-    for j in range(n_images):
-        for row, (img, label) in enumerate(((images[j], "stimulus"), (rec[j], "VDVAE reconstruction"),
-                                            (samples[j], "diffusion sample"))):
-            ax = axes[row, j]
-            ax.imshow(img)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(label, fontsize=9)
-        axes[0, j].set_title("\n".join(textwrap.wrap(captions[j][0], 26)[:3]), fontsize=7)
-    fig.suptitle("Held-out mini-NSD images: stimulus, small-VDVAE reconstruction, sample from true embeddings",
-                 fontsize=10)
-    fig.tight_layout()
-    return fig
+    return {"stimuli": images, "vdvae": rec, "diffusion": samples, "captions": captions}

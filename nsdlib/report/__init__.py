@@ -1,0 +1,11 @@
+"""What the chapters show: tables (ours beside the paper's), figures, the explorer, the cross-subject report.
+
+- ``tables``: the paper's Tables 2-6 layouts with our rows, and the chapters' other tables
+- ``figures``: image grids, the paper's Fig. 1 slices, chapter 01's GLM diagnostics, the zoo figure
+- ``explorer``: chapter 10's widget explorer
+- ``cross_subject``: the cross-subject report (Table 5 from per-subject results) and the Sphinx
+  hook that puts it in the book
+
+The floor above :mod:`nsdlib.pipeline`: it may import the pipeline and everything below it;
+nothing below imports it.
+"""

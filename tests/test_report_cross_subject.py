@@ -1,0 +1,128 @@
+"""nsdlib.report.cross_subject: the mean over subjects beside the paper's Tables 4/5, the
+Markdown report, chapter 09's mean over subjects, and the Sphinx hook that fills the book's page."""
+
+import json
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from nsdlib import paper
+from nsdlib.report import cross_subject
+from nsdlib.report.cross_subject import (
+    REPORT_MARKERS,
+    collect_results,
+    cross_subject_table,
+    fill_report_page,
+    mean_over_subjects,
+    write_report,
+)
+
+
+def _write_results(workdir, subject, rows, name="results.json"):
+    d = workdir / "mini" / f"subj{subject:02d}"
+    d.mkdir(parents=True, exist_ok=True)
+    if name.endswith(".json"):
+        (d / name).write_text(json.dumps(rows))
+    else:
+        pd.DataFrame(rows).to_csv(d / name, index=False)
+
+
+def _row(subject, regressor="gru", n_layers=15, noise="none", ssim=0.3, **kw):
+    return {"dataset": "mini", "models": "mini", "subject": subject, "regressor": regressor, "n_layers": n_layers,
+            "noise": noise, "ssim": ssim, "pixcorr": 0.1, "alexnet2": 0.8, "alexnet5": 0.85,
+            "inceptionv3": 0.7, "clip": 0.75, "efficientnet": 0.9, "swav": 0.6, **kw}
+
+
+def test_report_means_over_subjects_and_keeps_paper_apart(tmp_path):
+    w = tmp_path / "w"
+    _write_results(w, 1, [_row(1, ssim=0.30), _row(1, "ridge", 31, ssim=0.40), _row(1, noise=8, ssim=0.2)])
+    _write_results(w, 2, [_row(2, ssim=0.50), _row(2, "ridge", 31, ssim=0.60)], name="results.csv")
+    _write_results(w, 5, [_row(5, ssim=0.10), _row(5, ssim=0.9, quick=True)])
+    res = collect_results(w, "mini")
+    assert sorted(res["subject"].unique()) == [1, 2, 5]
+    table = cross_subject_table(res)
+    ours = table[table["source"] == "ours"]
+    gru = ours[(ours["regressor"] == "gru") & (ours["noise"] == "none") & (ours["subject"] == "mean")].iloc[0]
+    assert gru["ssim"] == pytest.approx(0.3) and gru["subjects"] == "1,2,5" and gru["n_subjects"] == 3
+    ridge = ours[(ours["regressor"] == "ridge") & (ours["subject"] == "mean")].iloc[0]
+    assert ridge["ssim"] == pytest.approx(0.5) and ridge["subjects"] == "1,2"
+    quick = ours[ours["quick"] & (ours["subject"] == "mean")].iloc[0]  # a quick run is never averaged in
+    assert quick["ssim"] == pytest.approx(0.9) and quick["subjects"] == "5"
+    noisy = ours[(ours["noise"] == "8") & (ours["subject"] == "mean")].iloc[0]
+    assert noisy["ssim"] == pytest.approx(0.2) and noisy["subjects"] == "1"
+    # the paper's Table 5 rows are there, labelled, with the published values
+    p5 = table[table["source"] == "paper (Table 5)"]
+    gru15 = p5[(p5["regressor"] == "gru") & (p5["n_layers"] == 15)].iloc[0]
+    published = next(r for r in paper.TABLE5 if r["regressor"] == "gru" and r["n_layers"] == 15)
+    assert gru15["pixcorr"] == published["pixcorr"] and gru15["subjects"] == "1,2,5,7"
+
+    csv, md = write_report(res, tmp_path / "runs" / "mini", dataset="mini", sources=[str(w / "mini")])
+    back = pd.read_csv(csv)
+    assert len(back) == len(table) and set(back["source"]) == {"ours", "paper (Table 5)", "paper (Table 4)"}
+    text = md.read_text()
+    assert "## Mean over subjects: mini-NSD (simulated), models=mini" in text
+    assert "| ours | GRU | 15 | 1, 2, 5 | 0.300 |" in text
+    assert "| paper (Table 5) | GRU | 15 | 1, 2, 5, 7 | 0.361 | 0.202 |" in text
+    assert "1 per-subject rows with noise added" in text
+    assert "## Mean over subjects: mini-NSD (simulated), models=mini, quick=True" in text
+    assert not list((tmp_path / "runs" / "mini").glob(".*tmp-*"))  # written atomically
+
+
+def test_report_without_results_says_so(tmp_path):
+    res = collect_results(tmp_path / "nothing", "mini")
+    assert res.empty
+    _, md = write_report(res, tmp_path, dataset="mini")
+    text = md.read_text()
+    assert "No results file was found" in text and "| ours |" not in text
+
+
+def test_book_page_filled_only_when_a_report_exists(tmp_path):
+    start, end = REPORT_MARKERS
+    page = f"# Cross-subject results\n\n{start}\nNo batch report yet.\n{end}\n\nAfter.\n"
+    missing = tmp_path / "runs" / "mini" / "report.md"
+    assert fill_report_page(page, [missing]) == page
+    missing.parent.mkdir(parents=True)
+    missing.write_text("# Cross-subject report: mini\n\n## Mean over subjects\n\n| a |\n")
+    filled = fill_report_page(page, [missing])
+    assert "No batch report yet" not in filled and "## Cross-subject report: mini" in filled
+    assert "### Mean over subjects" in filled and filled.endswith(f"{end}\n\nAfter.\n")
+    with pytest.raises(ValueError, match="lacks the markers"):
+        fill_report_page("# no markers", [missing])
+
+
+# ------------------------------------------------------------------ batches
+
+
+def test_mean_over_subjects_is_chapter_09s_table_5_input(tmp_path):
+    w = tmp_path / "w"
+    _write_results(w, 1, [_row(1, ssim=0.30), _row(1, "ridge", 31, ssim=0.40), _row(1, noise=8, ssim=0.2)])
+    _write_results(w, 2, [_row(2, ssim=0.50), _row(2, models="pretrained", ssim=0.9)])
+    _write_results(w, 7, [_row(7, "ridge", 31, ssim=0.60)])
+    mean, subjects = mean_over_subjects(collect_results(w, "mini"), models="mini")
+    assert subjects == [1, 2, 7]  # the pretrained row and the noisy row are left out
+    by = mean.set_index(["regressor", "n_layers"])
+    assert by.loc[("gru", 15), "ssim"] == pytest.approx(0.4) and by.loc[("ridge", 31), "ssim"] == pytest.approx(0.5)
+    assert by.loc[("gru", 15), "clip"] == pytest.approx(0.75) and set(mean["noise"]) == {"none"}
+    assert list(mean.columns) == ["regressor", "n_layers", *paper.IMAGE_METRICS, "noise"]
+    empty, none = mean_over_subjects(collect_results(tmp_path / "nothing", "mini"), models="mini")
+    assert empty.empty and none == []
+
+
+def test_sphinx_hook_finds_the_report_above_a_staged_book(tmp_path, monkeypatch):
+    monkeypatch.delenv("NSDLIB_RUNS", raising=False)
+    report = tmp_path / "runs" / "mini" / "report.md"
+    report.parent.mkdir(parents=True)
+    report.write_text("# Cross-subject report: mini\n")
+    staged = tmp_path / "_build" / "src"  # where nsdlib.runner.build_book stages the book
+    staged.mkdir(parents=True)
+    app = SimpleNamespace(confdir=str(staged), config=SimpleNamespace(nsdlib_runs_dir=""))
+    assert cross_subject._report_files(app) == [report.resolve()]
+    other = tmp_path / "elsewhere"
+    (other / "nsd").mkdir(parents=True)
+    (other / "nsd" / "report.md").write_text("# nsd\n")
+    app.config.nsdlib_runs_dir = str(other)  # the setting wins
+    assert cross_subject._report_files(app) == [other / "nsd" / "report.md"]
+    source = [f"{REPORT_MARKERS[0]}\nnone yet\n{REPORT_MARKERS[1]}\n"]
+    cross_subject._on_source_read(app, cross_subject.REPORT_PAGE, source)
+    assert "## nsd" in source[0] and "none yet" not in source[0]
