@@ -1,0 +1,210 @@
+"""nsdlib.report.tables: our numbers land where the inputs put them, the paper's are the published ones."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nsdlib import nsd, paper, vdvae
+from nsdlib.report import tables as T
+
+METRICS = paper.IMAGE_METRICS
+
+
+def _results(noise=("none",), regressors=(("gru", 15),), start=0.1):
+    """Results rows whose metric m of row i is start + i/10 + j/100 (j: the metric's position)."""
+    rows = []
+    for i, ((reg, n), lab) in enumerate((rn, lab) for rn in regressors for lab in noise):
+        rows.append({"regressor": reg, "n_layers": n, "noise": lab,
+                     **{m: start + i / 10 + j / 100 for j, m in enumerate(METRICS)},
+                     "ssim_2d": 0.5 + i / 10, "latent_mse": np.nan, "latent_mae": np.nan})
+    return pd.DataFrame(rows)
+
+
+def _paper_row(table, **keys):
+    return next(r for r in getattr(paper, f"TABLE{table}") if all(r.get(k) == v for k, v in keys.items()))
+
+
+# ------------------------------------------------------------- full pipeline
+def test_noise_table_puts_ours_above_the_papers_at_each_level():
+    rows = _results(noise=("none", "8", "64"))
+    table = T.noise_table(rows, ours_label="ours (test)")
+    assert table.index.get_level_values("noise").tolist()[:4] == ["none", "none", "8", "8"]
+    assert table.index.get_level_values("source").tolist()[:2] == ["ours (test)", "paper (Table 6, subject 1, NSD)"]
+    assert table.loc[("64", "ours (test)"), "pixcorr"] == pytest.approx(0.1 + 0.2 + 0.01)
+    for lab in paper.NOISE_LEVELS:  # every published level is there, with its published values
+        published = _paper_row(6, noise=lab)
+        assert table.loc[(lab, "paper (Table 6, subject 1, NSD)"), list(METRICS)].tolist() == \
+            [published[m] for m in METRICS]
+    assert table.loc[("256", "paper (Table 6, subject 1, NSD)"), "ssim"] == 0.140
+    assert list(table.columns) == list(METRICS)
+    assert len(T.noise_table(rows, with_paper=False)) == 3
+
+
+def test_noise_change_is_relative_to_no_noise():
+    rows = _results(noise=("none", "64"))
+    rows.loc[1, "ssim"] = rows.loc[0, "ssim"] / 2  # half the noiseless SSIM: -50 %
+    change = T.noise_change(rows)
+    assert change.index.tolist() == ["64"]
+    assert change.loc["64", ("ours", "ssim")] == pytest.approx(-50)
+    t6 = {r["noise"]: r for r in paper.TABLE6}
+    assert change.loc["64", ("paper", "pixcorr")] == pytest.approx((t6["64"]["pixcorr"] / t6["none"]["pixcorr"] - 1)
+                                                                   * 100)
+    assert list(change.columns) == [("ours", "ssim"), ("ours", "pixcorr"), ("paper", "ssim"), ("paper", "pixcorr")]
+    with pytest.raises(ValueError, match="needs a 'none' row"):
+        T.noise_change(rows[rows["noise"] != "none"])
+
+
+def test_comparison_table_labels_models_and_keeps_the_published_numbers():
+    rows = pd.concat([_results(regressors=(("ridge", 15), ("gru", 31))), _results(noise=("64",))])
+    t4 = T.comparison_table(rows, table=4, ours_label="ours", extra_columns=["ssim_2d"])
+    ours = t4[t4["source"] == "ours"]
+    assert ours["model"].tolist() == ["Ridge", "GRU"] and ours["n_layers"].tolist() == [15, 31]  # noisy row left out
+    assert ours["clip"].tolist() == pytest.approx([0.1 + 0.05, 0.2 + 0.05]) and "ssim_2d" in t4
+    p4 = t4[t4["source"] == "paper (Table 4, subject 1, NSD)"]
+    assert len(p4) == len(paper.TABLE4) == 5 and p4["ssim_2d"].isna().all()
+    gru31 = _paper_row(4, regressor="gru", n_layers=31)
+    assert p4[(p4["model"] == gru31["label"]) & (p4["n_layers"] == 31)]["swav"].item() == gru31["swav"]
+    t5 = T.comparison_table(rows, table=5, ours_label="mean")
+    assert (t5["source"] == "paper (Table 5, mean of subjects 1, 2, 5, 7, NSD)").sum() == len(paper.TABLE5)
+    assert list(t5.columns) == ["source", "model", "n_layers", *METRICS]
+
+
+def test_latent_table_beside_table_3_or_none():
+    rows = _results(regressors=(("ridge", 15), ("gru", 15)))
+    assert T.latent_table(rows, ours_label="ours") is None  # stage 1 reported nothing
+    rows["latent_mse"], rows["latent_mae"] = [0.5, 0.25], [0.6, 0.3]
+    lat = T.latent_table(rows, ours_label="ours")
+    assert lat.loc[("ours", "gru", 15), "latent_mse"] == 0.25
+    gru = _paper_row(3, regressor="gru")
+    assert lat.loc[("paper (Table 3, NSD subject 1)", "GRU", 15), "latent_mae"] == gru["test_mae"]
+
+
+def test_metric_sources_and_styled():
+    rep = SimpleNamespace(sources={"ssim": "columns", "clip": "not available: no CLIP"})
+    src = T.metric_sources(rep, paper.METRIC_LABELS)
+    assert src.index.tolist() == ["SSIM ↑", "CLIP ↑"] and src.loc["CLIP ↑", "computed with"].startswith("not")
+    html = T.styled(pd.DataFrame({"a": [0.12345, np.nan]}), caption="where from").to_html()
+    assert "0.123" in html and "n/a" in html and "where from" in html
+
+
+# ------------------------------------------------------------------ stage 1
+def _fits():
+    def fit(k, **over):
+        m = {c: k + i / 10 for i, c in enumerate(("val_mse", "val_mae", "test_mse", "test_mae"))}
+        m.update({f"{c}_raw": 2 * v for c, v in m.items()})
+        m.update({f"{s}_{e}_z": k + 0.5 for s in ("val", "test") for e in ("mse", "mae")})
+        m.update({"n_params": 1234567, "epochs": 10, "best_epoch": 7, "alpha": None, "seconds": 3.14159, **over})
+        return {"metrics": m, "train_loss": [3, 2, 1], "val_loss": [3, 2.5, 2]}
+
+    return {"cnn": fit(1), "transformer": fit(2), "gru": fit(3),
+            "ridge": fit(4, n_params=None, epochs=None, best_epoch=None, alpha=12345.6)}
+
+
+def test_regressor_summary_formats_and_dashes():
+    s = T.regressor_summary(_fits())
+    assert s.loc["gru", "parameters"] == "1,234,567" and s.loc["gru", "training time (s)"] == "3.1"
+    assert s.loc["ridge", "parameters"] == "—" and s.loc["ridge", "ridge alpha"] == "12,346"
+    assert s.loc["cnn", "ridge alpha"] == "—" and s.loc["cnn", "best epoch"] == "7"
+
+
+def test_latent_error_tables_beside_tables_2_and_3():
+    fits = _fits()
+    t2 = T.latent_error_table([r for reg in ("cnn", "gru") for r in T.latent_rows(fits, reg, "ours")])
+    assert t2.index.tolist() == [("Convolutional", "ours"), ("Convolutional", "paper (NSD subj 1)"),
+                                 ("GRU", "ours"), ("GRU", "paper (NSD subj 1)")]
+    assert t2.loc[("GRU", "ours"), ("test", "MSE ↓")] == pytest.approx(3.2)
+    cnn = _paper_row(2, regressor="cnn")
+    assert t2.loc[("Convolutional", "paper (NSD subj 1)"), ("validation", "MAE ↓")] == cnn["val_mae"]
+    base = {"val_mse": 1 / 3, "val_mae": 0.5, "test_mse": 0.25, "test_mae": 0.125,
+            **{f"{s}_{e}_z": 1.0 for s in ("val", "test") for e in ("mse", "mae")}}
+    t3 = T.latent_error_table(T.latent_rows(fits, "ridge", "ours") + [T.ridge_raw_row(fits["ridge"], "ours"),
+                                                                       T.baseline_row(base, "ours")])
+    assert t3.loc[("Ridge [21], before re-standardising", "ours"), ("validation", "MSE ↓")] == pytest.approx(8)
+    assert t3.loc[("training mean (no betas)", "ours"), ("validation", "MSE ↓")] == 0.3333  # rounded to 4
+    assert t3.loc[("Ridge [21]", "paper (NSD subj 1)"), ("test", "MSE ↓")] == _paper_row(3, regressor="ridge")[
+        "test_mse"]
+    z = T.z_error_table(fits, base, "ours (z)")
+    assert z.index.tolist() == ["Convolutional", "Transformer", "GRU", "Ridge [21]", "training mean (no betas)"]
+    assert z.loc["GRU", "test MAE (z)"] == 3.5 and z.index.name == "ours (z)"
+
+
+# ----------------------------------------------------------- data and models
+def test_glm_accuracy_table():
+    acc = {"median_r": {m: 0.1 * (i + 1) + 1e-5 for i, m in enumerate("ABCD")}, "rmse": dict.fromkeys("ABCD", 0.5)}
+    t = T.glm_accuracy_table(acc)
+    assert t["model"].tolist() == list(T.GLM_MODEL_LABELS.values())
+    assert t["median r with truth (ours)"].tolist() == [0.1, 0.2, 0.3, 0.4] and (t["paper"] == "not reported").all()
+
+
+def test_subject_counts_beside_nsds():
+    info = {"sessions": 3, "n_trials_train": 90, "n_trials_test": 30, "n_images_train": 30, "n_images_test": 10,
+            "n_trials": 120, "repeats_histogram": {"3": 40}, "n_roi_voxels": 1500}
+    t = T.subject_counts(info, 1400, 2, "mini-NSD (simulated)")
+    ours, theirs = t.columns
+    assert ours == "ours: mini-NSD (simulated), subject 2" and theirs == "paper / NSD: subject 2, 37 sessions"
+    assert t.loc["trials per image, mean", ours] == 3.0 and t.loc["images shown 1 / 2 / 3 times", ours] == "0 / 0 / 40"
+    assert t.loc["voxels used", ours] == 1400 and t.loc["voxels used", theirs] == nsd.PAPER_COUNTS[
+        "nsdgeneral_voxels"][2]
+    assert t.loc["test images (shared)", theirs] == 982
+
+
+def test_zscore_summary_and_split_table():
+    rng = np.random.default_rng(0)
+    raw = {"train": rng.normal(2, 3, (50, 20)), "test": rng.normal(2, 3, (10, 20))}
+    d = SimpleNamespace(unscaled=lambda split: raw[split], train_betas=(raw["train"] - 2) / 3,
+                        test_betas=(raw["test"] - 2) / 3, train_ids=np.arange(8), test_ids=np.arange(8, 10))
+    s = T.zscore_summary(d, np.arange(50))
+    assert s.loc["train", "before: mean"] == round(raw["train"].mean(), 3)
+    assert s.loc["test", "after: std"] == round(d.test_betas.std(), 3)
+    trials = SimpleNamespace(ids=np.array([0, 1, 8, 9, 9, 2]), shared=np.array([0, 0, 1, 1, 1, 0], bool))
+    split = T.split_table(d, {"n_trials_train": 3}, trials, (np.array([0, 1, 9]), np.array([8, 2])))
+    assert split["shared split (default)"].tolist() == [8, 2, 2, 3]
+    assert split["random 90/10 split"].tolist() == [3, 2, 1, 4]
+
+
+def test_vdvae_tables_have_the_papers_counts():
+    layout = T.vdvae_layout(vdvae.IMAGENET64)
+    assert layout["decoder blocks"].sum() == vdvae.IMAGENET64.n_dec_blocks == 75
+    counts = T.latent_counts(vdvae.IMAGENET64, "pretrained")
+    assert counts["ImageNet-64 VDVAE (computed)"].tolist()[:2] == counts["paper"].tolist()[:2] == ["13,344", "91,168"]
+    assert counts.loc["latent values, all blocks", "paper"] == "—"
+
+
+def test_image_scores_of_the_stimuli_themselves_are_perfect():
+    rng = np.random.default_rng(1)
+    stim = rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    noise = rng.integers(0, 256, stim.shape, dtype=np.uint8)
+    t = T.image_scores(stim, {"same": stim, "noise": noise}, title="test", identification=True)
+    assert t.index.name == "test" and t.index.tolist() == ["same", "noise"]
+    assert t.loc["same"].tolist() == [1.0, 1.0, 1.0]
+    assert abs(t.loc["noise", "PixCorr ↑"]) < 0.2
+    assert list(T.image_scores(stim, {"same": stim}, title="x").columns) == ["PixCorr ↑", "SSIM (2-D) ↑"]
+
+
+def test_alpha_table_shows_each_distinct_setting_once(monkeypatch):
+    names = {"auto": "paper", "paper": "paper", "brain-diffuser": "brain-diffuser"}
+    monkeypatch.setattr(T.stage2, "resolve_alphas", lambda cfg, s="auto": (names[s], None))
+    monkeypatch.setattr(T.stage2, "clip_predictions", lambda cfg, alpha: {
+        "alpha_text": 1000.0, "alpha_vision": 2e5 if alpha == "auto" else 1e4, "text_identification": 0.6,
+        "text_token_r": np.array([0.1, 0.3]), "vision_identification": 0.7, "vision_token_r": np.array([0.5])})
+    sty = T.alpha_table(None, ["auto", "paper", "brain-diffuser"], "caption here")
+    t = sty.data
+    assert t.index.tolist() == ["paper (default)", "brain-diffuser"]
+    assert t.loc["paper (default)", "text: mean token r"] == pytest.approx(0.2)
+    assert "200,000" in sty.to_html() and "caption here" in sty.to_html()
+
+
+def test_diffusion_settings_beside_brain_diffusers():
+    vd = SimpleNamespace(image_size=64, scheduler_config={"prediction_type": "v_prediction",
+                                                          "rescale_betas_zero_snr": True,
+                                                          "timestep_spacing": "trailing"})
+    run = {"strength": 0.75, "num_steps": 50, "guidance_scale": 7.5, "text_weight": 0.4}
+    t = T.diffusion_settings(run, vd)
+    assert t.loc["strength", "this run"] == "0.75 (37 of 50 steps)" == t.loc["strength",
+                                                                            "paper (Brain-Diffuser's settings)"]
+    assert t.loc["noise schedule", "this run"] == "v_prediction, zero terminal SNR, trailing steps"
+    assert t.loc["output size", "this run"] == "64 x 64"
