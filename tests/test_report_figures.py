@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from nsdlib import mini, paper  # noqa: E402
+from nsdlib import mini, names, paper  # noqa: E402
 from nsdlib.hrf import hrf_library  # noqa: E402
 from nsdlib.report import figures as F  # noqa: E402
 
@@ -187,17 +187,19 @@ def test_clip_figures():
 # ------------------------------------------------------------------ results
 def _report(n=12):
     rng = np.random.default_rng(0)
-    per = {m: rng.random(n) for m in (*paper.IMAGE_METRICS, "ssim_2d")}
+    per = {m: rng.random(n) for m in (*names.IMAGE_METRICS, "ssim_2d")}
     return SimpleNamespace(per_image=per, status=dict.fromkeys(per, "ok"))
 
 
 def test_noise_curves_ours_beside_the_paper():
     levels = ["none", "64", "256"]
-    t6 = paper.table(6).set_index("noise")[list(paper.IMAGE_METRICS)]
+    t6 = paper.table(6).set_index("noise")[list(names.IMAGE_METRICS)]
     ours = t6.loc[levels] / 2
     ours["clip"] = np.nan
-    fig = F.noise_curves(ours, t6, levels, paper.METRIC_LABELS, title="noise")
-    assert len(fig.axes) == 8 and [ax.get_title() for ax in fig.axes] == list(paper.METRIC_LABELS.values())
+    fig = F.noise_curves(ours, t6, levels, title="noise")
+    assert len(F.noise_curves(ours, t6, levels, title="x", metrics_shown=["ssim", "swav"]).axes) == 2
+    assert len(fig.axes) == 8
+    assert [ax.get_title() for ax in fig.axes] == [names.METRIC_HEADERS[m] for m in names.IMAGE_METRICS]
     ssim = fig.axes[0]
     assert ssim.lines[0].get_ydata().tolist() == pytest.approx((t6.loc[levels, "ssim"] / 2).tolist())
     assert ssim.lines[1].get_ydata().tolist() == t6.loc[levels, "ssim"].tolist()
@@ -206,7 +208,7 @@ def test_noise_curves_ours_beside_the_paper():
 
 def test_score_histograms_and_ssim_scatter():
     rep = _report()
-    fig = F.score_histograms(rep, ["ssim", "clip"], paper.METRIC_LABELS, title="scores")
+    fig = F.score_histograms(rep, ["ssim", "clip"], title="scores")
     assert [ax.get_title() for ax in fig.axes] == ["SSIM ↑", "CLIP ↑"]
     assert fig.axes[1].lines[0].get_xdata()[0] == pytest.approx(rep.per_image["clip"].mean())
     fig = F.ssim_scatter(rep, title="run")

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nsdlib import nsd, paper, vdvae
+from nsdlib import names, nsd, paper, vdvae
 from nsdlib.report import tables as T
 
-METRICS = paper.IMAGE_METRICS
+METRICS = names.IMAGE_METRICS
 
 
 def _results(noise=("none",), regressors=(("gru", 15),), start=0.1):
@@ -35,7 +35,7 @@ def test_noise_table_puts_ours_above_the_papers_at_each_level():
     assert table.index.get_level_values("noise").tolist()[:4] == ["none", "none", "8", "8"]
     assert table.index.get_level_values("source").tolist()[:2] == ["ours (test)", "paper (Table 6, subject 1, NSD)"]
     assert table.loc[("64", "ours (test)"), "pixcorr"] == pytest.approx(0.1 + 0.2 + 0.01)
-    for lab in paper.NOISE_LEVELS:  # every published level is there, with its published values
+    for lab in names.NOISE_LEVELS:  # every published level is there, with its published values
         published = _paper_row(6, noise=lab)
         assert table.loc[(lab, "paper (Table 6, subject 1, NSD)"), list(METRICS)].tolist() == \
             [published[m] for m in METRICS]
@@ -85,7 +85,7 @@ def test_latent_table_beside_table_3_or_none():
 
 def test_metric_sources_and_styled():
     rep = SimpleNamespace(sources={"ssim": "columns", "clip": "not available: no CLIP"})
-    src = T.metric_sources(rep, paper.METRIC_LABELS)
+    src = T.metric_sources(rep, names.METRIC_HEADERS)
     assert src.index.tolist() == ["SSIM ↑", "CLIP ↑"] and src.loc["CLIP ↑", "computed with"].startswith("not")
     html = T.styled(pd.DataFrame({"a": [0.12345, np.nan]}), caption="where from").to_html()
     assert "0.123" in html and "n/a" in html and "where from" in html

@@ -26,7 +26,7 @@ from .. import metrics as M
 from .. import noise as N
 from ..config import RunConfig
 from ..images import check_images
-from ..names import DATASET_LABELS, IMAGE_METRICS, METRIC_LABELS, MODEL_SET_LABELS, NOISE_LEVELS, REGRESSOR_LABELS
+from ..names import DATASET_LABELS, MODEL_SET_LABELS, NOISE_LEVELS
 from ..store import Store, array_key
 from . import context, data, stage1, stage2
 from .results import (

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import metrics as M
 from .. import noise as N
+from ..names import METRIC_LABELS
 from .figures import image_grid
 from .tables import styled
 
@@ -47,7 +47,7 @@ def explorer_view(data: dict, k: int, level: str = "none"):
     fig = image_grid({"stimulus": data["stimuli"], name: d["first_guess"], "stage 2": d["final"]}, [k], size=2.6)
     fig.suptitle(f"test image {k + 1} of {n} (NSD id {int(data['ids'][k])})", fontsize=9, y=1.02)
     rep = d["report"]
-    labels = {**M.METRIC_LABELS, "ssim_2d": "SSIM (2-D)"}
+    labels = METRIC_LABELS
     scores = pd.DataFrame({
         "this image": [rep.per_image[m][k] if rep.status[m] == "ok" else np.nan for m in rep.per_image],
         "mean over images": [rep.means[m] for m in rep.per_image],

@@ -24,8 +24,10 @@ import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 
-from .. import metrics, mini
+from .. import mini
 from ..hrf import HRF_PEAKS, canonical_hrf, hrf_library
+from ..images import resize
+from ..names import IMAGE_METRICS, METRIC_HEADERS
 
 __all__ = [
     "beta_slices",
@@ -189,7 +191,7 @@ def noise_examples(ns: Mapping[str, dict], stimulus, k: int, ssim: Mapping[str, 
     titles = {}
     for lab, d in ns.items():
         name = "no noise" if lab == "none" else f"noise {lab}"
-        final = metrics.resize_images(d["final"][k:k + 1], d["first_guess"].shape[1])[0]
+        final = resize(d["final"][k:k + 1], d["first_guess"].shape[1], filter="pil-bicubic")[0]
         cols[name] = np.stack([d["first_guess"][k], final])
         titles[(1, name)] = f"SSIM {ssim[lab][k]:.2f}"
     fig = image_grid(cols, [0, 1], row_labels=["first guess", "stage 2"], col_titles=titles)
@@ -593,29 +595,31 @@ def token_r_figure(text_token_r, vision_token_r, *, title: str):
 
 
 # ------------------------------------------------------------------ results
-def noise_curves(ours, theirs, levels: Sequence[str], labels: Mapping[str, str], *, title: str):
+def noise_curves(ours, theirs, levels: Sequence[str], *, title: str, metrics_shown: Sequence[str] = IMAGE_METRICS,
+                 labels: Mapping[str, str] = METRIC_HEADERS):
     """Each metric against the noise level: ours beside the paper's Table 6 (one panel per metric).
 
     Parameters
     ----------
     ours, theirs : pandas.DataFrame
-        Indexed by noise label, one column per metric (``labels``' keys).
+        Indexed by noise label, one column per metric.
     levels : sequence of str
         Noise labels on the x axis.
+    metrics_shown : sequence of str
+        One panel each, two rows (default the eight of the paper's tables).
     labels : dict
         Metric key -> panel title.
     """
     x = np.arange(len(levels))
-    n = len(labels)
-    fig, axes = plt.subplots(2, (n + 1) // 2, figsize=(12, 5.2), squeeze=False)
-    for ax, (m, label) in zip(axes.ravel(), labels.items()):
+    fig, axes = plt.subplots(2, (len(metrics_shown) + 1) // 2, figsize=(12, 5.2), squeeze=False)
+    for ax, m in zip(axes.ravel(), metrics_shown):
         y = ours.loc[list(levels), m].to_numpy(dtype=float)
         ax.plot(x, y, "o-", label="ours")
         if not np.isfinite(y).any():
             ax.text(0.5, 0.5, "ours: n/a", transform=ax.transAxes, ha="center", color="tab:blue", fontsize=9)
         ax.plot(x, theirs.loc[list(levels), m].to_numpy(dtype=float), "s--", color="0.5", label="paper (NSD)")
         ax.set_xticks(x, list(levels), fontsize=8)
-        ax.set_title(label, fontsize=9)
+        ax.set_title(labels.get(m, m), fontsize=9)
     axes[0, 0].legend(fontsize=8)
     fig.supxlabel("noise amplitude (grey levels; 256 = pure noise)", fontsize=9)
     fig.suptitle(title, fontsize=10)
@@ -623,7 +627,7 @@ def noise_curves(ours, theirs, levels: Sequence[str], labels: Mapping[str, str],
     return fig
 
 
-def score_histograms(report, metrics_shown: Sequence[str], labels: Mapping[str, str], *, title: str):
+def score_histograms(report, metrics_shown: Sequence[str], *, title: str, labels: Mapping[str, str] = METRIC_HEADERS):
     """Histograms of per-image scores (one panel per metric), the mean as a vertical line.
 
     Parameters

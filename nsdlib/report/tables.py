@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics, nsd, paper, vdvae
+from ..names import IMAGE_METRICS, METRIC_HEADERS, NOISE_LEVELS, REGRESSOR_LABELS, REGRESSOR_PAPER_LABELS
 from ..pipeline import stage2
 
 __all__ = [
@@ -50,16 +51,14 @@ __all__ = [
     "zscore_summary",
 ]
 
-#: Regressor labels of the results tables (Tables 4-6).
-_RESULT_LABELS = {"gru": "GRU", "ridge": "Ridge", "cnn": "CNN", "transformer": "Transformer"}
 #: Regressor labels of the stage-1 tables, as the paper's Tables 2 and 3 print them.
-STAGE1_LABELS = {"cnn": "Convolutional", "transformer": "Transformer", "gru": "GRU", "ridge": "Ridge [21]"}
+STAGE1_LABELS = REGRESSOR_PAPER_LABELS
 #: GLMsingle's four models (chapter 01).
 GLM_MODEL_LABELS = {"A": "A: canonical HRF", "B": "B: + library HRF", "C": "C: + GLMdenoise",
                     "D": "D: + fractional ridge"}
 #: Columns of the stage-1 error tables and their two-level header.
 _LATENT_COLUMNS = ["val_mse", "val_mae", "test_mse", "test_mae"]
-_LATENT_HEADER = pd.MultiIndex.from_product([["validation", "test"], ["MSE ↓", "MAE ↓"]])
+_LATENT_HEADER = pd.MultiIndex.from_product([["validation", "test"], [METRIC_HEADERS["mse"], METRIC_HEADERS["mae"]]])
 _PAPER_STAGE1 = {row["regressor"]: row for row in paper.TABLE2 + paper.TABLE3}
 
 
@@ -84,15 +83,15 @@ def noise_table(rows, *, ours_label: str = "ours", with_paper: bool = True):
     -------
     pandas.DataFrame indexed by (noise, source) with the eight metrics.
     """
-    ours = rows[["noise", *paper.IMAGE_METRICS]].copy()
+    ours = rows[["noise", *IMAGE_METRICS]].copy()
     ours.insert(1, "source", ours_label)
     parts = [ours]
     if with_paper:
-        p = paper.table(6)[["noise", *paper.IMAGE_METRICS]].copy()
+        p = paper.table(6)[["noise", *IMAGE_METRICS]].copy()
         p.insert(1, "source", "paper (Table 6, subject 1, NSD)")
         parts.append(p)
     out = pd.concat(parts, ignore_index=True)
-    order = {lab: i for i, lab in enumerate(paper.NOISE_LEVELS)}
+    order = {lab: i for i, lab in enumerate(NOISE_LEVELS)}
     out["_o"] = out["noise"].map(order)
     out["_s"] = (out["source"] != ours_label).astype(int)
     out = out.sort_values(["_o", "_s"]).drop(columns=["_o", "_s"])
@@ -114,10 +113,10 @@ def noise_change(rows, metrics_shown: Sequence[str] = ("ssim", "pixcorr")):
     pandas.DataFrame
         Indexed by the noisy levels of ``rows``; columns (``"ours"`` / ``"paper"``, metric).
     """
-    ours = rows.set_index("noise")[list(paper.IMAGE_METRICS)]
+    ours = rows.set_index("noise")[list(IMAGE_METRICS)]
     if "none" not in ours.index:
         raise ValueError(f"the change from no noise needs a 'none' row; found noise levels {list(ours.index)}")
-    theirs = paper.table(6).set_index("noise")[list(paper.IMAGE_METRICS)]
+    theirs = paper.table(6).set_index("noise")[list(IMAGE_METRICS)]
     change = pd.concat({"ours": (ours / ours.loc["none"] - 1) * 100,
                         "paper": (theirs.loc[list(ours.index)] / theirs.loc["none"] - 1) * 100}, axis=1)
     return change.loc[[lab for lab in ours.index if lab != "none"], (slice(None), list(metrics_shown))]
@@ -141,15 +140,15 @@ def comparison_table(rows, *, table: int = 4, ours_label: str = "ours", with_pap
     pandas.DataFrame with columns source, model, n_layers and the eight metrics.
     """
     ours = rows[rows["noise"] == "none"].copy()
-    ours = pd.DataFrame({"source": ours_label, "model": [_RESULT_LABELS.get(r, r) for r in ours["regressor"]],
+    ours = pd.DataFrame({"source": ours_label, "model": [REGRESSOR_LABELS.get(r, r) for r in ours["regressor"]],
                          "n_layers": ours["n_layers"].astype("Int64"),
-                         **{m: ours[m].to_numpy() for m in (*paper.IMAGE_METRICS, *extra_columns)}})
+                         **{m: ours[m].to_numpy() for m in (*IMAGE_METRICS, *extra_columns)}})
     parts = [ours]
     if with_paper:
         src = {4: "paper (Table 4, subject 1, NSD)", 5: "paper (Table 5, mean of subjects 1, 2, 5, 7, NSD)"}[table]
         p = paper.table(table)
         parts.append(pd.DataFrame({"source": src, "model": p["label"], "n_layers": p["n_layers"].astype("Int64"),
-                                   **{m: p[m].astype(float) for m in paper.IMAGE_METRICS}}))
+                                   **{m: p[m].astype(float) for m in IMAGE_METRICS}}))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -384,8 +383,8 @@ def image_scores(stimuli, images: Mapping[str, np.ndarray], *, title: str, ident
     flat = stimuli.reshape(len(stimuli), -1).astype(np.float64)
     rows = {}
     for name, imgs in images.items():
-        row = {"PixCorr ↑": np.nanmean(metrics.pixcorr(stimuli, imgs)),
-               "SSIM (2-D) ↑": np.nanmean(metrics.ssim(stimuli, imgs))}
+        row = {METRIC_HEADERS["pixcorr"]: np.nanmean(metrics.pixcorr(stimuli, imgs)),
+               METRIC_HEADERS["ssim_2d"]: np.nanmean(metrics.ssim(stimuli, imgs))}
         if identification:
             ident = metrics.two_way_identification(flat, imgs.reshape(len(imgs), -1).astype(np.float64))
             row["pixel 2-way identification ↑"] = np.nanmean(ident)
