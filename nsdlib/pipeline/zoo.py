@@ -11,9 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..clip import ClipEmbedder
 from ..config import RunConfig
+from ..diffusion import DualGuidedDiffusion
 from ..images import resize
-from ..mini import zoo
+from ..mini import zoo as mini_zoo
+from ..mini.zoo import RECIPES, evaluate_models, read_models_manifest
+from ..nsd import NSDLayout, read_captions, read_expdesign, read_stimuli
+from ..store import Store
+from ..vdvae import load_vdvae, reconstruct_images
 from . import context
 from .dataset import ensure_mini_world, mini_world_config
 
@@ -30,17 +36,14 @@ def mini_models(cfg: RunConfig, progress: bool = True) -> Path:
     """
     world = mini_world_config(cfg)
     ensure_mini_world(world, progress)
-    folder = zoo.ensure_models(world.nsd_root, world.workdir, quick=world.quick, device=cfg.device,
-                               seed=0, progress=progress)
+    folder = mini_zoo.ensure_models(world.nsd_root, world.workdir, quick=world.quick, device=cfg.device,
+                                    seed=0, progress=progress)
     context.forget()
     return folder
 
 
 def zoo_evaluation(cfg: RunConfig, folder: Path) -> dict:
     """:func:`nsdlib.mini.zoo.evaluate_models` on this run's mini-NSD, cached in the run's store."""
-    from ..mini.zoo import RECIPES, evaluate_models, read_models_manifest
-    from ..store import Store
-
     world = mini_world_config(cfg)
     recipe = RECIPES["quick" if cfg.quick else "full"]
     man = read_models_manifest(folder)
@@ -53,8 +56,6 @@ def zoo_evaluation(cfg: RunConfig, folder: Path) -> dict:
 def zoo_summary(cfg: RunConfig, folder: Path) -> dict:
     """The zoo's held-out evaluation, measured by this run, as a table and a sentence."""
     import pandas as pd
-
-    from ..mini.zoo import read_models_manifest
 
     man = read_models_manifest(folder)
     ev = zoo_evaluation(cfg, folder)
@@ -102,11 +103,6 @@ def zoo_samples(cfg: RunConfig, folder: Path, n_images: int = 6, steps: int = 25
         ``"stimuli"`` (uint8, shape (n_images, 64, 64, 3)), ``"vdvae"`` and ``"diffusion"``
         (uint8 images), ``"captions"`` (five per image), for ``nsdlib.report.figures.zoo_figure``.
     """
-    from ..clip import ClipEmbedder
-    from ..diffusion import DualGuidedDiffusion
-    from ..nsd import NSDLayout, read_captions, read_expdesign, read_stimuli
-    from ..vdvae import load_vdvae, reconstruct_images
-
     world = mini_world_config(cfg)
     layout = NSDLayout(world.nsd_root, dataset="mini")
     ids = np.sort(read_expdesign(layout).sharedix - 1)[:n_images]
