@@ -1,11 +1,15 @@
-"""Smoke runs of every chapter through papermill with quick=True, on a small mini-NSD.
+"""Smoke runs of every chapter through papermill with quick=True, on a small mini-NSD, and the
+chapters' shape (read from their MyST sources, fast).
 
 The chain runs once per session, in order (each chapter reuses what the previous ones cached);
 each chapter is then reported as its own test.
 """
 
+import ast
+import re
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
 
@@ -15,6 +19,28 @@ from nsdlib.store import Store
 
 BOOK = Path(__file__).resolve().parent.parent  # this checkout is the book
 CHAPTERS = [p.stem for p in list_notebooks(BOOK / "notebooks")]
+MAX_CELL_LINES = 15  # non-blank lines of a code cell, as ../shared/tools/house.py counts them
+
+
+def _code_cells(chapter):
+    nb = jupytext.read(next(p for p in list_notebooks(BOOK / "notebooks") if p.stem == chapter))
+    return nb, [c for c in nb.cells if c.cell_type == "code"]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_shape(chapter):
+    """A parameters cell, then one imports cell, short cells that call nsdlib, and "What this shows"."""
+    nb, cells = _code_cells(chapter)
+    assert "parameters" in cells[0].metadata.get("tags", []), f"{chapter}: the first code cell is the parameters"
+    with_imports = [i for i, c in enumerate(cells)
+                    if any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(ast.parse(c.source)))]
+    assert with_imports == [1], f"{chapter}: imports belong in the cell after the parameters; found {with_imports}"
+    long = {i: n for i, c in enumerate(cells) if (n := sum(1 for line in c.source.splitlines() if line.strip()))
+            > MAX_CELL_LINES}
+    assert not long, f"{chapter}: code cells over {MAX_CELL_LINES} lines (cell: lines): {long}"
+    headings = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()
+                if re.match(r"#+ ", line)]
+    assert headings[-1] == "## What this shows", f"{chapter}: the last section is {headings[-1]!r}"
 
 
 @pytest.fixture(scope="session")
