@@ -6,8 +6,9 @@ models), ``ridge``, ``vdvae``, ``regressors`` (stage 1), ``clip`` and ``diffusio
 ``noise``, ``metrics`` (with ``features``, the networks of its high-level metrics); ``names``
 is the paper's vocabulary (subjects, regressors, noise levels, metric keys and labels),
 ``images`` the one home of checking, resizing and converting image batches; ``config``,
-``store``, ``runner`` and ``batch`` organise runs, and ``pipeline`` holds the cached steps the
-notebooks call.
+``store``, ``runner`` and ``batch`` organise runs, ``pipeline`` holds the cached steps the
+notebooks call and ``report`` the tables, figures, explorer and cross-subject report that show
+their results.
 
 The main estimators and models are importable from the package itself
 (``from nsdlib import GLMSingle, Ridge, VDVAE``); they are loaded on first use, so
