@@ -109,20 +109,22 @@ def test_mean_over_subjects_is_chapter_09s_table_5_input(tmp_path):
     assert empty.empty and none == []
 
 
-def test_sphinx_hook_finds_the_report_above_a_staged_book(tmp_path, monkeypatch):
+def test_sphinx_hook_looks_in_the_setting_then_nsdlib_runs_then_the_book(tmp_path, monkeypatch):
+    def report(root, dataset):
+        (root / dataset).mkdir(parents=True)
+        (root / dataset / "report.md").write_text(f"# {dataset} report\n")
+        return root / dataset / "report.md"
+
+    book = tmp_path / "book"
+    in_book = report(book / "runs", "mini")
+    app = SimpleNamespace(confdir=str(book), config=SimpleNamespace(nsdlib_runs_dir=""))
     monkeypatch.delenv("NSDLIB_RUNS", raising=False)
-    report = tmp_path / "runs" / "mini" / "report.md"
-    report.parent.mkdir(parents=True)
-    report.write_text("# Cross-subject report: mini\n")
-    staged = tmp_path / "_build" / "src"  # where nsdlib.runner.build_book stages the book
-    staged.mkdir(parents=True)
-    app = SimpleNamespace(confdir=str(staged), config=SimpleNamespace(nsdlib_runs_dir=""))
-    assert cross_subject._report_files(app) == [report.resolve()]
-    other = tmp_path / "elsewhere"
-    (other / "nsd").mkdir(parents=True)
-    (other / "nsd" / "report.md").write_text("# nsd\n")
-    app.config.nsdlib_runs_dir = str(other)  # the setting wins
-    assert cross_subject._report_files(app) == [other / "nsd" / "report.md"]
+    assert cross_subject._report_files(app) == [in_book]
+    from_env = report(tmp_path / "env", "nsd")
+    monkeypatch.setenv("NSDLIB_RUNS", str(tmp_path / "env"))  # what `nsdlib book` sets
+    assert cross_subject._report_files(app) == [from_env]
+    app.config.nsdlib_runs_dir = str(book / "runs")  # the Sphinx setting wins
+    assert cross_subject._report_files(app) == [in_book]
     source = [f"{REPORT_MARKERS[0]}\nnone yet\n{REPORT_MARKERS[1]}\n"]
     cross_subject._on_source_read(app, cross_subject.REPORT_PAGE, source)
-    assert "## nsd" in source[0] and "none yet" not in source[0]
+    assert "## mini report" in source[0] and "none yet" not in source[0]
