@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from nsdlib import mini, names, paper  # noqa: E402
+from nsdlib import mini, names, nsd, paper  # noqa: E402
 from nsdlib.hrf import hrf_library  # noqa: E402
 from nsdlib.report import figures as F  # noqa: E402
 
@@ -101,7 +101,7 @@ def test_beta_slices_is_the_papers_fig_1():
 def test_voxel_trace_is_the_truth_convolved(mini_small_root):
     spec = mini.spec_for(mini.read_manifest(mini_small_root)["size"])
     truth = mini.truth(mini_small_root, 1)
-    tr = F.voxel_trace(mini_small_root, 1, truth, spec)
+    tr = F.voxel_trace(nsd.NSDLayout(mini_small_root, dataset="mini"), 1, truth, spec)
     v = tr["voxel"]
     assert truth.population[v] == "early" and tr["psc"].size == tr["drive"].size == tr["t"].size == spec.run_volumes
     assert tr["psc"].mean() == pytest.approx(0, abs=1e-9)

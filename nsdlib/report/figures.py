@@ -24,7 +24,6 @@ import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 
-from .. import mini
 from ..hrf import HRF_PEAKS, canonical_hrf, hrf_library
 from ..images import resize
 from ..names import IMAGE_METRICS, METRIC_HEADERS
@@ -281,7 +280,7 @@ def receptive_fields(image, truth, seed: int = 0):
     Parameters
     ----------
     image : ndarray of uint8, shape (h, w, 3)
-    truth : nsdlib.mini.SubjectTruth
+    truth : nsdlib.mini.Truth
         ``area``, ``rf_x``, ``rf_y``, ``rf_sigma`` (image widths) per voxel.
     seed : int
         Which fields are drawn.
@@ -308,15 +307,15 @@ def receptive_fields(image, truth, seed: int = 0):
     return fig
 
 
-def voxel_trace(world, subject: int, truth, spec) -> dict:
+def voxel_trace(layout, subject: int, truth, spec) -> dict:
     """The strongest early voxel of mini-NSD's first run: its time series and its true driven part.
 
     Parameters
     ----------
-    world : path
-        The mini-NSD root.
+    layout : nsdlib.nsd.NSDLayout
+        The mini-NSD (``dataset="mini"``), where the time series are.
     subject : int
-    truth : nsdlib.mini.SubjectTruth
+    truth : nsdlib.mini.Truth
     spec : nsdlib.mini.MiniSpec
 
     Returns
@@ -329,7 +328,8 @@ def voxel_trace(world, subject: int, truth, spec) -> dict:
     lib = hrf_library(tr=spec.tr, stim_dur=spec.stim_dur)
     v = int(np.argmax(truth.gain * (truth.population == "early")))
     i, j, k = truth.voxel_ijk[v]
-    y = np.asarray(nib.load(mini.timeseries_path(world, subject, 1, 1)).dataobj[i, j, k, :], dtype=float)
+    path = layout.local_path(layout.timeseries_file(subject, 1, 1))
+    y = np.asarray(nib.load(path).dataobj[i, j, k, :], dtype=float)
     psc = 100 * (y / y.mean() - 1)
     first = (truth.trial_session == 1) & (truth.trial_run == 1)
     onsets = truth.trial_onset_volume[first]
