@@ -347,7 +347,7 @@ def test_stage2_loads_the_mini_zoos_models_when_present(stage2_run, tmp_path, mo
                     zoo / "diffusion")
     monkeypatch.setattr(mini_zoo, "locate", lambda root, workdir=None, quick=False: zoo)
     assert stage2.model_sources(cfg)["clip"].kind == "random"  # the run's context found its sources once
-    context.forget()  # as pipeline.models.mini_models does after training the zoo
+    context.forget()  # as pipeline.zoo.mini_models does after training the zoo
     src = stage2.model_sources(cfg)
     assert src["clip"].kind == "mini" and src["vd"].kind == "mini"
     assert src["clip"].path == str(zoo / "clip") and src["vd"].path == str(zoo / "diffusion")
