@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nsdlib import config, cross_subject, names, noise, paper
+from nsdlib import config, names, noise, paper
+from nsdlib.report import cross_subject
 
 
 def test_names_imports_nothing():

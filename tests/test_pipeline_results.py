@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nsdlib import RunConfig, cross_subject
+from nsdlib import RunConfig
 from nsdlib.pipeline.results import (
     RESULT_COLUMNS,
     ResultsFormatError,
@@ -16,6 +16,7 @@ from nsdlib.pipeline.results import (
     results_path,
     write_results,
 )
+from nsdlib.report import cross_subject
 
 
 def _report(ssim, alexnet2=float("nan")):
