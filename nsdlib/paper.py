@@ -16,9 +16,8 @@ Conventions
 - Identification scores that a source prints in percent (e.g. 94.2) are stored as
   fractions (0.942), the way the paper's own tables print them.
 - A value the source does not report is ``None``.
-- :data:`METRIC_LABELS` are the book's column headers (:data:`nsdlib.names.METRIC_HEADERS`);
-  the paper prints "EfficientNet-B" where the book prints the network's full name,
-  "EfficientNet-B1".
+- The book's column headers are :data:`nsdlib.names.METRIC_HEADERS`; the paper prints
+  "EfficientNet-B" where the book prints the network's full name, "EfficientNet-B1".
 
 One oddity of the source, kept as published: the "no noise" row of Table 6 (captioned
 "subject 1") repeats the GRU 15-layer row of Table 5 (the mean of four subjects), not the
@@ -27,14 +26,11 @@ one of Table 4 (subject 1).
 
 from __future__ import annotations
 
-from .names import IMAGE_METRICS, METRIC_HEADERS, NOISE_LABELS
+from .names import IMAGE_METRICS, NOISE_LABELS
 from .names import REGRESSOR_PAPER_LABELS as _LABELS
 
 __all__ = [
-    "IMAGE_METRICS",
-    "METRIC_LABELS",
     "OTHER_SYSTEMS",
-    "SOURCE",
     "TABLE2",
     "TABLE3",
     "TABLE4",
@@ -43,12 +39,6 @@ __all__ = [
     "as_frame",
     "table",
 ]
-
-SOURCE = ("Veronese, Moglia, Mainardi, Cerveri: Optimized two-stage AI-based neural decoding "
-          "for enhancing perceived image reconstruction (the paper)")
-
-#: Column headers of the metrics, with the direction that is better (``"SSIM ↑"``).
-METRIC_LABELS = METRIC_HEADERS
 
 
 def _row(values, **keys) -> dict:

@@ -10,6 +10,7 @@ import pytest
 from nsdlib import RunConfig
 from nsdlib import noise as N
 from nsdlib.pipeline import evaluation as E
+from nsdlib.pipeline import results
 
 
 def _images(n, size, seed):
@@ -62,18 +63,18 @@ def test_evaluate_writes_and_merges_the_results_file(run):
     cfg, gt, first, _ = run
     rows, reports = E.evaluate(cfg, reconstructions={("gru", 15, "none"): gt, ("ridge", 15, "none"): first},
                                progress=False)
-    assert list(rows.columns) == list(E.RESULT_COLUMNS)
+    assert list(rows.columns) == list(results.RESULT_COLUMNS)
     gru = rows[rows.regressor == "gru"].iloc[0]
     assert gru["ssim"] == pytest.approx(1.0) and gru["pixcorr"] == pytest.approx(1.0)
     assert gru["ssim_2d"] == pytest.approx(1.0)
     ridge = rows[rows.regressor == "ridge"].iloc[0]
     assert 0 < ridge["ssim"] < 1 and ridge["ssim"] != pytest.approx(ridge["ssim_2d"])
     # no real weights here: feature metrics are unavailable, null in the file, with the reason
-    doc, df = E.read_results(cfg)
+    doc, df = results.read_results(cfg)
     assert doc["ssim_mode"] == "columns" and len(doc["rows"]) == 2
     assert doc["rows"][0]["alexnet2"] is None and "not available" in doc["sources"]["alexnet2"]
     assert {"dataset", "models", "subject"} <= set(doc["rows"][0]) and doc["rows"][0]["subject"] == 1
-    assert E.results_path(cfg, ".csv").is_file()
+    assert results.results_path(cfg, ".csv").is_file()
     # the per-image values are cached; a second evaluation reuses them
     n_computed = sum(e["event"] == "computed" for e in E.Store.for_config(cfg).events())
     E.evaluate(cfg, reconstructions={("gru", 15, "none"): gt}, progress=False)
@@ -81,18 +82,18 @@ def test_evaluate_writes_and_merges_the_results_file(run):
     assert sum(e["event"] == "computed" for e in events) == n_computed and events[-1]["event"] == "reused"
     # a new row merges with the old ones; the same key replaces
     E.evaluate(cfg, reconstructions={("gru", 31, "none"): first, ("gru", 15, "none"): first}, progress=False)
-    doc, df = E.read_results(cfg)
+    doc, df = results.read_results(cfg)
     assert len(df) == 3
     assert df.set_index(["regressor", "n_layers"]).loc[("gru", 15), "ssim"] == pytest.approx(ridge["ssim"])
-    json.loads(E.results_path(cfg).read_text())  # strict JSON: no NaN tokens
-    assert "NaN" not in E.results_path(cfg).read_text()
+    json.loads(results.results_path(cfg).read_text())  # strict JSON: no NaN tokens
+    assert "NaN" not in results.results_path(cfg).read_text()
 
 
 def test_results_file_is_read_by_the_cross_subject_report(run):
     cross = pytest.importorskip("nsdlib.report.cross_subject")
     cfg, gt, first, _ = run
     E.evaluate(cfg, reconstructions={("gru", 15, "none"): first, ("gru", 15, "64"): gt}, progress=False)
-    df = cross.read_results(E.results_path(cfg))
+    df = cross.read_results(results.results_path(cfg))
     assert set(df["noise"]) == {"none", "64"} and (df["subject"] == 1).all()
 
 
@@ -112,7 +113,7 @@ def test_evaluate_without_writing(run):
     cfg, gt, first, _ = run
     rows, reports = E.evaluate(cfg, reconstructions={("ridge", 15, "none"): first}, progress=False, write=False)
     assert list(rows["regressor"]) == ["ridge"] and ("ridge", 15, "none") in reports
-    assert not E.results_path(cfg).exists()
+    assert not results.results_path(cfg).exists()
 
 
 def test_count_mismatch_is_an_error(run):
@@ -157,6 +158,6 @@ def test_evaluate_a_subset_of_images(run):
     cfg, gt, first, _ = run
     rows, reports = E.evaluate(cfg, noise_levels=["64"], indices=[0, 1, 2], progress=False)
     assert (rows["n_images"] == 3).all()
-    assert not E.results_path(cfg).exists()  # the results file holds whole-test-set scores only
+    assert not results.results_path(cfg).exists()  # the results file holds whole-test-set scores only
     np.testing.assert_allclose(reports[("gru", 15, "none")].per_image["ssim"],
                                E.M.ssim(gt[:3], first[:3], mode="columns"), atol=1e-12)

@@ -88,12 +88,6 @@ def test_model_sources_have_one_shape_and_say_where_the_model_comes_from(run):
     assert sources["clip"].config == context.RANDOM_CLIP
     for name in ("torchvision-metrics", "swav"):  # no assets here: the metrics are unavailable
         assert sources[name].kind == "missing" and sources[name].path is None
-    # the chapters' dict-style reading
-    src = sources["clip"]
-    assert src["kind"] == "random" and src["key"] == src.fingerprint and src["text"] == src.description
-    assert sources["vdvae"]["source"] == "mini-random" and sources["vdvae"]["config"] is sources["vdvae"].config
-    with pytest.raises(KeyError, match="a ModelSource has kind, name, path"):
-        src["weights"]
     with pytest.raises(ValueError, match="model must be one of vdvae, clip, vd"):
         ctx.source("alexnet")
     # the same shape where a pretrained asset is asked for and missing: it raises with the fetch command

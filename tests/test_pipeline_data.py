@@ -17,7 +17,7 @@ import scipy.io
 from _synthetic_nsd import write_synthetic_nsd
 
 from nsdlib import RunConfig, mini, nsd
-from nsdlib.pipeline import data
+from nsdlib.pipeline import data, dataset
 
 L = nsd.NSDLayout
 
@@ -41,10 +41,10 @@ def world(request, tmp_path_factory):
     """A private copy of the small mini-NSD world (seed 0) with truth betas for subject 1."""
     try:
         src = request.getfixturevalue("mini_small_root")
-        if (mini.read_manifest(src) or {}).get("seed") != data.MINI_WORLD_SEED:
+        if (mini.read_manifest(src) or {}).get("seed") != dataset.MINI_WORLD_SEED:
             raise LookupError
     except (pytest.FixtureLookupError, LookupError):
-        src = mini.generate(tmp_path_factory.mktemp("gen") / "mini-nsd", seed=data.MINI_WORLD_SEED,
+        src = mini.generate(tmp_path_factory.mktemp("gen") / "mini-nsd", seed=dataset.MINI_WORLD_SEED,
                             size="small", progress=False)
     root = tmp_path_factory.mktemp("world") / "mini-nsd"
     shutil.copytree(src, root)
@@ -108,7 +108,7 @@ def test_cached_in_the_store_and_world_seed_is_not_the_run_seed(world, tmp_path)
     a = data.subject_data(cfg, progress=False)
     b = data.subject_data(cfg.replace(seed=7), progress=False)  # same world, same split: reused
     np.testing.assert_array_equal(a.train_betas, b.train_betas)
-    assert mini.read_manifest(world)["seed"] == data.MINI_WORLD_SEED
+    assert mini.read_manifest(world)["seed"] == dataset.MINI_WORLD_SEED
     events = [e["event"] for e in Store.for_config(cfg).events() if e["name"] == "subject_data"]
     assert events == ["computed", "reused"]
     r7 = data.subject_data(cfg.replace(seed=7), split="random", progress=False)

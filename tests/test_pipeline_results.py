@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from nsdlib import RunConfig
+from nsdlib.names import IMAGE_METRICS
 from nsdlib.pipeline.results import (
     RESULT_COLUMNS,
     ResultsFormatError,
@@ -69,7 +70,7 @@ def test_the_cross_subject_report_reads_through_the_same_reader(cfg):
     write_results(cfg, [result_row(cfg, "gru", 15, "none", _report(0.3)),
                         result_row(cfg, "gru", 15, "64", _report(0.1))])
     df = cross_subject.read_results(results_path(cfg))
-    assert list(df.columns) == [*cross_subject.IDENTITY_COLUMNS, *cross_subject.METRICS]
+    assert list(df.columns) == [*cross_subject.IDENTITY_COLUMNS, *IMAGE_METRICS]
     _, rows = read_results(cfg)
     pd.testing.assert_frame_equal(df, rows[df.columns])
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from nsdlib import paper
+from nsdlib import names, paper
 from nsdlib.report import cross_subject
 from nsdlib.report.cross_subject import (
     REPORT_MARKERS,
@@ -104,7 +104,7 @@ def test_mean_over_subjects_is_chapter_09s_table_5_input(tmp_path):
     by = mean.set_index(["regressor", "n_layers"])
     assert by.loc[("gru", 15), "ssim"] == pytest.approx(0.4) and by.loc[("ridge", 31), "ssim"] == pytest.approx(0.5)
     assert by.loc[("gru", 15), "clip"] == pytest.approx(0.75) and set(mean["noise"]) == {"none"}
-    assert list(mean.columns) == ["regressor", "n_layers", *paper.IMAGE_METRICS, "noise"]
+    assert list(mean.columns) == ["regressor", "n_layers", *names.IMAGE_METRICS, "noise"]
     empty, none = mean_over_subjects(collect_results(tmp_path / "nothing", "mini"), models="mini")
     assert empty.empty and none == []
 

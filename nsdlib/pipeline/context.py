@@ -95,18 +95,6 @@ class ModelSource:
         """The kind as captions print it: "pretrained", "mini-trained", "mini-random" or "missing"."""
         return _LABELS[self.kind]
 
-    def __getitem__(self, key: str):
-        """Dict-style reading for chapters written against the former dicts (``src["kind"]``).
-
-        ``"key"``, ``"text"`` / ``"description"`` and ``"source"`` read :attr:`fingerprint`,
-        :attr:`description` and :attr:`label`.
-        """
-        field = {"key": "fingerprint", "text": "description", "source": "label"}.get(key, key)
-        if field not in {f.name for f in dataclasses.fields(self)} | {"label"}:
-            raise KeyError(f"a ModelSource has kind, name, path, fingerprint (key), description (text), config and "
-                           f"label (source); found {key!r}")
-        return getattr(self, field)
-
 
 class RunContext:
     """Everything one run computes from only once: built by :func:`get`, not directly.

@@ -14,7 +14,7 @@ a cache in ``<workdir>/nsd-cache``). ``dataset="mini"`` first makes sure mini-NS
 (:func:`nsdlib.pipeline.betas.write_betas`, chapter 01), then reads them with exactly the code
 that reads NSD (:func:`nsdlib.nsd.prepare_subject`).
 
-mini-NSD is generated with a fixed world seed, :data:`MINI_WORLD_SEED` (0; see
+mini-NSD is generated with a fixed world seed, :data:`~nsdlib.pipeline.dataset.MINI_WORLD_SEED` (0; see
 :mod:`nsdlib.pipeline.dataset`, where the layout and the mini-NSD world are found and made).
 ``quick=True`` uses the "small" world, otherwise the "default" one.
 
@@ -45,17 +45,12 @@ from ..nsd import (
 )
 from ..store import Store, params_key
 from .betas import write_betas
-from .dataset import MINI_WORLD_SEED, dataset_layout, ensure_mini_world, mini_size
+from .dataset import dataset_layout, ensure_mini_world
 
 __all__ = [
-    "MINI_WORLD_SEED",
-    "SubjectData",
     "beta_volume",
     "captions",
-    "dataset_layout",
     "ensure_dataset",
-    "ensure_mini_world",
-    "mini_size",
     "roi_volume",
     "stimuli",
     "subject_data",
@@ -69,7 +64,7 @@ def ensure_dataset(cfg: RunConfig, progress: bool = True) -> NSDLayout:
     """The run's dataset, made first if it is mini-NSD and something is missing.
 
     For ``dataset="mini"``: generates the world at ``cfg.nsd_root`` if absent (seed
-    :data:`MINI_WORLD_SEED`, size "small" when ``cfg.quick``), then writes the subject's GLM
+    :data:`~nsdlib.pipeline.dataset.MINI_WORLD_SEED`, size "small" when ``cfg.quick``), then writes the subject's GLM
     betas with :func:`nsdlib.pipeline.betas.write_betas` if any session lacks them.
     For ``dataset="nsd"`` nothing is made: missing files raise with the fetch command.
     """

@@ -29,20 +29,10 @@ from ..images import check_images
 from ..names import DATASET_LABELS, MODEL_SET_LABELS, NOISE_LEVELS
 from ..store import Store, array_key
 from . import context, data, stage1, stage2
-from .results import (
-    KEY_COLUMNS,
-    RESULT_COLUMNS,
-    RESULTS_SSIM_MODE,
-    read_results,
-    result_row,
-    results_path,
-    write_results,
-)
+from .results import RESULT_COLUMNS, RESULTS_SSIM_MODE, result_row, write_results
 
 __all__ = [
-    "KEY_COLUMNS",
     "QUICK_NOISE_IMAGES",
-    "RESULT_COLUMNS",
     "default_indices",
     "default_noise_levels",
     "evaluate",
@@ -53,11 +43,8 @@ __all__ = [
     "metric_plan",
     "noise_sensitivity",
     "noised_first_guesses",
-    "read_results",
-    "results_path",
     "run_label",
     "score",
-    "write_results",
 ]
 
 _VERSION = 1
@@ -321,7 +308,7 @@ def evaluate(cfg: RunConfig, *, variants: Sequence[tuple[str, int]] | None = Non
     Returns
     -------
     rows : pandas.DataFrame
-        One row per (regressor, n_layers, noise) scored now (:data:`RESULT_COLUMNS`).
+        One row per (regressor, n_layers, noise) scored now (:data:`~nsdlib.pipeline.results.RESULT_COLUMNS`).
     reports : dict
         ``(regressor, n_layers, noise) -> MetricReport`` (per-image values for the chapters).
     """

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .. import paper
 from ..names import DATASET_LABELS as _DATASET_LABELS
-from ..names import IMAGE_METRICS as METRICS
+from ..names import IMAGE_METRICS
 from ..names import METRIC_SHORT_HEADERS as _HEADERS
 from ..names import REGRESSOR_LABELS as _REGRESSOR_LABELS
 from ..pipeline.results import ResultsFormatError
@@ -35,7 +35,6 @@ from ..store import atomic_write
 
 __all__ = [
     "IDENTITY_COLUMNS",
-    "METRICS",
     "REPORT_MARKERS",
     "ResultsFormatError",
     "collect_results",
@@ -79,8 +78,8 @@ def read_results(path: str | os.PathLike):
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`IDENTITY_COLUMNS` then :data:`METRICS`; identification scores are
-        fractions in 0-1, distances are correlation distances. ``subject`` is an int,
+        Columns :data:`IDENTITY_COLUMNS` then :data:`~nsdlib.names.IMAGE_METRICS`;
+        identification scores are fractions in 0-1, distances are correlation distances. ``subject`` is an int,
         ``noise`` a label (``"none"``, ``"8"``...), ``quick`` a bool (False when absent),
         ``ssim_mode`` the SSIM variant behind ``ssim`` (``"columns"`` for Brain-Diffuser's,
         ``"2d"``; ``"unknown"`` when absent). A metric the file lacks is NaN.
@@ -91,7 +90,7 @@ def read_results(path: str | os.PathLike):
         No rows, no metric column, a missing regressor or n_layers column, or an
         identification score outside 0-1 (a percentage, say).
     """
-    return _read_results_file(path)[1][list(IDENTITY_COLUMNS) + list(METRICS)]
+    return _read_results_file(path)[1][list(IDENTITY_COLUMNS) + list(IMAGE_METRICS)]
 
 
 def collect_results(workdir: str | os.PathLike, dataset: str):
@@ -110,7 +109,7 @@ def collect_results(workdir: str | os.PathLike, dataset: str):
                 frames.append(read_results(subj / name))
                 break
     if not frames:
-        return pd.DataFrame(columns=list(IDENTITY_COLUMNS) + list(METRICS))
+        return pd.DataFrame(columns=list(IDENTITY_COLUMNS) + list(IMAGE_METRICS))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -173,7 +172,7 @@ def _paper_rows(table: int):
                      "model": r["label"], "regressor": r.get("regressor"), "n_layers": r.get("n_layers"),
                      "noise": "none", "subject": "mean" if "," in subjects else subjects,
                      "subjects": subjects, "n_subjects": len([s for s in subjects.split(",") if s]),
-                     **{m: r.get(m) for m in METRICS}})
+                     **{m: r.get(m) for m in IMAGE_METRICS}})
     return rows
 
 
@@ -209,13 +208,13 @@ def cross_subject_table(results, *, with_paper: bool = True):
             subjects = ",".join(str(s) for s in grp["subject"])
             for _, r in grp.iterrows():
                 rows.append({"source": "ours", **ident, "model": model, "subject": str(r["subject"]),
-                             "subjects": str(r["subject"]), "n_subjects": 1, **{m: r[m] for m in METRICS}})
+                             "subjects": str(r["subject"]), "n_subjects": 1, **{m: r[m] for m in IMAGE_METRICS}})
             rows.append({"source": "ours", **ident, "model": model, "subject": "mean", "subjects": subjects,
-                         "n_subjects": len(grp), **{m: grp[m].mean() for m in METRICS}})
+                         "n_subjects": len(grp), **{m: grp[m].mean() for m in IMAGE_METRICS}})
     if with_paper:
         rows += _paper_rows(5) + _paper_rows(4)
     cols = ["source", "dataset", "models", "quick", "ssim_mode", "model", "regressor", "n_layers", "noise",
-            "subject", "subjects", "n_subjects", *METRICS]
+            "subject", "subjects", "n_subjects", *IMAGE_METRICS]
     table = pd.DataFrame(rows, columns=cols)
     table["n_layers"] = table["n_layers"].astype("Int64")  # None for the other systems
     return table
@@ -245,7 +244,7 @@ def mean_over_subjects(results, *, models: str, noise: str = "none"):
     """
     sel = results[(results["models"] == models) & (results["noise"] == noise)]
     subjects = sorted(int(s) for s in sel["subject"].unique())
-    mean = sel.groupby(["regressor", "n_layers"], as_index=False)[list(METRICS)].mean()
+    mean = sel.groupby(["regressor", "n_layers"], as_index=False)[list(IMAGE_METRICS)].mean()
     mean["noise"] = noise
     return mean, subjects
 
@@ -262,14 +261,14 @@ def _fmt(v) -> str:
 def _md_table(df, first: list[tuple[str, str]]) -> list[str]:
     import pandas as pd
 
-    head = [h for _, h in first] + [_HEADERS[m] for m in METRICS]
+    head = [h for _, h in first] + [_HEADERS[m] for m in IMAGE_METRICS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in df.iterrows():
         cells = []
         for col, _ in first:
             v = r[col]
             cells.append("–" if v is None or pd.isna(v) else str(v).replace(",", ", "))
-        lines.append("| " + " | ".join(cells + [_fmt(r[m]) for m in METRICS]) + " |")
+        lines.append("| " + " | ".join(cells + [_fmt(r[m]) for m in IMAGE_METRICS]) + " |")
     return lines
 
 

@@ -27,7 +27,6 @@ from ..pipeline import stage2
 
 __all__ = [
     "GLM_MODEL_LABELS",
-    "STAGE1_LABELS",
     "alpha_table",
     "baseline_row",
     "comparison_table",
@@ -51,8 +50,6 @@ __all__ = [
     "zscore_summary",
 ]
 
-#: Regressor labels of the stage-1 tables, as the paper's Tables 2 and 3 print them.
-STAGE1_LABELS = REGRESSOR_PAPER_LABELS
 #: GLMsingle's four models (chapter 01).
 GLM_MODEL_LABELS = {"A": "A: canonical HRF", "B": "B: + library HRF", "C": "C: + GLMdenoise",
                     "D": "D: + fractional ridge"}
@@ -205,7 +202,7 @@ def latent_rows(fits: Mapping[str, dict], regressor: str, ours_label: str, *, wi
     list of pandas.Series
         Named (model label, source), for :func:`latent_error_table`.
     """
-    label = STAGE1_LABELS.get(regressor, regressor)
+    label = REGRESSOR_PAPER_LABELS.get(regressor, regressor)
     m = fits[regressor]["metrics"]
     out = [pd.Series([m[c] for c in _LATENT_COLUMNS], index=_LATENT_HEADER, name=(label, ours_label))]
     if with_paper:
@@ -219,7 +216,7 @@ def ridge_raw_row(fit: dict, ours_label: str):
     """Ridge's errors before its predictions are re-standardised (a row for :func:`latent_error_table`)."""
     raw = fit["metrics"]
     return pd.Series([raw[c + "_raw"] for c in _LATENT_COLUMNS], index=_LATENT_HEADER,
-                     name=(f"{STAGE1_LABELS['ridge']}, before re-standardising", ours_label))
+                     name=(f"{REGRESSOR_PAPER_LABELS['ridge']}, before re-standardising", ours_label))
 
 
 def baseline_row(base: dict, ours_label: str):
@@ -243,7 +240,7 @@ def latent_error_table(rows: Sequence):
 
 def z_error_table(fits: Mapping[str, dict], base: dict, ours_label: str):
     """Errors of the standardised latents (z units) per regressor and for the training mean."""
-    z = pd.DataFrame({STAGE1_LABELS.get(r, r): {f"{s} {k.upper()} (z)": fits[r]["metrics"][f"{s}_{k}_z"]
+    z = pd.DataFrame({REGRESSOR_PAPER_LABELS.get(r, r): {f"{s} {k.upper()} (z)": fits[r]["metrics"][f"{s}_{k}_z"]
                                                 for s in ("val", "test") for k in ("mse", "mae")}
                       for r in fits}).T
     z.loc["training mean (no betas)"] = [base[f"{s}_{k}_z"] for s in ("val", "test") for k in ("mse", "mae")]
