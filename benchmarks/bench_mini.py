@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nsdlib import mini
+from nsdlib import mini, names
 
 MB = 1 << 20
 
@@ -112,7 +112,7 @@ def bench(size: str, memory: bool = True) -> dict:
             tracemalloc.stop()
     spec = mini.spec_for(size)
     out.update(images=spec.n_images, trials_per_subject=spec.n_trials, sessions=spec.n_sessions, runs=spec.n_runs,
-               volumes_per_run=spec.run_volumes, voxels={s: spec.voxels(s) for s in mini.SUBJECTS})
+               volumes_per_run=spec.run_volumes, voxels={s: spec.voxels(s) for s in names.SUBJECTS})
     return out
 
 

@@ -15,12 +15,7 @@ from pathlib import Path
 from .names import DATASETS, MODEL_SETS, N_LAYERS, REGRESSORS, SUBJECTS
 
 __all__ = [
-    "DATASETS",
-    "MODEL_SETS",
-    "N_LAYERS",
     "NSD_S3_ROOT",
-    "REGRESSORS",
-    "SUBJECTS",
     "ConfigError",
     "RunConfig",
     "default_workdir",

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from nsdlib import mini
+from nsdlib import mini, names
 from nsdlib.cli import main
 from nsdlib.hrf import hrf_library
 from nsdlib.mini import writer
@@ -53,8 +53,8 @@ def test_small_spec_counts():
     assert SPEC.run_volumes == 4 + 12 + 4 * (40 + 4)
     d = mini.spec_for("default")
     assert (d.n_shared, d.n_train, d.n_trials, d.n_sessions, d.n_runs) == (100, 1000, 3300, 10, 6)
-    assert [d.voxels(s) for s in mini.SUBJECTS] == [1572, 1428, 1304, 1268]
-    assert d.noise(7) == max(d.noise(s) for s in mini.SUBJECTS)
+    assert [d.voxels(s) for s in names.SUBJECTS] == [1572, 1428, 1304, 1268]
+    assert d.noise(7) == max(d.noise(s) for s in names.SUBJECTS)
     with pytest.raises(ValueError, match="size must be 'default' or 'small'; found 'huge'"):
         mini.spec_for("huge")
 
@@ -77,11 +77,11 @@ def test_expdesign_shapes_and_one_based_indices(mat):
 def test_shared_rule_marks_test_trials(mat):
     mo = mat["masterordering"].ravel()
     sim, shared = mat["subjectim"], mat["sharedix"].ravel()
-    for s in mini.SUBJECTS:
+    for s in names.SUBJECTS:
         np.testing.assert_array_equal(sim[s - 1, : SPEC.n_shared], shared)
         ids = sim[s - 1, mo - 1]
         np.testing.assert_array_equal(mo <= SPEC.n_shared, np.isin(ids, shared))
-    train = [set(mat["subjectim"][s - 1, SPEC.n_shared:]) for s in mini.SUBJECTS]
+    train = [set(mat["subjectim"][s - 1, SPEC.n_shared:]) for s in names.SUBJECTS]
     for i in range(4):
         for j in range(i + 1, 4):
             assert not train[i] & train[j], "training images differ between subjects"
@@ -154,7 +154,7 @@ def test_stim_info_and_coco_captions_link(root, mat):
 def _nsd_files_of(spec) -> set[str]:
     """Every NSD file mini-NSD should hold, named by NSDLayout (the reader's one spelling)."""
     files = set(NSDLayout.experiment_files())
-    for s in mini.SUBJECTS:
+    for s in names.SUBJECTS:
         files |= {NSDLayout.roi_file(s, name) for name in mini.ROI_VOLUMES}
         for ses in range(1, spec.n_sessions + 1):
             for run in range(1, spec.n_runs + 1):
@@ -173,7 +173,7 @@ def test_writer_and_nsd_layout_agree_on_every_path(root):
     expected = _nsd_files_of(SPEC)
     assert sorted(expected - written) == [], "files NSDLayout names that mini did not write"
     assert sorted(written - own - expected) == [], "files mini wrote that NSDLayout does not name"
-    assert {mini.truth_dir(s) + "/truth.npz" for s in mini.SUBJECTS} <= own
+    assert {mini.truth_dir(s) + "/truth.npz" for s in names.SUBJECTS} <= own
     # the readers find everything through the same names
     layout = NSDLayout(root, dataset="mini")
     assert all(layout.exists(rel) for rel in expected)
@@ -207,7 +207,7 @@ def test_mini_spells_no_nsd_path():
 
 
 # ------------------------------------------------------------------ brains, runs
-@pytest.mark.parametrize("subject", mini.SUBJECTS)
+@pytest.mark.parametrize("subject", names.SUBJECTS)
 def test_rois(root, subject):
     shape = SPEC.volume_shape(subject)
     gen = nib.load(root / NSDLayout.roi_file(subject)).get_fdata()
@@ -271,7 +271,7 @@ def test_truth_is_consistent(root, mat):
 
 
 def test_noise_grows_to_subject_7(root):
-    sd = {s: float(np.median(mini.truth(root, s).thermal_sd)) for s in mini.SUBJECTS}
+    sd = {s: float(np.median(mini.truth(root, s).thermal_sd)) for s in names.SUBJECTS}
     assert sd[1] < sd[2] < sd[5] < sd[7]
 
 
@@ -368,7 +368,7 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_bad_input(root, tmp_path):
-    with pytest.raises(ValueError, match="subject must be 1, 2, 5 or 7.*found 3"):
+    with pytest.raises(ValueError, match="subject 3 did not complete all 40 NSD sessions; use 1, 2, 5 or 7"):
         mini.truth(root, 3)
     with pytest.raises(FileNotFoundError, match="not a mini-NSD root"):
         mini.truth(tmp_path, 1)

@@ -22,7 +22,8 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from scipy.signal import lfilter
 
-from .experiment import MANIFEST, TR, MiniSpec, check_subject, read_manifest, rng_for, truth_dir
+from ..nsd import check_subject
+from .experiment import MANIFEST, TR, MiniSpec, read_manifest, rng_for, truth_dir
 from .world import FEATURE_GROUPS, SEMANTIC_FEATURES
 
 __all__ = ["NOISE", "PRF_LABELS", "STREAM_LABELS", "RunSimulator", "Truth", "make_brain", "trial_amplitudes",

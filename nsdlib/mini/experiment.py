@@ -18,20 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..nsd import NSDLayout
+from ..names import SUBJECTS
+from ..nsd import NSDLayout, check_subject
 
 __all__ = [
     "GENERATOR_VERSION",
     "GROUND_TRUTH",
     "MANIFEST",
     "STIM_DUR",
-    "SUBJECTS",
     "TR",
     "TRIAL_DUR",
     "MiniRootError",
     "MiniSpec",
     "basic_counts",
-    "check_subject",
     "image_assignment",
     "master_ordering",
     "read_manifest",
@@ -43,8 +42,6 @@ __all__ = [
 
 #: Version of the simulation; a root written by another version is not reused.
 GENERATOR_VERSION = 2
-#: The simulated subjects (the four NSD subjects who completed all 40 sessions).
-SUBJECTS = (1, 2, 5, 7)
 #: Repetition time (s), stimulus duration (s) and trial duration (s: 3 on, 1 off).
 TR, STIM_DUR, TRIAL_DUR = 1.0, 3.0, 4.0
 #: mini-NSD's manifest (seed, size, version, spec), at the root.
@@ -181,18 +178,6 @@ def spec_for(size: str) -> MiniSpec:
     if size not in _SPECS:
         raise ValueError(f"size must be 'default' or 'small'; found {size!r}")
     return _SPECS[size]
-
-
-def check_subject(subject) -> int:
-    """``subject`` as an int if mini-NSD simulates it (1, 2, 5, 7); else a ValueError."""
-    try:
-        s = int(subject)
-    except (TypeError, ValueError):
-        s = None
-    if s not in SUBJECTS:
-        raise ValueError(f"subject must be 1, 2, 5 or 7 (mini-NSD simulates the subjects who completed all "
-                         f"sessions); found {subject!r}")
-    return s
 
 
 def rng_for(seed: int, *keys: int) -> np.random.Generator:

@@ -33,6 +33,7 @@ from scipy.io import savemat
 from tqdm.auto import tqdm
 
 from ..hrf import hrf_library
+from ..names import SUBJECTS
 from ..nsd import NSDLayout
 from .brain import NOISE, PRF_LABELS, STREAM_LABELS, RunSimulator, make_brain, trial_amplitudes
 from .experiment import (
@@ -40,7 +41,6 @@ from .experiment import (
     GROUND_TRUTH,
     MANIFEST,
     STIM_DUR,
-    SUBJECTS,
     TR,
     TRIAL_DUR,
     MiniRootError,

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import SUBJECTS, default_workdir
+from ..config import default_workdir
+from ..names import SUBJECTS
 from .access import download_file, open_block_cached, open_root
 
 __all__ = [

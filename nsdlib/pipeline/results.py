@@ -35,7 +35,7 @@ import pandas as pd
 
 from ..config import RunConfig
 from ..metrics import MetricReport
-from ..names import IDENTIFICATION_METRICS, IMAGE_METRICS, NOISE_LEVELS
+from ..names import IDENTIFICATION_METRICS, IMAGE_METRICS, NOISE_LEVELS, REGRESSORS
 from ..noise import noise_label
 from ..store import atomic_write
 
@@ -59,7 +59,7 @@ RESULT_COLUMNS = ("dataset", "models", "subject", "regressor", "n_layers", "nois
 #: The SSIM mode of the ``ssim`` column: Brain-Diffuser's, as behind the paper's numbers.
 RESULTS_SSIM_MODE = "columns"
 #: The order of a file's rows: by noise level, then regressor (ridge first, as the paper's tables), then n_layers.
-_REGRESSOR_ORDER = {"ridge": 0, "gru": 1, "cnn": 2, "transformer": 3}
+_REGRESSOR_ORDER = {r: i for i, r in enumerate(("ridge", *(r for r in REGRESSORS if r != "ridge")))}
 
 
 class ResultsFormatError(ValueError):

@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 from ..config import RunConfig, resolve_device
+from ..names import N_LAYERS
 from ..regressors import ARCHITECTURES, make_regressor, regression_metrics, validation_split
 from ..store import Store, array_key, params_key
 from ..vdvae import decode_latents, encode_latents, reconstruct_images
@@ -114,7 +115,7 @@ def _latent_params(cfg: RunConfig, n_layers: int) -> tuple[dict, object]:
 
 def _layers(cfg: RunConfig, n_layers) -> int:
     n = cfg.n_layers if n_layers is None else int(n_layers)
-    if n not in (15, 31):
+    if n not in N_LAYERS:
         raise ValueError(f"n_layers must be 15 or 31 (the paper's two choices); found {n_layers!r}")
     return n
 

@@ -22,7 +22,14 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics, nsd, paper, vdvae
-from ..names import IMAGE_METRICS, METRIC_HEADERS, NOISE_LEVELS, REGRESSOR_LABELS, REGRESSOR_PAPER_LABELS
+from ..names import (
+    IMAGE_METRICS,
+    LOW_LEVEL_METRICS,
+    METRIC_HEADERS,
+    NOISE_LEVELS,
+    REGRESSOR_LABELS,
+    REGRESSOR_PAPER_LABELS,
+)
 from ..pipeline import stage2
 
 __all__ = [
@@ -95,7 +102,7 @@ def noise_table(rows, *, ours_label: str = "ours", with_paper: bool = True):
     return out.set_index(["noise", "source"])
 
 
-def noise_change(rows, metrics_shown: Sequence[str] = ("ssim", "pixcorr")):
+def noise_change(rows, metrics_shown: Sequence[str] = LOW_LEVEL_METRICS):
     """Each noise level's scores as a change (%) from no noise, ours beside the paper's Table 6.
 
     Parameters
