@@ -45,6 +45,7 @@ __all__ = [
     "FEATURE_SIZE",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "METRIC_ASSETS",
     "alexnet_network",
     "clip_network",
     "efficientnet_network",
@@ -52,6 +53,7 @@ __all__ = [
     "feature_networks",
     "inception_network",
     "load_swav_state_dict",
+    "network_usable",
     "swav_network",
 ]
 
@@ -60,6 +62,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 FEATURE_SIZE = 224
+#: The asset holding the weights of each feature metric's network (CLIP's comes with the run's
+#: model set: see :func:`feature_networks`).
+METRIC_ASSETS = {"alexnet2": "torchvision-metrics", "alexnet5": "torchvision-metrics",
+                 "inceptionv3": "torchvision-metrics", "efficientnet": "torchvision-metrics", "swav": "swav"}
 
 # torchvision weight files (IMAGENET1K_V1) inside torch's hub cache, as nsdlib.assets fetches them
 _TV_FILES = {
@@ -262,6 +268,17 @@ def clip_network(model, *, description: str, trained: bool = True, device=None, 
     return FeatureNetwork("clip", extract, ("clip",), description, trained)
 
 
+def network_usable(models: str, asset: str) -> bool:
+    """Whether a feature network whose weights are ``asset`` is used by a run of model set ``models``.
+
+    Always for ``"pretrained"`` (a missing asset raises when the network is built); for
+    ``"mini"`` only when the real weights happen to be on this machine (otherwise the metric
+    is unavailable). The one place this is decided: :func:`feature_networks` and the run's
+    context (:mod:`nsdlib.pipeline.context`) both ask it.
+    """
+    return models == "pretrained" or assets.available(asset)
+
+
 def feature_networks(models: str = "pretrained", *, clip=None, clip_description: str | None = None,
                      metrics: Sequence[str] = IMAGE_METRICS, device=None):
     """The networks of the high-level metrics for a model set, and the metrics left out.
@@ -292,14 +309,13 @@ def feature_networks(models: str = "pretrained", *, clip=None, clip_description:
         raise ValueError(f"models must be 'pretrained' or 'mini'; found {models!r}")
     wanted = set(metrics) & (set(IDENTIFICATION_METRICS) | set(DISTANCE_METRICS))
     networks, unavailable = [], {}
-    builders = [("alexnet", ("alexnet2", "alexnet5"), "torchvision-metrics", alexnet_network),
-                ("inceptionv3", ("inceptionv3",), "torchvision-metrics", inception_network),
-                ("efficientnet", ("efficientnet",), "torchvision-metrics", efficientnet_network),
-                ("swav", ("swav",), "swav", lambda device: swav_network(device=device))]
-    for _name, served, asset, build in builders:
+    builders = [(("alexnet2", "alexnet5"), alexnet_network), (("inceptionv3",), inception_network),
+                (("efficientnet",), efficientnet_network), (("swav",), swav_network)]
+    for served, build in builders:
         if not wanted & set(served):
             continue
-        if models == "mini" and not assets.available(asset):
+        asset = METRIC_ASSETS[served[0]]
+        if not network_usable(models, asset):
             for m in served:
                 if m in wanted:
                     unavailable[m] = (f"not available: the real {METRIC_LABELS[m]} weights (asset {asset!r}) are not "

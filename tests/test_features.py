@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nsdlib import assets
+from nsdlib import assets, names
 from nsdlib import features as F
 
 torch.set_num_threads(1)  # 2 threads spin-wait on a shared 2-core machine
@@ -53,6 +53,17 @@ def test_mini_models_report_missing_weights_as_unavailable(tmp_path, monkeypatch
     assert rep.means["clip"] == 1.0 and "small CLIP" in rep.sources["clip"]
     with pytest.raises(assets.MissingAssetError, match="torchvision-metrics"):
         F.feature_networks("pretrained")
+
+
+def test_one_table_and_one_check_decide_which_feature_networks_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("NSDLIB_ASSETS", str(tmp_path / "assets"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert set(F.METRIC_ASSETS) == (set(names.IDENTIFICATION_METRICS) | set(names.DISTANCE_METRICS)) - {"clip"}
+    assert set(F.METRIC_ASSETS.values()) <= set(assets.ASSETS)
+    for asset in set(F.METRIC_ASSETS.values()):
+        assert F.network_usable("pretrained", asset) and not F.network_usable("mini", asset)
+    monkeypatch.setattr(assets, "available", lambda name: name == "swav")
+    assert F.network_usable("mini", "swav") and not F.network_usable("mini", "torchvision-metrics")
 
 
 def test_torchvision_weights_load_from_local_cache_only(tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ import torch
 
 from .. import assets, clip, diffusion
 from ..config import RunConfig
+from ..features import network_usable
 from ..mini import zoo
 from ..nsd import NSDLayout, SubjectData
 from ..store import Store, params_key, path_key
@@ -281,7 +282,7 @@ def _asset_source(cfg: RunConfig, name: str) -> ModelSource:
     the networks are built), "missing" otherwise."""
     asset = assets.ASSETS[name]
     present = assets.available(name)
-    if cfg.models == "pretrained" or present:
+    if network_usable(cfg.models, name):
         return ModelSource(name, "pretrained", str(assets.local_path(name)) if present else None,
                            f"pretrained:{asset.source}", asset.description)
     return ModelSource(name, "missing", None, "missing", f"asset {name!r} absent ({asset.fetch_command})")

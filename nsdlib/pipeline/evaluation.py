@@ -160,9 +160,7 @@ def metric_plan(cfg: RunConfig, clip=None) -> dict[str, str]:
     """
     ctx = context.get(cfg)
     plan = {}
-    for metric, asset in (("alexnet2", "torchvision-metrics"), ("alexnet5", "torchvision-metrics"),
-                          ("inceptionv3", "torchvision-metrics"), ("efficientnet", "torchvision-metrics"),
-                          ("swav", "swav")):
+    for metric, asset in F.METRIC_ASSETS.items():
         ok = ctx.source(asset).kind == "pretrained"
         plan[metric] = "real" if ok else f"unavailable: asset {asset!r} absent"
     if isinstance(clip, str):
