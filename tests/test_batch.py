@@ -27,7 +27,7 @@ RESULTS = """
 ```{code-cell} ipython3
 if (Path(cfg.workdir) / f"fail_subj{cfg.subject:02d}").exists():
     raise RuntimeError(f"injected failure for subject {cfg.subject}")
-# the layout of nsdlib.pipeline.evaluation.write_results
+# the layout of nsdlib.pipeline.results.write_results
 rows = [{"dataset": cfg.dataset, "models": cfg.models, "subject": cfg.subject, "regressor": reg,
          "n_layers": cfg.n_layers, "noise": "none", "n_images": 10, "size": 128, "ssim_mode": "columns",
          "ssim": cfg.subject / 10 + extra, "pixcorr": 0.2, "alexnet2": 0.8, "alexnet5": 0.9, "inceptionv3": 0.7,

@@ -8,13 +8,13 @@ is kept in one place, the run's context. Each module imports only those listed a
 
 - ``dataset``: the run's dataset layout and mini-NSD made on demand
 - ``betas``: single-trial betas with ``nsdlib.glm`` written in NSD's layout (chapter 01)
-- ``data``: mini-NSD generation on demand, subject preparation (betas, ids, stimuli, captions)
+- ``data``: subject preparation (betas, ids, stimuli, captions), from any dataset's files
 - ``context``: the run's context (:func:`~nsdlib.pipeline.context.get`), the only per-process cache:
   subject data, model sources (:class:`~nsdlib.pipeline.context.ModelSource`), loaded models
 - ``results``: the run's results file, its one writer and one reader
 - ``stage1``: VDVAE latents, stage-1 regressors, first guesses (chapters 03-05)
 - ``stage2``: CLIP embeddings and their regressions, Versatile Diffusion (chapters 06-07)
-- ``evaluation``: noise sensitivity, metrics and the run's results file (chapters 08-10)
+- ``evaluation``: noise sensitivity, the metrics, and the rows of the results file (chapters 08-10)
 - ``zoo``: the mini model zoo, trained or reused, and its held-out evaluation (chapter 00)
 
 Tables, figures and the explorer that show these results live in :mod:`nsdlib.report`.

@@ -17,7 +17,7 @@ calling ``stage1.latents(cfg)`` and the like with a plain config.
 Where a model comes from is one :class:`ModelSource`, the same shape for stage 1's VDVAE,
 stage 2's CLIP and Versatile Diffusion and the feature networks of the metrics. With
 ``models="pretrained"`` each model is an asset (:mod:`nsdlib.assets`); with ``models="mini"``
-it is the mini model zoo's model trained on mini-NSD (:func:`nsdlib.zoo.locate`, for
+it is the mini model zoo's model trained on mini-NSD (:func:`nsdlib.mini.zoo.locate`, for
 ``dataset="nsd"`` the mini-NSD of the same work folder) when it has been trained, otherwise a
 randomly initialised stand-in of the same class, which the source says in words.
 """

@@ -10,7 +10,7 @@ The contract every later stage codes against:
 
 ``dataset="nsd"`` reads NSD at ``cfg.nsd_root`` (a local copy, or the public bucket through
 a cache in ``<workdir>/nsd-cache``). ``dataset="mini"`` first makes sure mini-NSD exists at
-``cfg.nsd_root`` (:func:`nsdlib.mini.generate`) and that its GLM betas exist
+``cfg.nsd_root`` (:func:`nsdlib.pipeline.dataset.ensure_mini_world`) and that its GLM betas exist
 (:func:`nsdlib.pipeline.betas.write_betas`, chapter 01), then reads them with exactly the code
 that reads NSD (:func:`nsdlib.nsd.prepare_subject`).
 

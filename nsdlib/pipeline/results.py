@@ -2,7 +2,7 @@
 
 Chapter 09 (:func:`nsdlib.pipeline.evaluation.evaluate`) writes ``<run_dir>/results.json``,
 and ``results.csv`` beside it with the same rows; the cross-subject report
-(:mod:`nsdlib.cross_subject`) reads them back for every subject. The JSON document::
+(:mod:`nsdlib.report.cross_subject`) reads them back for every subject. The JSON document::
 
     {"schema": 1, "dataset": ..., "models": ..., "subject": ..., "updated": <UTC time>,
      "ssim_mode": "columns", "sources": {metric: what computed it, or why it could not be},

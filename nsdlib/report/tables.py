@@ -79,7 +79,7 @@ def noise_table(rows, *, ours_label: str = "ours", with_paper: bool = True):
     Parameters
     ----------
     rows : pandas.DataFrame
-        Results rows (``nsdlib.pipeline.evaluation.RESULT_COLUMNS``) of one regressor and n_layers.
+        Results rows (``nsdlib.pipeline.results.RESULT_COLUMNS``) of one regressor and n_layers.
     ours_label : str
         The ``source`` label of our rows (say which dataset and models).
 
@@ -323,7 +323,7 @@ def split_table(d, info: dict, trial_table, random_split) -> pd.DataFrame:
     ----------
     d : nsdlib.nsd.SubjectData
         Prepared with the shared split.
-    trial_table : nsdlib.nsd.TrialDesign
+    trial_table : nsdlib.nsd.TrialSchedule
     random_split : (train_ids, test_ids)
     """
     train_r, test_r = random_split
