@@ -11,6 +11,7 @@ from nsdlib import RunConfig
 from nsdlib import noise as N
 from nsdlib.pipeline import evaluation as E
 from nsdlib.pipeline import results
+from nsdlib.store import Store
 
 
 def _images(n, size, seed):
@@ -76,9 +77,9 @@ def test_evaluate_writes_and_merges_the_results_file(run):
     assert {"dataset", "models", "subject"} <= set(doc["rows"][0]) and doc["rows"][0]["subject"] == 1
     assert results.results_path(cfg, ".csv").is_file()
     # the per-image values are cached; a second evaluation reuses them
-    n_computed = sum(e["event"] == "computed" for e in E.Store.for_config(cfg).events())
+    n_computed = sum(e["event"] == "computed" for e in Store.for_config(cfg).events())
     E.evaluate(cfg, reconstructions={("gru", 15, "none"): gt}, progress=False)
-    events = E.Store.for_config(cfg).events()
+    events = Store.for_config(cfg).events()
     assert sum(e["event"] == "computed" for e in events) == n_computed and events[-1]["event"] == "reused"
     # a new row merges with the old ones; the same key replaces
     E.evaluate(cfg, reconstructions={("gru", 31, "none"): first, ("gru", 15, "none"): first}, progress=False)

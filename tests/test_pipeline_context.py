@@ -47,7 +47,7 @@ def test_same_config_same_context_and_subject_read_once(run):
     assert stage1._subject(run.cfg) is sd and stage2._subject(run.cfg) is sd
     np.testing.assert_array_equal(evaluation._test_ids(run.cfg), sd.test_ids)
     assert len(run.calls) == 1
-    assert ctx.store.root == run.cfg.run_dir and ctx.layout.root == run.cfg.nsd_root
+    assert ctx.store.root == run.cfg.run_dir
 
 
 def test_changed_config_reloads_and_drops_the_old_data(run):

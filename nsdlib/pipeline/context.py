@@ -1,4 +1,4 @@
-"""One run's context: its dataset, store, subject data, model sources and loaded models.
+"""One run's context: its store, subject data, model sources and loaded models.
 
 :func:`get` builds a :class:`RunContext` from a :class:`~nsdlib.config.RunConfig` once and
 keeps it for the process: this is the only per-process cache of nsdlib. Every step of
@@ -34,7 +34,7 @@ from .. import assets, clip, diffusion
 from ..config import RunConfig
 from ..features import network_usable
 from ..mini import zoo
-from ..nsd import NSDLayout, SubjectData
+from ..nsd import SubjectData
 from ..store import Store, params_key, path_key
 from ..vdvae import IMAGENET64, VDVAE, load_vdvae
 from . import data, dataset
@@ -120,13 +120,10 @@ class RunContext:
                 self._sources, self._models = previous._sources, previous._models
 
     @functools.cached_property
-    def layout(self) -> NSDLayout:
-        """The run's dataset layout (:func:`nsdlib.pipeline.dataset.dataset_layout`)."""
-        return dataset.dataset_layout(self.cfg)
-
-    @functools.cached_property
     def store(self) -> Store:
-        """The run's artifact store, ``Store(cfg.run_dir)``."""
+        """The run's artifact store, ``Store(cfg.run_dir)``: where every pipeline step above the
+        context caches its results (the steps below it, ``data`` and ``betas``, build the same
+        store with :meth:`~nsdlib.store.Store.for_config`)."""
         return Store.for_config(self.cfg)
 
     def subject(self) -> SubjectData:

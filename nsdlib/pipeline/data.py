@@ -71,8 +71,6 @@ def ensure_dataset(cfg: RunConfig, progress: bool = True) -> NSDLayout:
     layout = dataset_layout(cfg)
     if cfg.dataset != "mini":
         return layout
-    if not layout.is_local:
-        raise NSDDataError(f"mini-NSD is generated locally; nsd_root must be a folder, found {cfg.nsd_root!r}")
     n_sessions = int(ensure_mini_world(cfg, progress)["spec"]["n_sessions"])
     if _missing_sessions(layout, cfg.subject, n_sessions):
         write_betas(cfg)
@@ -133,8 +131,9 @@ def subject_data(cfg: RunConfig, *, sessions: int | None = None, split: str = "s
     return SubjectData.from_arrays(Store.for_config(cfg).arrays("subject_data", params, compute))
 
 
-def _ids(cfg: RunConfig, split: str, opts: dict) -> np.ndarray:
-    """The ids of ``split``, read alone from the cached subject data when it exists."""
+def _ids(cfg: RunConfig, split: str, opts: dict) -> tuple[NSDLayout, np.ndarray]:
+    """The run's layout (:func:`ensure_dataset`) and the ids of ``split``, read alone from the
+    cached subject data when it exists."""
     if split not in ("train", "test"):
         raise NSDDataError(f"split must be 'train' or 'test'; found {split!r}")
     keys = ("sessions", "split", "average", "nan_policy", "test_fraction")
@@ -147,9 +146,9 @@ def _ids(cfg: RunConfig, split: str, opts: dict) -> np.ndarray:
         k: v for k, v in opts.items() if k in keys}}))
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
-            return z[f"{split}_ids"]
+            return layout, z[f"{split}_ids"]
     d = subject_data(cfg, **opts)
-    return d.train_ids if split == "train" else d.test_ids
+    return layout, (d.train_ids if split == "train" else d.test_ids)
 
 
 def stimuli(cfg: RunConfig, split: str, size: int | None = None, **opts) -> np.ndarray:
@@ -167,8 +166,7 @@ def stimuli(cfg: RunConfig, split: str, size: int | None = None, **opts) -> np.n
     -------
     ndarray of shape (n, size, size, 3), uint8, 0-255
     """
-    ids = _ids(cfg, split, opts)
-    layout = dataset_layout(cfg)
+    layout, ids = _ids(cfg, split, opts)
     params = {"v": _VERSION, "dataset": cfg.dataset, "ids": params_key({"ids": ids.tolist()}), "size": size,
               "source": params_key({"files": layout.fingerprint([layout.STIMULI])})}
     progress = opts.get("progress", True)
@@ -178,8 +176,7 @@ def stimuli(cfg: RunConfig, split: str, size: int | None = None, **opts) -> np.n
 
 def captions(cfg: RunConfig, split: str, **opts) -> list[list[str]]:
     """Five captions per image of ``split`` ("train" or "test"), in the order of its ids."""
-    ids = _ids(cfg, split, opts)
-    layout = dataset_layout(cfg)
+    layout, ids = _ids(cfg, split, opts)
     rels = [layout.STIM_INFO, *[layout.captions_file(s) for s in ("train2017", "val2017")]]
     rels = [r for r in rels if not layout.is_local or layout.exists(r)]
     params = {"v": _VERSION, "dataset": cfg.dataset, "ids": params_key({"ids": ids.tolist()}),

@@ -50,7 +50,7 @@ def ensure_mini_world(cfg: RunConfig, progress: bool = True) -> dict:
     NSDDataError
         ``cfg.nsd_root`` is not a local folder, or holds another mini-NSD.
     """
-    if str(cfg.nsd_root).startswith("s3://"):
+    if not dataset_layout(cfg).is_local:
         raise NSDDataError(f"mini-NSD is generated locally; nsd_root must be a folder, found {cfg.nsd_root!r}")
     try:
         mini.generate(cfg.nsd_root, seed=MINI_WORLD_SEED, size=mini_size(cfg), progress=progress)

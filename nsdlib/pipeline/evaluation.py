@@ -27,7 +27,7 @@ from .. import noise as N
 from ..config import RunConfig
 from ..images import check_images
 from ..names import DATASET_LABELS, MODEL_SET_LABELS, NOISE_LEVELS
-from ..store import Store, array_key
+from ..store import array_key
 from . import context, data, stage1, stage2
 from .results import RESULT_COLUMNS, RESULTS_SSIM_MODE, result_row, write_results
 
@@ -245,7 +245,7 @@ def score(cfg: RunConfig, reconstructions, *, gt=None, clip=None, batch_size: in
     def compute():
         return scorer.evaluator().evaluate(reconstructions).to_dict()
 
-    return M.MetricReport.from_dict(Store.for_config(cfg).json("metrics", params, compute))
+    return M.MetricReport.from_dict(context.get(cfg).store.json("metrics", params, compute))
 
 
 def _clip_fingerprint(clip, gt) -> str | None:

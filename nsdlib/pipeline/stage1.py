@@ -37,7 +37,7 @@ import numpy as np
 from ..config import RunConfig, resolve_device
 from ..names import N_LAYERS
 from ..regressors import ARCHITECTURES, make_regressor, regression_metrics, validation_split
-from ..store import Store, array_key, params_key
+from ..store import array_key, params_key
 from ..vdvae import decode_latents, encode_latents, reconstruct_images
 from . import context, data
 
@@ -151,7 +151,7 @@ def latents(cfg: RunConfig, n_layers: int | None = None) -> dict[str, np.ndarray
             out[split] = encode_latents(model, imgs, n, seed=_split_seed(cfg.seed, split))
         return out
 
-    return Store.for_config(cfg).arrays("stage1_latents", params, compute)
+    return context.get(cfg).store.arrays("stage1_latents", params, compute)
 
 
 def reconstructions(cfg: RunConfig, n_blocks: int | str | None = None, *, temperature: float = 1.0) -> np.ndarray:
@@ -184,7 +184,7 @@ def reconstructions(cfg: RunConfig, n_blocks: int | str | None = None, *, temper
         seed = _split_seed(cfg.seed, "test")
         return {"images": reconstruct_images(model, imgs, n, temperature=temperature, seed=seed)}
 
-    return Store.for_config(cfg).arrays("stage1_reconstructions", params, compute)["images"]
+    return context.get(cfg).store.arrays("stage1_reconstructions", params, compute)["images"]
 
 
 # ------------------------------------------------------------------------------ regressors
@@ -255,7 +255,7 @@ def fit_regressor(cfg: RunConfig, regressor: str | None = None, n_layers: int | 
     reg_name = regressor or cfg.regressor
     n = _layers(cfg, n_layers)
     params, sd = _fit_params(cfg, reg_name, n)
-    store = Store.for_config(cfg)
+    store = context.get(cfg).store
     ckpt_dir = store.root / "stage1_checkpoints" / params_key(params)
 
     def compute():
@@ -357,4 +357,4 @@ def first_guesses(cfg: RunConfig, regressor: str | None = None, n_layers: int | 
         return {"images": decode_latents(model, pred, n, temperature=temperature,
                                          seed=_split_seed(cfg.seed, "test"))}
 
-    return Store.for_config(cfg).arrays("stage1_first_guesses", params, compute)["images"]
+    return context.get(cfg).store.arrays("stage1_first_guesses", params, compute)["images"]

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import metrics, ridge
 from ..config import RunConfig
-from ..store import Store, array_key, params_key
+from ..store import array_key, params_key
 from . import context, data, stage1
 
 __all__ = [
@@ -111,7 +111,7 @@ def clip_embeddings(cfg: RunConfig, split: str = "test", *, progress: bool = Tru
         return {"text": emb.text(caps, progress=progress), "vision": emb.vision(images, progress=progress),
                 "ids": ids}
 
-    return Store.for_config(cfg).arrays("clip_embeddings", params, compute)
+    return context.get(cfg).store.arrays("clip_embeddings", params, compute)
 
 
 def resolve_alphas(cfg: RunConfig, alpha="auto") -> tuple[str, object, object]:
@@ -182,7 +182,7 @@ def clip_predictions(cfg: RunConfig, *, alpha="auto", normalize: str | None = "t
             out[f"{part}_identification"] = np.float64(metrics.two_way_identification(true64, pred64).mean())
         return out
 
-    return Store.for_config(cfg).arrays("clip_predictions", params, compute)
+    return context.get(cfg).store.arrays("clip_predictions", params, compute)
 
 
 # ---------------------------------------------------------------- images
@@ -260,4 +260,4 @@ def stage2_images(cfg: RunConfig, first_guesses: np.ndarray | None = None, noise
                                 seed=cfg.seed, indices=idx, batch_size=bs, progress=progress, **run)
         return {"images": images}
 
-    return Store.for_config(cfg).arrays("stage2_images", params, compute)["images"]
+    return context.get(cfg).store.arrays("stage2_images", params, compute)["images"]

@@ -18,7 +18,6 @@ from ..images import resize
 from ..mini import zoo as mini_zoo
 from ..mini.zoo import RECIPES, evaluate_models, read_models_manifest
 from ..nsd import NSDLayout, read_captions, read_expdesign, read_stimuli
-from ..store import Store
 from ..vdvae import load_vdvae, reconstruct_images
 from . import context
 from .dataset import ensure_mini_world, mini_world_config
@@ -49,7 +48,7 @@ def zoo_evaluation(cfg: RunConfig, folder: Path) -> dict:
     man = read_models_manifest(folder)
     params = {"v": 2, "models": str(folder), "trained": {k: man.get(k) for k in ("version", "world", "recipe", "seed")},
               "root": str(world.nsd_root), "n_images": recipe.eval_images, "steps": recipe.eval_steps}
-    return Store.for_config(cfg).json("mini_models_evaluation", params, lambda: evaluate_models(
+    return context.get(cfg).store.json("mini_models_evaluation", params, lambda: evaluate_models(
         world.nsd_root, folder, n_images=recipe.eval_images, steps=recipe.eval_steps, seed=0, progress=False))
 
 
