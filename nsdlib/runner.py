@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from .config import RunConfig
-from .store import atomic_write, params_key
+from .store import atomic_write, params_key, path_key
 
 __all__ = [
     "ChainResult",
@@ -119,10 +119,6 @@ def _chain_folders(book_root, notebooks_dir, runs_root) -> tuple[Path, Path]:
                           f"runs_root={runs_root!r}")
     nb = Path(notebooks_dir) if notebooks_dir is not None else Path(book_root) / "notebooks"
     return nb, Path(runs_root) if runs_root is not None else Path(book_root) / "runs"
-
-
-def _source_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def library_hash() -> str:
@@ -230,7 +226,7 @@ def run_chain(
     for md in selected:
         out = out_dir / f"{md.stem}.ipynb"
         done_marker = out_dir / f"{md.stem}.done.json"
-        stamp = {"params_key": params_key(params), "source": _source_hash(md), "library": library}
+        stamp = {"params_key": params_key(params), "source": path_key(md, content=True), "library": library}
         if resume and not ran_one and _completed_earlier(out, done_marker, stamp):
             results.append(NotebookResult(md.stem, "skipped", out))
             continue

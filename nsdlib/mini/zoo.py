@@ -45,8 +45,8 @@ from ..diffusion import (
     random_components,
     save_components,
     set_mixing,
+    vae_input,
 )
-from ..diffusion import vae_input as to_unit
 from ..images import resize
 from ..metrics import ssim, two_way_identification
 from ..nsd import NSDLayout, read_captions, read_expdesign, read_stim_info, read_stimuli
@@ -407,7 +407,7 @@ def train_vae(images: np.ndarray, vae, schedule: TrainSchedule, checkpoint: Path
     Afterwards its ``scaling_factor`` is set to one over the standard deviation of the
     training latents, as latent diffusion does, so the diffusion model sees unit-variance latents.
     """
-    data = to_unit(images, vae.config.sample_size)
+    data = vae_input(images, vae.config.sample_size)
 
     def loss_fn(idx, gen, step):
         x = data[idx]
@@ -717,7 +717,7 @@ def _train_diffusion(data: TrainingSet, embedder, out: Path, recipe: Recipe, *, 
     train_vae(data.images64, vae, recipe.vae, out / "vae.ckpt", seed=seed, progress=progress)
     vae.eval()
     with torch.no_grad():
-        x = to_unit(data.images64, vae.config.sample_size)
+        x = vae_input(data.images64, vae.config.sample_size)
         latents = torch.cat([vae.encode(x[i:i + 64]).latent_dist.mode() for i in range(0, len(x), 64)])
         latents = latents * vae.config.scaling_factor
     text = embedder.text(data.captions, progress=progress)

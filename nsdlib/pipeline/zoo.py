@@ -15,8 +15,7 @@ from ..clip import ClipEmbedder
 from ..config import RunConfig
 from ..diffusion import DualGuidedDiffusion
 from ..images import resize
-from ..mini import zoo as mini_zoo
-from ..mini.zoo import RECIPES, evaluate_models, read_models_manifest
+from ..mini.zoo import RECIPES, ensure_models, evaluate_models, read_models_manifest
 from ..nsd import NSDLayout, read_captions, read_expdesign, read_stimuli
 from ..vdvae import load_vdvae, reconstruct_images
 from . import context
@@ -35,7 +34,7 @@ def mini_models(cfg: RunConfig, progress: bool = True) -> Path:
     """
     world = mini_world_config(cfg)
     ensure_mini_world(world, progress)
-    folder = mini_zoo.ensure_models(world.nsd_root, world.workdir, quick=world.quick, device=cfg.device,
+    folder = ensure_models(world.nsd_root, world.workdir, quick=world.quick, device=cfg.device,
                                     seed=0, progress=progress)
     context.forget()
     return folder
