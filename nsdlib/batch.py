@@ -39,7 +39,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .config import ConfigError, RunConfig
-from .report.cross_subject import ResultsFormatError, collect_results, collect_timings, write_report
+from .pipeline.results import ResultsFormatError
+from .report.cross_subject import collect_results, collect_timings, write_report
 from .runner import run_chain, runs_dir, select_notebooks
 from .store import atomic_write
 

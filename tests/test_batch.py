@@ -12,7 +12,8 @@ from _notebooks import chapter
 from nsdlib.batch import batch_status, gpu_slots, run_batch
 from nsdlib.cli import main
 from nsdlib.config import ConfigError
-from nsdlib.report.cross_subject import ResultsFormatError, read_results
+from nsdlib.pipeline.results import ResultsFormatError
+from nsdlib.report.cross_subject import report_rows
 
 SETUP = "import json, os\nfrom pathlib import Path"
 
@@ -94,21 +95,21 @@ def _row(subject, regressor="gru", n_layers=15, noise="none", ssim=0.3, **kw):
             "inceptionv3": 0.7, "clip": 0.75, "efficientnet": 0.9, "swav": 0.6, **kw}
 
 
-def test_read_results_rejects_bad_files(tmp_path):
+def test_report_rows_rejects_bad_files(tmp_path):
     d = tmp_path / "mini" / "subj01"
     d.mkdir(parents=True)
     f = d / "results.json"
     f.write_text(json.dumps([{"regressor": "gru", "n_layers": 15, "accuracy": 1}]))
     with pytest.raises(ResultsFormatError, match="no metric columns; expected some of ssim"):
-        read_results(f)
+        report_rows(f)
     f.write_text(json.dumps([{"regressor": "gru", "n_layers": 15, "CLIP": 94.2}]))
     with pytest.raises(ResultsFormatError, match="fraction in 0-1; found 94.2"):
-        read_results(f)
+        report_rows(f)
     f.write_text(json.dumps({"rows": [{"n_layers": 15, "SSIM": 0.3}]}))
     with pytest.raises(ResultsFormatError, match="needs a 'regressor' column"):
-        read_results(f)
+        report_rows(f)
     f.write_text(json.dumps({"rows": [{"regressor": "gru", "n_layers": 15, "SSIM": 0.3, "noise": 0}]}))
-    r = read_results(f)  # subject and dataset from the folder, noise 0 means none
+    r = report_rows(f)  # subject and dataset from the folder, noise 0 means none
     assert r.loc[0, "subject"] == 1 and r.loc[0, "dataset"] == "mini" and r.loc[0, "noise"] == "none"
     assert r["swav"].isna().all()
 

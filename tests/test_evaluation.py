@@ -94,7 +94,7 @@ def test_results_file_is_read_by_the_cross_subject_report(run):
     cross = pytest.importorskip("nsdlib.report.cross_subject")
     cfg, gt, first, _ = run
     E.evaluate(cfg, reconstructions={("gru", 15, "none"): first, ("gru", 15, "64"): gt}, progress=False)
-    df = cross.read_results(results.results_path(cfg))
+    df = cross.report_rows(results.results_path(cfg))
     assert set(df["noise"]) == {"none", "64"} and (df["subject"] == 1).all()
 
 

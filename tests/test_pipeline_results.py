@@ -69,7 +69,7 @@ def test_a_row_with_the_same_key_replaces_the_old_one(cfg):
 def test_the_cross_subject_report_reads_through_the_same_reader(cfg):
     write_results(cfg, [result_row(cfg, "gru", 15, "none", _report(0.3)),
                         result_row(cfg, "gru", 15, "64", _report(0.1))])
-    df = cross_subject.read_results(results_path(cfg))
+    df = cross_subject.report_rows(results_path(cfg))
     assert list(df.columns) == [*cross_subject.IDENTITY_COLUMNS, *IMAGE_METRICS]
     _, rows = read_results(cfg)
     pd.testing.assert_frame_equal(df, rows[df.columns])

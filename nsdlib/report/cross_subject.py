@@ -29,21 +29,19 @@ from ..names import DATASET_LABELS as _DATASET_LABELS
 from ..names import IMAGE_METRICS
 from ..names import METRIC_SHORT_HEADERS as _HEADERS
 from ..names import REGRESSOR_LABELS as _REGRESSOR_LABELS
-from ..pipeline.results import ResultsFormatError
-from ..pipeline.results import read_results as _read_results_file
+from ..pipeline.results import read_results
 from ..store import atomic_write
 
 __all__ = [
     "IDENTITY_COLUMNS",
     "REPORT_MARKERS",
-    "ResultsFormatError",
     "collect_results",
     "collect_timings",
     "cross_subject_table",
     "fill_report_page",
     "mean_over_subjects",
-    "read_results",
     "render_markdown",
+    "report_rows",
     "setup",
     "write_report",
 ]
@@ -64,8 +62,8 @@ def _subject_from_path(path: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def read_results(path: str | os.PathLike):
-    """Read one per-subject results file into the report's columns.
+def report_rows(path: str | os.PathLike):
+    """One per-subject results file's rows in the report's columns.
 
     The file is read by its one reader, :func:`nsdlib.pipeline.results.read_results`
     (``results.json`` or ``results.csv``, as chapter 09 writes them).
@@ -86,11 +84,11 @@ def read_results(path: str | os.PathLike):
 
     Raises
     ------
-    ResultsFormatError
+    nsdlib.pipeline.results.ResultsFormatError
         No rows, no metric column, a missing regressor or n_layers column, or an
         identification score outside 0-1 (a percentage, say).
     """
-    return _read_results_file(path)[1][list(IDENTITY_COLUMNS) + list(IMAGE_METRICS)]
+    return read_results(path)[1][list(IDENTITY_COLUMNS) + list(IMAGE_METRICS)]
 
 
 def collect_results(workdir: str | os.PathLike, dataset: str):
@@ -106,7 +104,7 @@ def collect_results(workdir: str | os.PathLike, dataset: str):
     for subj in sorted(base.glob("subj[0-9]*")):
         for name in ("results.json", "results.csv"):
             if (subj / name).is_file():
-                frames.append(read_results(subj / name))
+                frames.append(report_rows(subj / name))
                 break
     if not frames:
         return pd.DataFrame(columns=list(IDENTITY_COLUMNS) + list(IMAGE_METRICS))
@@ -182,7 +180,7 @@ def cross_subject_table(results, *, with_paper: bool = True):
     Parameters
     ----------
     results : pandas.DataFrame
-        Rows from :func:`read_results` / :func:`collect_results`.
+        Rows from :func:`report_rows` / :func:`collect_results`.
     with_paper : bool
         Append the paper's Table 5 (mean of subjects 1, 2, 5, 7, with the other systems
         it lists) and Table 4 (subject 1), labelled ``"paper (Table N)"``.
