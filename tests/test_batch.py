@@ -8,6 +8,7 @@ import time
 import pandas as pd
 import pytest
 from _notebooks import chapter
+from _results_files import variant, write_subject_results
 
 from nsdlib.batch import batch_status, gpu_slots, run_batch
 from nsdlib.cli import main
@@ -80,21 +81,6 @@ def test_gpu_slots_cpu_and_errors():
 # ------------------------------------------------------------------ the report
 
 
-def _write_results(workdir, subject, rows, name="results.json"):
-    d = workdir / "mini" / f"subj{subject:02d}"
-    d.mkdir(parents=True, exist_ok=True)
-    if name.endswith(".json"):
-        (d / name).write_text(json.dumps(rows))
-    else:
-        pd.DataFrame(rows).to_csv(d / name, index=False)
-
-
-def _row(subject, regressor="gru", n_layers=15, noise="none", ssim=0.3, **kw):
-    return {"dataset": "mini", "models": "mini", "subject": subject, "regressor": regressor, "n_layers": n_layers,
-            "noise": noise, "ssim": ssim, "pixcorr": 0.1, "alexnet2": 0.8, "alexnet5": 0.85,
-            "inceptionv3": 0.7, "clip": 0.75, "efficientnet": 0.9, "swav": 0.6, **kw}
-
-
 def test_report_rows_rejects_bad_files(tmp_path):
     d = tmp_path / "mini" / "subj01"
     d.mkdir(parents=True)
@@ -118,7 +104,7 @@ def test_a_bad_results_file_does_not_hide_the_outcomes(tmp_path):
     from nsdlib.batch import BatchResult, SubjectOutcome, _report_into
     from nsdlib.config import RunConfig
 
-    _write_results(tmp_path / "w", 1, [_row(1, clip=91.5)])
+    write_subject_results(tmp_path / "w", 1, [variant(clip=91.5)])  # a percentage: the reader rejects it
     result = BatchResult("mini", "local", [SubjectOutcome(1, "ok")], tmp_path / "batch.json")
     _report_into(result, tmp_path / "runs" / "mini", [RunConfig(workdir=tmp_path / "w")])
     assert result.report is None and "clip is a 2-way identification score" in result.report_error

@@ -1,11 +1,11 @@
 """nsdlib.report.cross_subject: the mean over subjects beside the paper's Tables 4/5, the
 Markdown report, chapter 09's mean over subjects, and the Sphinx hook that fills the book's page."""
 
-import json
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from _results_files import variant, write_subject_results
 
 from nsdlib import names, paper
 from nsdlib.report import cross_subject
@@ -19,26 +19,11 @@ from nsdlib.report.cross_subject import (
 )
 
 
-def _write_results(workdir, subject, rows, name="results.json"):
-    d = workdir / "mini" / f"subj{subject:02d}"
-    d.mkdir(parents=True, exist_ok=True)
-    if name.endswith(".json"):
-        (d / name).write_text(json.dumps(rows))
-    else:
-        pd.DataFrame(rows).to_csv(d / name, index=False)
-
-
-def _row(subject, regressor="gru", n_layers=15, noise="none", ssim=0.3, **kw):
-    return {"dataset": "mini", "models": "mini", "subject": subject, "regressor": regressor, "n_layers": n_layers,
-            "noise": noise, "ssim": ssim, "pixcorr": 0.1, "alexnet2": 0.8, "alexnet5": 0.85,
-            "inceptionv3": 0.7, "clip": 0.75, "efficientnet": 0.9, "swav": 0.6, **kw}
-
-
 def test_report_means_over_subjects_and_keeps_paper_apart(tmp_path):
     w = tmp_path / "w"
-    _write_results(w, 1, [_row(1, ssim=0.30), _row(1, "ridge", 31, ssim=0.40), _row(1, noise=8, ssim=0.2)])
-    _write_results(w, 2, [_row(2, ssim=0.50), _row(2, "ridge", 31, ssim=0.60)], name="results.csv")
-    _write_results(w, 5, [_row(5, ssim=0.10), _row(5, ssim=0.9, quick=True)])
+    write_subject_results(w, 1, [variant(ssim=0.30), variant("ridge", 31, ssim=0.40), variant(noise="8", ssim=0.2)])
+    write_subject_results(w, 2, [variant(ssim=0.50), variant("ridge", 31, ssim=0.60)], csv_only=True)
+    write_subject_results(w, 5, [variant(ssim=0.10), variant(n_layers=31, ssim=0.9, quick=True)])
     res = collect_results(w, "mini")
     assert sorted(res["subject"].unique()) == [1, 2, 5]
     table = cross_subject_table(res)
@@ -96,11 +81,11 @@ def test_book_page_filled_only_when_a_report_exists(tmp_path):
 
 def test_mean_over_subjects_is_chapter_09s_table_5_input(tmp_path):
     w = tmp_path / "w"
-    _write_results(w, 1, [_row(1, ssim=0.30), _row(1, "ridge", 31, ssim=0.40), _row(1, noise=8, ssim=0.2)])
-    _write_results(w, 2, [_row(2, ssim=0.50), _row(2, models="pretrained", ssim=0.9)])
-    _write_results(w, 7, [_row(7, "ridge", 31, ssim=0.60)])
+    write_subject_results(w, 1, [variant(ssim=0.30), variant("ridge", 31, ssim=0.40), variant(noise="8", ssim=0.2)])
+    write_subject_results(w, 2, [variant(ssim=0.50), variant(n_layers=31, models="pretrained", ssim=0.9)])
+    write_subject_results(w, 7, [variant("ridge", 31, ssim=0.60)])
     mean, subjects = mean_over_subjects(collect_results(w, "mini"), models="mini")
-    assert subjects == [1, 2, 7]  # the pretrained row and the noisy row are left out
+    assert subjects == [1, 2, 7] and len(mean) == 2  # the pretrained row and the noisy row are left out
     by = mean.set_index(["regressor", "n_layers"])
     assert by.loc[("gru", 15), "ssim"] == pytest.approx(0.4) and by.loc[("ridge", 31), "ssim"] == pytest.approx(0.5)
     assert by.loc[("gru", 15), "clip"] == pytest.approx(0.75) and set(mean["noise"]) == {"none"}
