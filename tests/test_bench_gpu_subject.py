@@ -1,0 +1,114 @@
+"""benchmarks/bench_gpu_subject.py at tiny scale on the CPU: its extrapolation, its JSON, its --fit.
+
+The script is made for a GPU session (full size, CUDA); here it runs at ``--scale tiny`` (every
+count, width and image side x 0.005, with floors) so that it never rots. Its extrapolation
+(two pieces, ``a + b k``, evaluated at a whole pass) is checked against a direct run of every
+whole pass at the same scale, in process CPU time with one thread (the machine is shared, so
+wall-clock times are not compared).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu_subject.py"
+pytestmark = pytest.mark.slow  # two whole runs of the script: about a minute on the shared 2-core machine
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_gpu_subject", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def runs(bench, tmp_path_factory):
+    threads = torch.get_num_threads()
+    out = tmp_path_factory.mktemp("bench") / "tiny.json"
+    try:
+        est = bench.main(["--scale", "tiny", "--device", "cpu", "--threads", "1", "--out", str(out)])
+        direct = bench.main(["--scale", "tiny", "--device", "cpu", "--threads", "1", "--direct"])
+    finally:
+        torch.set_num_threads(threads)
+    return est, direct, json.loads(out.read_text())
+
+
+def test_full_scale_counts_are_nsds(bench):
+    D = bench.dims(1.0)
+    assert (D["n_train"], D["n_test"], D["n_voxels"], D["n_sessions"]) == (8_859, 982, 15_724, 37)
+    assert (D["n_runs"], D["n_vols"], D["text_tokens"], D["vision_tokens"], D["clip_dim"]) == (12, 226, 77, 257, 768)
+    assert D["vd_size"] == 512 and D["gt_size"] == 425
+    tiny = bench.dims(bench.TINY)
+    for k, v in D.items():  # every dimension shrinks (or stays, for the counts of passes)
+        assert tiny[k] <= v, k
+        if k not in bench.FIXED and k not in ("vd_size",):
+            assert tiny[k] < v, k
+
+
+def test_json_schema(runs, bench):
+    est, _, written = runs
+    assert written["schema"] == "nsdlib.bench_gpu_subject/1"
+    assert written["device"] == "cpu" and written["scale"] == bench.TINY and written["direct"] is False
+    for key in ("date_utc", "card", "torch", "dims", "budgets_gib", "stages", "subject_s", "script_wall_s", "memory"):
+        assert key in written, key
+    assert [s["stage"] for s in written["stages"]] == list(bench.STAGES)
+    for s in written["stages"]:
+        assert "error" not in s["default"], (s["stage"], s["default"].get("error"))
+        for key in ("unit", "units_per_pass", "passes", "count", "method", "pieces", "fit", "pass_s", "pass_cpu_s",
+                    "subject_s", "peak_cuda_gib", "peak_rss_rise_gib", "wall_s"):
+            assert key in s, (s["stage"], key)
+        assert s["peak_cuda_gib"] is None and s["peak_rss_rise_gib"] >= 0
+        assert s["subject_s"] == pytest.approx(s["pass_s"] * s["passes"])
+        (k1, _, _), (k2, _, _) = s["pieces"]
+        assert k1 < k2 <= max(s["units_per_pass"], 2 * k1)
+        assert isinstance(s["count"], str) and s["count"]
+    assert written["subject_s"] == pytest.approx(sum(s["subject_s"] for s in written["stages"]))
+    assert written["subject_s"] == pytest.approx(est["subject_s"])
+
+
+def test_extrapolation_matches_a_direct_run_within_30_percent(runs):
+    est, direct, _ = runs
+    assert direct["direct"] is True
+    by_stage = {s["stage"]: s for s in direct["stages"]}
+    checked = []
+    for s in est["stages"]:
+        d = by_stage[s["stage"]]
+        assert d["pieces"][0][0] == s["units_per_pass"]  # the direct run did the whole pass
+        if d["pass_cpu_s"] < 0.05:  # the ridges at tiny scale take about a millisecond: timer noise
+            continue
+        ratio = s["pass_cpu_s"] / d["pass_cpu_s"]
+        assert 0.7 <= ratio <= 1.3, (s["stage"], s["pass_cpu_s"], d["pass_cpu_s"])
+        checked.append(s["stage"])
+    assert {"glm", "gru_epoch", "vdvae_encode", "vdvae_decode", "vd_img2img", "metrics"} <= set(checked)
+    total_est = sum(s["pass_cpu_s"] * s["passes"] for s in est["stages"])
+    total_direct = sum(s["pass_cpu_s"] * s["passes"] for s in direct["stages"])
+    assert total_est == pytest.approx(total_direct, rel=0.3)
+
+
+def test_fit_picks_smaller_settings_for_a_smaller_budget(bench):
+    threads = torch.get_num_threads()
+    try:
+        out = bench.main(["--scale", "tiny", "--device", "cpu", "--threads", "1", "--fit", "1000", "1e-9",
+                          "--stages", "glm", "ridge_text", "vdvae_decode"])
+    finally:
+        torch.set_num_threads(threads)
+    assert out["budgets_gib"] == [1000.0, 1e-9]
+    for s in out["stages"]:
+        fs = s["fit_settings"]
+        big, small = fs["chosen"]["1000.0"], fs["chosen"]["1e-09"]
+        assert big["fits"] and big["setting"] == s["default"]["setting"]  # plenty of memory: the default
+        assert not small["fits"]  # nothing fits 1 byte: the most frugal rung, flagged
+        assert small["setting"] == fs["tried"][-1]["setting"]
+        assert len(fs["tried"]) >= 2, s["stage"]
+        key = next(iter(big["setting"]))
+        assert small["setting"][key] < big["setting"][key]  # a smaller batch or chunk
+        for row in fs["tried"]:
+            assert row["peak_gib"] >= 0 and math.isfinite(row["time_vs_default"])
