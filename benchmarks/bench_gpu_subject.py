@@ -9,7 +9,7 @@ an H100; at ``--scale tiny`` it runs on the CPU in the test suite so that it nev
 Stages (nsdlib's own code paths), the piece measured and what it is extrapolated to:
 
 ====================  ===============================================  =====================================
-stage                 piece (timed at 1 and 2 units, linear fit)       one subject (NSD, subject 1)
+stage                 piece (k and 2k units, k doubled while short)   one subject (NSD, subject 1)
 ====================  ===============================================  =====================================
 glm                   GLMSingle (models A-D) on one session's runs,    37 sessions x 15,724 voxels
                       1/4 and 1/2 of the voxels (unit: voxels)
@@ -34,8 +34,9 @@ trials of a session). The GLM is numpy: it runs on the CPU on every machine.
 Time: ``torch.cuda.synchronize`` then ``time.perf_counter`` around every piece, after one
 untimed warm-up piece. A stage's time for ``k`` units is fitted as ``a + b k`` from the pieces
 ``k1`` and ``2 k1`` and evaluated at the whole count (see ``_linear`` for the two fallbacks);
-pieces shorter than 1 s are timed up to ``--repeats`` times and the fastest kept; both wall
-and process CPU seconds are recorded. Memory: on CUDA the peak of
+``k1`` starts at the table's piece and doubles while a piece takes under 0.25 s (and stays
+under a quarter of the whole); a piece shorter than 1 s is timed ``--repeats`` times and the
+median kept; both wall and process CPU seconds are recorded. Memory: on CUDA the peak of
 ``torch.cuda.max_memory_allocated`` from the end of building the models to the end of the
 pieces (models, inputs and activations; the allocator's reserve above it is not counted, nor
 the float32 transient of casting random weights to float16); always also the peak resident set size of the
@@ -182,14 +183,13 @@ def _timed(fn, dev) -> tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def _best(fn, dev, repeats: int) -> tuple[float, float]:
-    """The fastest of up to ``repeats`` timings; a piece is repeated only while it takes under 1 s."""
-    best = _timed(fn, dev)
-    for _ in range(repeats - 1):
-        if best[0] >= 1.0:
-            break
-        best = min(best, _timed(fn, dev))
-    return best
+def _typical(fn, dev, repeats: int) -> tuple[float, float]:
+    """Median (wall, CPU) of ``repeats`` timings when one takes under 1 s, else the one timing."""
+    first = _timed(fn, dev)
+    if first[0] >= 1.0 or repeats < 2:
+        return first
+    times = [first] + [_timed(fn, dev) for _ in range(repeats - 1)]
+    return tuple(float(np.median([t[i] for t in times])) for i in (0, 1))
 
 
 def _free(dev):
@@ -633,10 +633,16 @@ def _linear(k1, t1, k2, t2, K):
     return a + b * K, a, b
 
 
-def measure_setting(stage: Stage, setting: dict, *, pieces: tuple, repeats: int, warm: int) -> dict:
-    """Prepare ``setting``, warm up on ``warm`` units, time each piece (best of ``repeats``), meter it all.
+MIN_PIECE_S = 0.25
 
-    ``pieces`` comes back as ``[k, wall s, CPU s]`` rows.
+
+def measure_setting(stage: Stage, setting: dict, *, pieces: tuple, repeats: int, warm: int,
+                    grow_to: int | None = None) -> dict:
+    """Prepare ``setting``, warm up on ``warm`` units, time each piece (see :func:`_typical`), meter it all.
+
+    With ``grow_to`` (the whole count), the pieces are ``(k, 2 k)`` where ``k`` starts at
+    ``pieces[0]`` and doubles while a piece of ``k`` takes under 0.25 s and ``4 k <= grow_to``
+    (pieces too short to time well). ``pieces`` comes back as ``[k, wall s, CPU s]`` rows.
     """
     out = {"setting": setting}
     try:
@@ -646,7 +652,15 @@ def measure_setting(stage: Stage, setting: dict, *, pieces: tuple, repeats: int,
             out["prepare_s"] = time.perf_counter() - t0
             m.models_built()
             stage.piece(warm)  # warm-up: first calls allocate, select kernels, fill caches
-            out["pieces"] = [[k, *_best(lambda k=k: stage.piece(k), stage.dev, repeats)] for k in pieces]
+            if grow_to is not None:
+                k = pieces[0]
+                first = _typical(lambda: stage.piece(k), stage.dev, repeats)
+                while first[0] < MIN_PIECE_S and 4 * k <= grow_to:
+                    k *= 2
+                    first = _typical(lambda k=k: stage.piece(k), stage.dev, repeats)
+                out["pieces"] = [[k, *first], [2 * k, *_typical(lambda: stage.piece(2 * k), stage.dev, repeats)]]
+            else:
+                out["pieces"] = [[k, *_typical(lambda k=k: stage.piece(k), stage.dev, repeats)] for k in pieces]
         out["peak_cuda_gib"] = m.cuda_gib
         out["peak_rss_rise_gib"] = m.rss_gib
         out["compared_gib"] = m.rss_gib if stage.host_only else m.compared()
@@ -661,10 +675,12 @@ def measure_setting(stage: Stage, setting: dict, *, pieces: tuple, repeats: int,
 def run_stage(stage: Stage, *, direct: bool, budgets: list[float], repeats: int) -> dict:
     K = stage.whole()
     k1 = min(stage.k1(), K)
-    pieces = (K,) if direct else (k1, min(2 * k1, max(K, 2 * k1)))
     res = {"stage": stage.name, "unit": stage.unit, "units_per_pass": K, "passes": stage.passes(),
            "count": stage.count_text(), "host_only": stage.host_only}
-    base = measure_setting(stage, stage.ladder()[0], pieces=pieces, repeats=repeats, warm=k1)
+    if direct:
+        base = measure_setting(stage, stage.ladder()[0], pieces=(K,), repeats=repeats, warm=k1)
+    else:
+        base = measure_setting(stage, stage.ladder()[0], pieces=(k1,), repeats=repeats, warm=k1, grow_to=K)
     res["default"] = base
     if "error" in base:
         return res
@@ -696,7 +712,7 @@ def fit_ladder(stage: Stage, base: dict, budgets: list[float], repeats: int) -> 
     Every rung is timed on the same work (the first piece), so its time against the default's
     is what the setting costs.
     """
-    k1 = min(stage.k1(), stage.whole())
+    k1 = base["pieces"][0][0]  # the default's first piece: every rung does the same work
     low = min(budgets)
     ladder = stage.ladder()
     short = getattr(stage, "short_fit", {})
@@ -746,7 +762,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--stages", nargs="*", default=list(STAGES), choices=STAGES)
     ap.add_argument("--direct", action="store_true", help="time each stage's whole pass (small scales only)")
     ap.add_argument("--repeats", type=int, default=3,
-                    help="timings of a piece shorter than 1 s; the fastest is kept")
+                    help="timings of a piece shorter than 1 s; the median is kept")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = ap.parse_args(argv)
     if args.device == "auto":
