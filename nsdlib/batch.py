@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from .config import ConfigError, RunConfig
 from .pipeline.results import ResultsFormatError
 from .report.cross_subject import collect_results, collect_timings, write_report
-from .runner import run_chain, runs_dir, select_notebooks
+from .runner import book_folders, run_chain, runs_dir, select_notebooks
 from .store import atomic_write
 
 __all__ = [
@@ -442,17 +442,6 @@ def _write_report(batch_dir: Path, cfgs: Sequence[RunConfig]) -> tuple[Path, Pat
                         timings=collect_timings(batch_dir))
 
 
-def _roots(book_root, notebooks_dir, runs_root) -> tuple[Path, Path]:
-    """The chapters' folder and the runs' folder, absolute: given, or inside ``book_root``."""
-    if book_root is None and (notebooks_dir is None or runs_root is None):
-        raise ConfigError("a batch needs book_root (the folder holding notebooks/ and _toc.yml), or both "
-                          f"notebooks_dir and runs_root; found book_root=None, notebooks_dir={notebooks_dir!r}, "
-                          f"runs_root={runs_root!r}")
-    nb = Path(notebooks_dir) if notebooks_dir is not None else Path(book_root) / "notebooks"
-    runs = Path(runs_root) if runs_root is not None else Path(book_root) / "runs"
-    return nb.resolve(), runs.resolve()
-
-
 @dataclasses.dataclass
 class _Batch:
     """A batch being started: the subjects' configurations, where everything goes, the worker specs."""
@@ -589,7 +578,8 @@ def run_batch(
         raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}; found {executor!r}")
     if detach and executor != "slurm":
         raise ConfigError(f"--detach needs --executor slurm; the {executor} executor runs in this session")
-    nb_dir, root = _roots(book_root, notebooks_dir, runs_root)
+    nb_dir, root = (p.resolve() for p in book_folders(book_root, notebooks_dir, runs_root, who="a batch",
+                                                       error=ConfigError))
     batch = _prepare(base_params, subjects, executor, notebooks, nb_dir, root, resume,
                      Path(book_root).resolve() if book_root is not None else None)
     if executor == "local":

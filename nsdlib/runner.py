@@ -112,11 +112,16 @@ def runs_dir(cfg: RunConfig, runs_root: Path) -> Path:
     return Path(runs_root) / cfg.dataset / f"subj{cfg.subject:02d}"
 
 
-def _chain_folders(book_root, notebooks_dir, runs_root) -> tuple[Path, Path]:
+def book_folders(book_root, notebooks_dir, runs_root, *, who: str = "a chain",
+                 error: type[Exception] = RunnerError) -> tuple[Path, Path]:
+    """The chapters' folder and the runs' folder: given, or ``notebooks/`` and ``runs/`` inside ``book_root``.
+
+    ``who`` and ``error`` word the error raised when neither is given (a chain: RunnerError).
+    """
     if book_root is None and (notebooks_dir is None or runs_root is None):
-        raise RunnerError("a chain needs book_root (the folder holding notebooks/ and _toc.yml), or both "
-                          f"notebooks_dir and runs_root; found book_root=None, notebooks_dir={notebooks_dir!r}, "
-                          f"runs_root={runs_root!r}")
+        raise error(f"{who} needs book_root (the folder holding notebooks/ and _toc.yml), or both "
+                    f"notebooks_dir and runs_root; found book_root=None, notebooks_dir={notebooks_dir!r}, "
+                    f"runs_root={runs_root!r}")
     nb = Path(notebooks_dir) if notebooks_dir is not None else Path(book_root) / "notebooks"
     return nb, Path(runs_root) if runs_root is not None else Path(book_root) / "runs"
 
@@ -215,7 +220,7 @@ def run_chain(
     cell_timeout : int
         Seconds one cell may run before the notebook fails (sized for CPU runs).
     """
-    notebooks_dir, runs_root = _chain_folders(book_root, notebooks_dir, runs_root)
+    notebooks_dir, runs_root = book_folders(book_root, notebooks_dir, runs_root)
     selected = select_notebooks(notebooks, notebooks_dir)
     out_dir = runs_dir(cfg, runs_root)
     out_dir.mkdir(parents=True, exist_ok=True)
