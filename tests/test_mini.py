@@ -11,6 +11,7 @@ import ast
 import csv
 import hashlib
 import json
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 
 import h5py
@@ -383,3 +384,12 @@ def test_cli_generate_reuses(root, capsys):
     assert "mini-NSD written to" in capsys.readouterr().out
     assert main(["mini", "generate", "--root", str(root), "--size", "small", "--seed", "3"]) == 2
     assert "asked for seed=3" in capsys.readouterr().err
+
+
+def test_main_object_is_the_largest_first_of_equals():
+    small = mini.SceneObject("circle", "red", "small", "left", 0.2, 0.5, 0.08, 0.0)
+    big = mini.SceneObject("star", "blue", "large", "right", 0.8, 0.5, 0.19, 0.0)
+    twin = dataclasses_replace(big, colour="green")
+    scene = mini.Scene("plain", "grey", 0.0, 5.0, 0.0, 0.0, (small, big, twin))
+    assert mini.main_object(scene) is big
+    assert mini.main_object(dataclasses_replace(scene, objects=(small,))) is small

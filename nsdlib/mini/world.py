@@ -27,6 +27,7 @@ __all__ = [
     "SceneObject",
     "draw_scene",
     "early_features",
+    "main_object",
     "render_scene",
     "scene_captions",
     "semantic_features",
@@ -112,6 +113,11 @@ class Scene:
     @classmethod
     def from_dict(cls, d: dict) -> Scene:
         return cls(**{**d, "objects": tuple(SceneObject(**o) for o in d["objects"])})
+
+
+def main_object(scene: Scene) -> SceneObject:
+    """The scene's main object: the largest (the first of equals), the one the scene score reads."""
+    return max(scene.objects, key=lambda o: o.radius)
 
 
 def draw_scene(rng: np.random.Generator) -> Scene:
