@@ -50,7 +50,7 @@ __all__ = [
 # schedule, uniform ("leading") time steps offset by one, and the last step going to
 # alpha_cumprod[0] rather than to 1. The training schedule, the prediction target and the
 # time-step spacing come from a model's scheduler config (the defaults are Versatile
-# Diffusion's); the mini model zoo trains its small UNet for a zero-terminal-SNR schedule with
+# Diffusion's); the mini model zoo trains its small UNet for a cosine schedule with
 # v-prediction and "trailing" steps (nsdlib.mini.zoo.MINI_SCHEDULE).
 _DDIM_FIXED = dict(clip_sample=False, set_alpha_to_one=False, steps_offset=1)
 _DDIM_DEFAULTS = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",

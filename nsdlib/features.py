@@ -19,9 +19,13 @@ normalised with ImageNet statistics (CLIP: its own, at its own input size). Feat
 ``torchvision.models.feature_extraction.create_feature_extractor``.
 
 Weights are read from the local cache only (:mod:`nsdlib.assets`: "torchvision-metrics",
-"swav", "clip"; ``nsdlib fetch metrics`` downloads them). With ``models="mini"`` a metric
-whose real weights are absent is reported as not available (NaN, with the reason), never
-computed with random weights under a real network's name. Random weights
+"swav", "clip"; ``nsdlib fetch metrics`` downloads them). With ``models="mini"`` the AlexNet,
+Inception, EfficientNet and SwAV columns are computed by small networks trained on mini-NSD
+(:mod:`nsdlib.mini.scene`: the scene probe and a contrastive CNN, each column described by
+the mini network and layer that computed it) when the mini model zoo has them; otherwise by
+the real networks if their weights happen to be cached; otherwise the metric is reported as
+not available (NaN, with the reason), never computed with random weights under a real
+network's name. Random weights
 (``pretrained=False``) exist for tests of the mechanics and are flagged as such.
 """
 
@@ -280,7 +284,7 @@ def network_usable(models: str, asset: str) -> bool:
 
 
 def feature_networks(models: str = "pretrained", *, clip=None, clip_description: str | None = None,
-                     metrics: Sequence[str] = IMAGE_METRICS, device=None):
+                     metrics: Sequence[str] = IMAGE_METRICS, device=None, mini_models=None):
     """The networks of the high-level metrics for a model set, and the metrics left out.
 
     Parameters
@@ -288,9 +292,12 @@ def feature_networks(models: str = "pretrained", *, clip=None, clip_description:
     models : {"pretrained", "mini"}
         ``"pretrained"``: every network with its published weights; a missing asset
         raises :class:`~nsdlib.assets.MissingAssetError` (fetch with
-        ``nsdlib fetch metrics`` and ``nsdlib fetch clip``). ``"mini"``: the torchvision
-        and SwAV networks when their real weights happen to be cached, otherwise the
-        metric is reported unavailable; CLIP from ``clip`` only.
+        ``nsdlib fetch metrics`` and ``nsdlib fetch clip``). ``"mini"``: the small
+        networks trained on mini-NSD (:mod:`nsdlib.mini.scene`: the scene probe and the
+        contrastive CNN, labelled as such) for the AlexNet, Inception, EfficientNet and
+        SwAV columns when ``mini_models`` holds them; otherwise the real networks when
+        their weights happen to be cached, otherwise the metric is reported unavailable
+        (the reason names the command that trains them); CLIP from ``clip`` only.
     clip : model, path, callable or FeatureNetwork, optional
         What :func:`clip_network` should use (a FeatureNetwork is used as it is). Default: CLIP ViT-L/14 from the "clip"
         asset for ``"pretrained"``; nothing (CLIP unavailable) for ``"mini"``.
@@ -298,6 +305,9 @@ def feature_networks(models: str = "pretrained", *, clip=None, clip_description:
         Label of ``clip`` (default says whether it is ViT-L/14 or the small CLIP).
     metrics : sequence of str
         The metrics wanted; networks for the others are not loaded.
+    mini_models : path, optional
+        A mini model zoo folder (:func:`nsdlib.mini.zoo.locate`); used with ``models="mini"``
+        when it holds the scene networks (``<folder>/scene/``).
 
     Returns
     -------
@@ -309,6 +319,12 @@ def feature_networks(models: str = "pretrained", *, clip=None, clip_description:
         raise ValueError(f"models must be 'pretrained' or 'mini'; found {models!r}")
     wanted = set(metrics) & (set(IDENTIFICATION_METRICS) | set(DISTANCE_METRICS))
     networks, unavailable = [], {}
+    if models == "mini" and mini_models is not None and wanted & set(METRIC_ASSETS):
+        from .mini import scene  # deferred: imports torch
+
+        if scene.scene_networks_present(mini_models):
+            networks = scene.feature_networks(scene.load_scene_networks(mini_models), sorted(wanted))
+            wanted -= {m for net in networks for m in net.metrics}
     builders = [(("alexnet2", "alexnet5"), alexnet_network), (("inceptionv3",), inception_network),
                 (("efficientnet",), efficientnet_network), (("swav",), swav_network)]
     for served, build in builders:
@@ -319,7 +335,8 @@ def feature_networks(models: str = "pretrained", *, clip=None, clip_description:
             for m in served:
                 if m in wanted:
                     unavailable[m] = (f"not available: the real {METRIC_LABELS[m]} weights (asset {asset!r}) are not "
-                                      "on this machine; `nsdlib fetch metrics` brings them")
+                                      "on this machine (`nsdlib fetch metrics` brings them), nor the mini scene "
+                                      "networks that stand in for them (`nsdlib mini train-models` trains them)")
             continue
         networks.append(build(device=device))  # "pretrained": MissingAssetError when absent
     if "clip" in wanted:

@@ -27,6 +27,10 @@ normalised with ImageNet statistics (CLIP: its own):
 - ``efficientnet``: EfficientNet-B1 ``avgpool``; ``swav``: SwAV ResNet-50 ``avgpool``.
   Each gives the mean correlation distance ``1 - r`` (:func:`correlation_distance`).
 
+Whether two sets of reconstructions differ (:func:`paired_bootstrap`, :func:`compare_reports`):
+a paired bootstrap over the test images of the difference of two metric means, each
+resample drawing the same images for both sets.
+
 The networks themselves (torchvision's, SwAV's, CLIP's) are built by :mod:`nsdlib.features`
 and handed to :class:`ImageEvaluator` as :class:`FeatureNetwork` objects; this module
 only computes on arrays.
@@ -50,12 +54,15 @@ from .images import check_images, resize
 from .names import IDENTIFICATION_METRICS, IMAGE_METRICS, SSIM_MODES
 
 __all__ = [
+    "BootstrapDifference",
     "FeatureNetwork",
     "ImageEvaluator",
     "MetricReport",
+    "compare_reports",
     "columnwise_r",
     "correlation_distance",
     "latent_errors",
+    "paired_bootstrap",
     "per_token_correlation",
     "pixcorr",
     "ssim",
@@ -669,3 +676,140 @@ class ImageEvaluator:
         order = [m for m in (*IMAGE_METRICS, "ssim_2d") if m in per_image]
         return MetricReport({m: per_image[m] for m in order}, {m: sources[m] for m in order},
                             {m: status[m] for m in order}, self.size, self.ssim_mode)
+
+
+# ------------------------------------------------------------ differences
+@dataclasses.dataclass(frozen=True)
+class BootstrapDifference:
+    """A difference of two metric means and its paired-bootstrap percentile interval.
+
+    Attributes
+    ----------
+    estimate : float
+        ``mean(a) - mean(b)`` over all images (NaN-aware means, as
+        :attr:`MetricReport.means`), or with ``relative`` ``mean(a) / mean(b) - 1``.
+    low, high : float
+        The percentile interval of the statistic over the resamples.
+    confidence : float
+        The interval's coverage (0.95: the 2.5th and 97.5th percentiles).
+    n_images, n_resamples : int
+    relative : bool
+    """
+
+    estimate: float
+    low: float
+    high: float
+    confidence: float
+    n_images: int
+    n_resamples: int
+    relative: bool = False
+
+    @property
+    def real(self) -> bool:
+        """True when the interval excludes 0 (a difference the resampled images do not erase)."""
+        return bool(self.low > 0 or self.high < 0)
+
+    @property
+    def sign(self) -> int:
+        """+1 or -1 when :attr:`real` (the side of 0 the interval lies on), 0 when it includes 0."""
+        return (1 if self.low > 0 else -1) if self.real else 0
+
+
+def _resample_counts(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    """How often each of ``n`` images is drawn in each resample: shape (n_resamples, n), rows sum to ``n``."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(n_resamples, n))
+    flat = (draws + n * np.arange(n_resamples)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_resamples * n).reshape(n_resamples, n).astype(np.float64)
+
+
+def _weighted_means(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """NaN-aware means of ``values`` (n,) under each row of resample ``counts`` (r, n)."""
+    ok = np.isfinite(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (counts @ np.where(ok, values, 0.0)) / (counts @ ok.astype(np.float64))
+
+
+def paired_bootstrap(a, b, *, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0,
+                     relative: bool = False) -> BootstrapDifference:
+    """Paired bootstrap over images of the difference between two metric means.
+
+    Each resample draws ``n`` images with replacement and takes the same images from both
+    score vectors, so that what the two sets share (easy and hard images) cancels; the
+    interval is the percentile interval of the resampled statistic. With the same
+    ``seed``, every call with the same ``n`` draws the same resamples.
+
+    2-way identification: each image's score is the share of the *other* test images
+    its reconstruction is told apart from. The resampling here draws which images are
+    scored and keeps each score as computed against all ``n`` test images, so the
+    comparison set is held fixed (the interval is conditional on it); recomputing the
+    scores within each resample would also resample the distractors.
+
+    Parameters
+    ----------
+    a, b : array-like of float, shape (n_images,)
+        Per-image scores of the two variants, in the same image order. NaN entries (a
+        constant image's PixCorr) are left out of that variant's mean, as in
+        :attr:`MetricReport.means`.
+    n_resamples : int
+    confidence : float
+        In (0, 1).
+    seed : int
+    relative : bool
+        Bootstrap ``mean(a) / mean(b) - 1`` (the relative change from ``b`` to ``a``)
+        instead of ``mean(a) - mean(b)``.
+
+    Returns
+    -------
+    BootstrapDifference
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"paired scores must be two vectors of the same length (one score per image); "
+                         f"found shapes {a.shape} and {b.shape}")
+    if len(a) < 2:
+        raise ValueError(f"a bootstrap over images needs at least 2 images; found {len(a)}")
+    if not (np.isfinite(a).any() and np.isfinite(b).any()):
+        raise ValueError("each variant needs at least one finite score; found none")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1); found {confidence}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be at least 1; found {n_resamples}")
+
+    def stat(ma, mb):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return ma / mb - 1.0 if relative else ma - mb
+
+    counts = _resample_counts(len(a), n_resamples, seed)
+    resampled = stat(_weighted_means(a, counts), _weighted_means(b, counts))
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.nanpercentile(resampled, [tail, 100 - tail])
+    return BootstrapDifference(float(stat(np.nanmean(a), np.nanmean(b))), float(low), float(high),
+                               float(confidence), len(a), int(n_resamples), bool(relative))
+
+
+def compare_reports(a: MetricReport, b: MetricReport, metrics: Sequence[str] | None = None, **options
+                    ) -> dict[str, BootstrapDifference]:
+    """:func:`paired_bootstrap` of every metric that both reports computed (status ``"ok"``).
+
+    Parameters
+    ----------
+    a, b : MetricReport
+        Two sets of reconstructions of the same test images, in the same order.
+    metrics : sequence of str, optional
+        Default: every metric of ``a``.
+    **options
+        ``n_resamples``, ``confidence``, ``seed``, ``relative`` (same resamples for every metric).
+
+    Returns
+    -------
+    dict
+        Metric -> BootstrapDifference of ``a`` minus ``b``; metrics either report could
+        not compute are left out.
+    """
+    if a.n_images != b.n_images:
+        raise ValueError(f"the two reports score different numbers of images: {a.n_images} and {b.n_images}")
+    keys = list(a.per_image) if metrics is None else list(metrics)
+    return {m: paired_bootstrap(a.per_image[m], b.per_image[m], **options) for m in keys
+            if a.status.get(m) == "ok" and b.status.get(m) == "ok"}

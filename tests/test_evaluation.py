@@ -9,8 +9,10 @@ import pytest
 
 from nsdlib import RunConfig
 from nsdlib import noise as N
+from nsdlib.mini import Scene, SceneObject
+from nsdlib.mini.scene import ATTRIBUTES, CLASSES, SceneNetworksMissing
+from nsdlib.pipeline import context, results
 from nsdlib.pipeline import evaluation as E
-from nsdlib.pipeline import results
 from nsdlib.store import Store
 
 
@@ -162,3 +164,41 @@ def test_evaluate_a_subset_of_images(run):
     assert not results.results_path(cfg).exists()  # the results file holds whole-test-set scores only
     np.testing.assert_allclose(reports[("gru", 15, "none")].per_image["ssim"],
                                E.M.ssim(gt[:3], first[:3], mode="columns"), atol=1e-12)
+
+
+def test_scene_scores_read_each_stage_against_the_scenes(run, monkeypatch):
+    cfg, gt, first, _ = run
+    rng = np.random.default_rng(3)
+    labels = {a: rng.integers(0, len(CLASSES[a]), 10) for a in ATTRIBUTES}
+    objects = [SceneObject(shape=CLASSES["shape"][labels["shape"][k]], colour=CLASSES["colour"][labels["colour"][k]],
+                           size="large", position=CLASSES["position"][labels["position"][k]], cx=0.5, cy=0.5,
+                           radius=0.2, rotation=0.0) for k in range(10)]
+    scenes = {100 + k: Scene("plain", "grey", 0.0, 1.0, 0.0, 0.0, (o,)) for k, o in enumerate(objects)}
+    monkeypatch.setattr(E, "read_scenes", lambda root: scenes)
+
+    class Probe:  # reads the labels written into the first pixel of each image
+        def predict(self, images):
+            return {a: images[:, 0, 0, i].astype(np.int64) for i, a in enumerate(ATTRIBUTES)}
+
+    ctx = context.get(cfg)
+    ctx._sources["scene"] = context.ModelSource("scene", "mini", "/nowhere/scene", "mini:test", "a test probe")
+    ctx._models["scene"] = Probe()
+    right = np.zeros((10, 8, 8, 3), np.uint8)
+    right[:, 0, 0] = np.stack([labels[a] for a in ATTRIBUTES], axis=1)
+    constant = np.zeros_like(right)
+    out = E.scene_scores(cfg, stages={"right": right, "constant": lambda: constant})
+    assert list(out["stage"].unique()) == ["right", "constant"] and len(out) == 6
+    r = out[out.stage == "right"].set_index("attribute")
+    c = out[out.stage == "constant"].set_index("attribute")
+    for a in ATTRIBUTES:
+        assert r.loc[a, "accuracy"] == 1.0 and r.loc[a, "n"] == 10
+        share = np.mean(labels[a] == 0)  # always class 0: accuracy is its share, which is also its chance
+        assert c.loc[a, "accuracy"] == pytest.approx(share) and c.loc[a, "chance"] == pytest.approx(share)
+    with pytest.raises(ValueError, match="one image per test id expected \\(10\\); found 3"):
+        E.scene_scores(cfg, stages={"few": right[:3]})
+
+
+def test_scene_scores_need_the_scene_networks(run):
+    cfg = run[0].replace(dataset="nsd", nsd_root=str(run[0].workdir))
+    with pytest.raises(SceneNetworksMissing, match="mini-NSD's ground truth"):
+        E.scene_scores(cfg, stages={})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 from scipy.spatial.distance import correlation as scipy_correlation
 from skimage.color import rgb2gray
 from skimage.metrics import structural_similarity as sk_ssim
@@ -291,3 +292,66 @@ def test_report_round_trip_and_frame():
     assert back.means["ssim"] == pytest.approx(rep.means["ssim"])
     assert np.isnan(back.means["clip"]) and back.status["clip"] == "unavailable"
     assert list(rep.frame().columns) == ["ssim", "pixcorr", "clip"]
+
+
+# ------------------------------------------------------------------ bootstrap
+def test_paired_bootstrap_known_answers():
+    rng = np.random.default_rng(0)
+    b = rng.normal(0.4, 0.1, 60)
+    same = M.paired_bootstrap(b, b)
+    assert (same.estimate, same.low, same.high) == (0.0, 0.0, 0.0) and not same.real and same.sign == 0
+    shift = M.paired_bootstrap(b + 0.03, b)  # every image gains 0.03: the interval is the shift itself
+    assert shift.estimate == pytest.approx(0.03) and shift.low == pytest.approx(0.03)
+    assert shift.high == pytest.approx(0.03) and shift.real and shift.sign == 1
+    assert M.paired_bootstrap(b - 0.03, b).sign == -1
+    half = M.paired_bootstrap(b * 0.5, b, relative=True)  # the mean halves: -50 % on every resample
+    assert half.estimate == pytest.approx(-0.5) and (half.low, half.high) == pytest.approx((-0.5, -0.5))
+    # pairing: a large image-to-image spread shared by both variants cancels
+    base = rng.normal(0, 10, 60)
+    paired = M.paired_bootstrap(base + 0.1 + rng.normal(0, 0.01, 60), base)
+    assert paired.real and paired.high - paired.low < 0.02
+
+
+def test_paired_bootstrap_equals_scipy_percentile_interval():
+    """scipy.stats.bootstrap (paired, percentile) as the peer: with the same generator it draws the
+    same resamples (integers(0, n, (n_resamples, n))), so the intervals agree to rounding."""
+    rng = np.random.default_rng(1)
+    b = rng.normal(0.5, 0.2, 150)
+    a = b + rng.normal(0.02, 0.1, 150)
+    ours = M.paired_bootstrap(a, b, n_resamples=4000, seed=3)
+    peer = stats.bootstrap((a, b), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis), paired=True,
+                           n_resamples=4000, method="percentile", rng=np.random.default_rng(3),
+                           confidence_level=0.95)
+    assert ours.estimate == pytest.approx(np.mean(a) - np.mean(b))
+    assert (ours.low, ours.high) == pytest.approx((peer.confidence_interval.low, peer.confidence_interval.high),
+                                                  rel=1e-9), (ours, peer.confidence_interval)
+    assert M.paired_bootstrap(a, b, seed=3) == M.paired_bootstrap(a, b, seed=3)  # seeded
+    assert M.paired_bootstrap(a, b, seed=4) != M.paired_bootstrap(a, b, seed=3)
+
+
+def test_paired_bootstrap_nan_scores_and_bad_input():
+    a = np.array([0.5, np.nan, 0.7, 0.6])
+    b = np.array([0.4, 0.3, 0.5, 0.5])
+    d = M.paired_bootstrap(a, b)
+    assert d.estimate == pytest.approx(np.nanmean(a) - np.mean(b))  # the table's means, NaN left out
+    with pytest.raises(ValueError, match="same length"):
+        M.paired_bootstrap(a, b[:3])
+    with pytest.raises(ValueError, match="at least 2 images"):
+        M.paired_bootstrap([0.1], [0.2])
+    with pytest.raises(ValueError, match="confidence"):
+        M.paired_bootstrap(a, b, confidence=95)
+    with pytest.raises(ValueError, match="finite"):
+        M.paired_bootstrap([np.nan, np.nan], [0.1, 0.2])
+
+
+def test_compare_reports_skips_metrics_not_computed():
+    ok = {"ssim": "ok", "pixcorr": "ok", "alexnet2": "unavailable"}
+    a = M.MetricReport({"ssim": np.array([0.5, 0.6, 0.7]), "pixcorr": np.array([0.1, 0.2, 0.3]),
+                        "alexnet2": np.full(3, np.nan)}, dict.fromkeys(ok, ""), ok, 32, "columns")
+    b = M.MetricReport({m: v - 0.1 for m, v in a.per_image.items()}, a.sources, a.status, 32, "columns")
+    diffs = M.compare_reports(a, b)
+    assert list(diffs) == ["ssim", "pixcorr"]
+    assert diffs["ssim"].estimate == pytest.approx(0.1) and diffs["ssim"].low == pytest.approx(0.1)
+    short = M.MetricReport({m: v[:2] for m, v in a.per_image.items()}, a.sources, a.status, 32, "columns")
+    with pytest.raises(ValueError, match="different numbers of images: 3 and 2"):
+        M.compare_reports(a, short)

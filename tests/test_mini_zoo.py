@@ -6,6 +6,7 @@ import torch
 
 from nsdlib.clip import N_TEXT_TOKENS, N_VISION_TOKENS, ClipEmbedder
 from nsdlib.diffusion import DualGuidedDiffusion
+from nsdlib.mini.scene import scene_networks_present
 from nsdlib.mini.zoo import (
     KLWarmup,
     MiniModelsMissing,
@@ -74,16 +75,23 @@ def test_vdvae_training_lowers_the_elbo_and_saves_a_loadable_model(tmp_path):
         torch.testing.assert_close(a, b)
 
 
-def test_kl_warmup_weights_coarse_blocks_then_ends_on_the_elbo():
+def test_kl_warmup_weights_coarse_blocks_then_ends_on_the_elbo_or_a_lasting_weight():
     warm = KLWarmup(start=0.1, hold=10, full=20, max_resolution=4)  # TINY_VDVAE: blocks at 1, 4, 4, 8, 8
     np.testing.assert_allclose(warm.weights(TINY_VDVAE, 0).numpy(), [0.1, 0.1, 0.1, 1, 1])
     np.testing.assert_allclose(warm.weights(TINY_VDVAE, 15).numpy(), [0.55, 0.55, 0.55, 1, 1])
     np.testing.assert_allclose(warm.weights(TINY_VDVAE, 20).numpy(), np.ones(5))
     assert KLWarmup().at(0) == 1.0 and KLWarmup(start=0.5, hold=3, full=3).at(3) == 1.0
-    with pytest.raises(ValueError, match="0 < start <= 1 and 0 <= hold <= full"):
+    # a lasting weight: rises to ``end`` and stays there, the finer blocks at 1 throughout
+    beta = KLWarmup(start=0.1, hold=10, full=20, max_resolution=4, end=0.3)
+    np.testing.assert_allclose(beta.weights(TINY_VDVAE, 15).numpy(), [0.2, 0.2, 0.2, 1, 1])
+    for step in (20, 10_000):
+        np.testing.assert_allclose(beta.weights(TINY_VDVAE, step).numpy(), [0.3, 0.3, 0.3, 1, 1])
+    with pytest.raises(ValueError, match="0 < start <= 1, 0 < end <= 1 and 0 <= hold <= full"):
         KLWarmup(start=0.0)
-    with pytest.raises(ValueError, match="0 < start <= 1 and 0 <= hold <= full"):
+    with pytest.raises(ValueError, match="0 < start <= 1, 0 < end <= 1 and 0 <= hold <= full"):
         KLWarmup(start=0.5, hold=5, full=2)
+    with pytest.raises(ValueError, match="0 < end <= 1"):
+        KLWarmup(end=1.5)
 
 
 def test_kl_warmup_puts_more_information_in_the_latents(tmp_path):
@@ -110,6 +118,7 @@ def test_quick_zoo_trains_evaluates_and_loads(mini_small_root, tmp_path):
     assert locate(mini_small_root, tmp_path, quick=True) == out
     man = read_models_manifest(out)
     assert man["complete"] and man["recipe"] == "quick" and man["n_training_images"] == 32
+    assert man["scene"]["recipe"] == "quick" and scene_networks_present(out)  # the scene probe and contrastive CNN
     ev = man["evaluation"]
     assert 0 <= ev["clip_top1_of_10"] <= 1 and 0 <= ev["diffusion_identification"] <= 1
     assert -1 <= ev["vdvae_ssim"] <= 1 and -1 <= ev["vdvae_ssim_15"] <= 1
@@ -146,6 +155,6 @@ def test_training_needs_a_mini_nsd_root(tmp_path):
 def test_parallel_training_names_the_part_that_failed(tmp_path):
 
     # no mini-NSD at the root: both processes fail, and the error says which and how to go on
-    with pytest.raises(RuntimeError, match=r"failed for clip\+vdvae \(exit code 1\), vae \(exit code 1\).*"
+    with pytest.raises(RuntimeError, match=r"failed for vdvae \(exit code 1\), clip\+diffusion \(exit code 1\).*"
                                            r"run again to resume, or pass parallel=False"):
         _train_in_parallel(tmp_path / "no-world", tmp_path / "out", "quick", seed=0, progress=False)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from nsdlib import RunConfig, assets, clip, vdvae
+from nsdlib.mini import scene
 from nsdlib.mini import zoo as mini_zoo
 from nsdlib.pipeline import context, data, dataset, evaluation, stage1, stage2
 
@@ -88,6 +89,7 @@ def test_model_sources_have_one_shape_and_say_where_the_model_comes_from(run):
     assert sources["clip"].config == context.RANDOM_CLIP
     for name in ("torchvision-metrics", "swav"):  # no assets here: the metrics are unavailable
         assert sources[name].kind == "missing" and sources[name].path is None
+    assert sources["scene"].kind == "missing" and "nsdlib mini train-models" in sources["scene"].description
     with pytest.raises(ValueError, match="model must be one of vdvae, clip, vd"):
         ctx.source("alexnet")
     # the same shape where a pretrained asset is asked for and missing: it raises with the fetch command
@@ -110,8 +112,30 @@ def test_the_zoos_models_are_found_and_loaded_once(run, tmp_path, monkeypatch):
     model = stage1.vdvae_model(run.cfg)
     assert ctx.model("vdvae") is model and not model.training
     assert stage2.clip_embedder(run.cfg) is ctx.model("clip")
-    with pytest.raises(ValueError, match="the context loads 'vdvae', 'clip' or 'vd'"):
+    with pytest.raises(ValueError, match="the context loads 'vdvae', 'clip', 'vd' or 'scene'"):
         ctx.model("swav")
+    # no scene networks in this zoo: the metrics' assets stay missing, the scene score names the command
+    assert ctx.source("swav").kind == "missing" and ctx.source("scene").kind == "missing"
+    with pytest.raises(scene.SceneNetworksMissing, match="nsdlib mini train-models"):
+        ctx.model("scene")
+
+
+def test_the_zoos_scene_networks_stand_in_for_the_metric_assets(run, tmp_path, monkeypatch):
+    zoo = tmp_path / "zoo"
+    torch.manual_seed(0)
+    heads = {a: len(scene.CLASSES[a]) for a in scene.ATTRIBUTES}
+    scene.save_scene_networks(scene.SceneNetworks(scene.SceneCNN(heads=heads), scene.SceneCNN()), zoo)
+    monkeypatch.setattr(mini_zoo, "locate", lambda root, workdir=None, quick=False: zoo)
+    ctx = context.get(run.cfg)
+    for name in ("torchvision-metrics", "swav", "scene"):
+        src = ctx.source(name)
+        assert (src.kind, src.path) == ("mini", str(zoo / "scene")) and "mini-NSD" in src.description, name
+    assert isinstance(ctx.model("scene"), scene.SceneNetworks)
+    plan = evaluation.metric_plan(run.cfg, clip="none in this test")
+    assert all(plan[m].startswith("mini ") for m in scene.FEATURE_LAYERS), plan
+    assert evaluation._mini_models(run.cfg) == zoo
+    # a pretrained run never uses them for its metrics
+    assert context.get(run.cfg.replace(models="pretrained")).source("swav").kind == "pretrained"
 
 
 def test_get_needs_a_run_config():

@@ -182,3 +182,16 @@ def test_gru_beats_predicting_the_mean_on_mini_nsd(mini_small_root, tmp_path):
     gru = regression_metrics(y_test, reg.predict(sd.test_betas))["mse"]
     mean = regression_metrics(y_test, np.broadcast_to(y_train.mean(0), y_test.shape))["mse"]
     assert gru < 0.75 * mean, (gru, mean)
+
+
+def test_mini_runs_regress_on_posterior_means_and_measure_the_noise_of_samples(run):
+    assert stage1.LATENT_POSTERIOR == {"pretrained": "sample", "mini": "mean"}
+    model = stage1.vdvae_model(run.cfg)
+    stim = run.images["test"]
+    means = vdvae.encode_latents(model, stim, 15, posterior="mean", progress=False)
+    np.testing.assert_array_equal(stage1.latents(run.cfg, 15)["test"], means)
+    samples = vdvae.encode_latents(model, stim, 15, seed=stage1._split_seed(run.cfg.seed, "test"), progress=False)
+    want = (((samples - means) ** 2).mean(0) / samples.var(0)).mean()
+    share = stage1.posterior_noise_share(run.cfg, 15)
+    assert share == pytest.approx(float(want), rel=1e-5)
+    assert 0.0 < share < 1.5  # a random VDVAE: its posteriors are wide, the share near 1

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from nsdlib import names, nsd, paper, vdvae
+from nsdlib.metrics import MetricReport
 from nsdlib.report import tables as T
 
 METRICS = names.IMAGE_METRICS
@@ -206,5 +207,66 @@ def test_diffusion_settings_beside_brain_diffusers():
     t = T.diffusion_settings(run, vd)
     assert t.loc["strength", "this run"] == "0.75 (37 of 50 steps)" == t.loc["strength",
                                                                             "paper (Brain-Diffuser's settings)"]
-    assert t.loc["noise schedule", "this run"] == "v_prediction, zero terminal SNR, trailing steps"
+    assert t.loc["noise schedule", "this run"] == ("v_prediction, scaled-linear betas rescaled to zero terminal SNR, "
+                                                  "trailing steps")
+    vd.scheduler_config.update(beta_schedule="squaredcos_cap_v2", rescale_betas_zero_snr=False)
+    t = T.diffusion_settings(run, vd)
+    assert t.loc["noise schedule", "this run"] == "v_prediction, cosine betas, trailing steps"
     assert t.loc["output size", "this run"] == "64 x 64"
+
+
+# ------------------------------------------------------- is a difference real?
+def _report(per_image: dict, unavailable=()):
+    status = {m: "unavailable" if m in unavailable else "ok" for m in per_image}
+    return MetricReport({m: np.asarray(v, float) for m, v in per_image.items()}, dict.fromkeys(per_image, "test"),
+                        status, 32, "columns")
+
+
+def _base(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    return {m: rng.uniform(0.3, 0.7, n) for m in (*METRICS, "ssim_2d")}
+
+
+def test_comparison_differences_verdicts_and_the_papers_difference():
+    base = _base()
+    gru = {m: v + (0.05 if m in ("ssim", "efficientnet") else 0.0) for m, v in base.items()}  # shifted on two
+    reports = {("gru", 31, "final"): _report(gru), ("ridge", 31, "final"): _report(base),
+               ("gru", 31, "first guess"): _report({m: v - 0.1 for m, v in gru.items()}, unavailable=("clip",))}
+    table = T.comparison_differences(reports, n_resamples=500)
+    assert list(table.columns) == list(T.COMPARISON_COLUMNS)
+    assert table.index.get_level_values("comparison").unique().tolist() == ["GRU vs ridge", "stage 2 vs stage 1"]
+    row = table.loc[("GRU vs ridge", "GRU-31 stage 2 − Ridge-31 stage 2", "ssim")]
+    assert row["difference"] == pytest.approx(0.05) and row["low"] == pytest.approx(0.05)
+    assert row["verdict"] == "real" and row["better"] == "GRU-31 stage 2"
+    t4 = {(r["label"], r["n_layers"]): r for r in paper.TABLE4}
+    assert row["paper: difference"] == pytest.approx(t4[("GRU", 31)]["ssim"] - t4[("Ridge [21]", 31)]["ssim"])
+    assert row["same way as the paper"] == "yes"  # the paper's GRU-31 is also ahead on SSIM
+    eff = table.loc[("GRU vs ridge", "GRU-31 stage 2 − Ridge-31 stage 2", "efficientnet")]
+    assert eff["better"] == "Ridge-31 stage 2"  # a larger distance is worse
+    same = table.loc[("GRU vs ridge", "GRU-31 stage 2 − Ridge-31 stage 2", "pixcorr")]
+    assert (same["difference"], same["verdict"], same["better"]) == (0.0, "not seen", "—")
+    assert same["same way as the paper"] == "—"
+    stage = table.loc[("stage 2 vs stage 1", "GRU-31 stage 2 − GRU-31 first guess")]
+    assert "clip" not in stage.index and stage["difference"].to_numpy() == pytest.approx(0.1)
+    assert stage["paper: difference"].isna().all()  # the paper does not score first guesses
+    assert table.attrs == {"n_resamples": 500, "confidence": 0.95, "seed": 0, "n_images": 40}
+    assert T.comparison_differences({}).empty
+
+
+def test_noise_directions_beside_table_6():
+    base = _base()
+    noisy = {m: v * (0.5 if m == "ssim" else 1.2 if m == "clip" else 1.0) for m, v in base.items()}
+    table = T.noise_directions({"none": _report(base), "256": _report(noisy)}, n_resamples=300)
+    assert list(table.columns) == list(T.NOISE_DIRECTION_COLUMNS) and len(table) == len(METRICS)
+    ssim = table.loc[("256", "ssim")]
+    assert ssim["ours: change %"] == pytest.approx(-50) and ssim["high %"] == pytest.approx(-50)
+    t6 = {r["noise"]: r for r in paper.TABLE6}
+    assert ssim["paper: change %"] == pytest.approx((t6["256"]["ssim"] / t6["none"]["ssim"] - 1) * 100)
+    assert (ssim["ours: moves"], ssim["paper: moves"], ssim["same way as the paper"]) == ("down", "down", "yes")
+    clip = table.loc[("256", "clip")]  # the paper's CLIP rises with pure noise too
+    assert (clip["ours: moves"], clip["paper: moves"], clip["same way as the paper"]) == ("up", "up", "yes")
+    flat = table.loc[("256", "pixcorr")]
+    assert (flat["ours: moves"], flat["same way as the paper"]) == ("no change seen", "—")
+    assert ssim["noise level"] == names.NOISE_LABELS["256"]
+    with pytest.raises(ValueError, match="needs a 'none' report"):
+        T.noise_directions({"256": _report(noisy)})

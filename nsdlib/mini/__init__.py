@@ -13,7 +13,11 @@ subjects (1, 2, 5, 7) looking at them. The package, by concern:
   keeps it, in the same formats, through :class:`nsdlib.nsd.NSDLayout`'s names (one loader
   reads both), plus mini-NSD's manifest (``mini_nsd.json``) and its ``ground_truth/`` folder;
 - :mod:`~nsdlib.mini.zoo`: the mini model zoo trained on mini-NSD (imported on its own:
-  ``from nsdlib.mini import zoo``, as it needs torch).
+  ``from nsdlib.mini import zoo``, as it needs torch);
+- :mod:`~nsdlib.mini.scene`: the ruler: the ground-truth scene score (a probe reading each
+  image's main object) and the small feature networks that fill the metric columns offline
+  (also imported on its own, as it needs torch); :func:`read_scenes` reads the truth it scores
+  against.
 
 Files beyond the core of NSD: ``nsddata/ppdata/subjNN/func1pt8mm/roi/`` also holds
 ``prf-visualrois`` (-1, 0, 1..7 = V1v V1d V2v V2d V3v V3d hV4) and ``streams`` (-1, 0, 1 early,
@@ -51,6 +55,7 @@ from .experiment import (
     MiniRootError,
     MiniSpec,
     read_manifest,
+    read_scenes,
     spec_for,
     truth_dir,
 )
@@ -101,6 +106,7 @@ __all__ = [
     "generate",
     "main_object",
     "read_manifest",
+    "read_scenes",
     "render_scene",
     "scene_captions",
     "semantic_features",

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..names import SUBJECTS
 from ..nsd import NSDLayout, check_subject
+from .world import Scene
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -34,6 +35,7 @@ __all__ = [
     "image_assignment",
     "master_ordering",
     "read_manifest",
+    "read_scenes",
     "rng_for",
     "run_onsets",
     "spec_for",
@@ -41,7 +43,7 @@ __all__ = [
 ]
 
 #: Version of the simulation; a root written by another version is not reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 #: Repetition time (s), stimulus duration (s) and trial duration (s: 3 on, 1 off).
 TR, STIM_DUR, TRIAL_DUR = 1.0, 3.0, 4.0
 #: mini-NSD's manifest (seed, size, version, spec), at the root.
@@ -264,3 +266,23 @@ def read_manifest(root) -> dict | None:
     if not p.is_file():
         return None
     return json.loads(p.read_text())
+
+
+def read_scenes(root) -> list[Scene]:
+    """Every image's scene description, from ``<root>/ground_truth/scenes.json``.
+
+    Returns
+    -------
+    list of Scene
+        Index ``i`` describes 0-based nsdId ``i`` (row ``i`` of ``imgBrick``).
+
+    Raises
+    ------
+    MiniRootError
+        When the file is absent (not a mini-NSD root, or one written before it was kept).
+    """
+    p = Path(root) / GROUND_TRUTH / "scenes.json"
+    if not p.is_file():
+        raise MiniRootError(f"{p} not found: {root} is not a complete mini-NSD root; generate it with "
+                            f"`nsdlib mini generate --root {root}`")
+    return [Scene.from_dict(d) for d in json.loads(p.read_text())]

@@ -48,8 +48,8 @@ COLOURS = {
     "blue": (45, 85, 210), "purple": (135, 65, 175), "white": (245, 245, 240), "black": (30, 30, 35),
 }
 #: Object sizes: radius as a fraction of the image width, and caption words.
-SIZES = {"small": (0.085, ("small", "little")), "medium": (0.13, ("medium-sized", "mid-sized")),
-         "large": (0.19, ("large", "big"))}
+SIZES = {"small": (0.11, ("small", "little")), "medium": (0.17, ("medium-sized", "mid-sized")),
+         "large": (0.23, ("large", "big"))}
 #: The 3 x 3 grid of positions: (row, column) of the cell and caption phrases.
 POSITIONS = {
     "top left": ((0, 0), ("in the top left corner", "at the top left", "in the upper left")),
@@ -68,8 +68,10 @@ TEXTURES = {"plain": ("plain",), "striped": ("striped",), "checkered": ("checker
 #: Background colours, RGB 0-255.
 BACKGROUNDS = {"grey": (128, 128, 128), "beige": (215, 200, 165), "light blue": (165, 200, 230),
                "pale green": (180, 215, 170), "pink": (230, 180, 195), "dark": (60, 60, 70)}
-_GRID = (0.2, 0.5, 0.8)
-_COUNT_P = (0.35, 0.4, 0.25)  # probability of 1, 2, 3 objects
+_GRID = (0.25, 0.5, 0.75)
+_COUNT_P = (0.5, 0.35, 0.15)  # probability of 1, 2, 3 objects
+_CONTRAST = (0.05, 0.15)  # range of a textured background's contrast
+_MAIN_SIZES = ("medium", "large")  # the main object's size; the others' are smaller
 
 #: Names of the semantic features higher voxels respond to (see :func:`semantic_features`).
 SEMANTIC_FEATURES = tuple(
@@ -123,6 +125,13 @@ def main_object(scene: Scene) -> SceneObject:
 def draw_scene(rng: np.random.Generator) -> Scene:
     """Draw one scene at random.
 
+    One to three objects in distinct cells of the 3 x 3 grid. The first drawn is the main
+    object: medium or large, and drawn last so that nothing covers it; the others are
+    small or medium. Textured backgrounds have a low contrast (5-15 %), so that the objects,
+    not the texture, hold most of an image's contrast (world version 3; version 2 had
+    smaller objects on backgrounds of 15-35 % contrast, whose texture a small VDVAE spent
+    its few coarse latents on).
+
     Parameters
     ----------
     rng : numpy.random.Generator
@@ -130,27 +139,32 @@ def draw_scene(rng: np.random.Generator) -> Scene:
     Returns
     -------
     Scene
+        Its ``objects`` in drawing order: the main object (:func:`main_object`) last.
     """
     texture = list(TEXTURES)[rng.integers(len(TEXTURES))]
     background = list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
-    contrast = 0.0 if texture == "plain" else float(rng.uniform(0.15, 0.35))
+    contrast = 0.0 if texture == "plain" else float(rng.uniform(*_CONTRAST))
     n = int(rng.choice(3, p=_COUNT_P)) + 1
     cells = rng.choice(len(POSITIONS), size=n, replace=False)
     colours = [c for c in COLOURS if not (background == "dark" and c == "black")]
     objects = []
-    for cell in cells:
+    for k, cell in enumerate(cells):
         pos = list(POSITIONS)[int(cell)]
         (row, col), _ = POSITIONS[pos]
-        size = list(SIZES)[rng.integers(len(SIZES))]
+        sizes = _MAIN_SIZES if k == 0 else tuple(s for s in SIZES if s != "large")
+        size = sizes[rng.integers(len(sizes))]
+        radius = SIZES[size][0] * rng.uniform(0.92, 1.08)
+        if k > 0:  # never as large as the main object
+            radius = min(radius, 0.9 * objects[0].radius)
         objects.append(SceneObject(
             shape=list(SHAPES)[rng.integers(len(SHAPES))], colour=colours[rng.integers(len(colours))], size=size,
-            position=pos, cx=float(_GRID[col] + rng.uniform(-0.04, 0.04)),
-            cy=float(_GRID[row] + rng.uniform(-0.04, 0.04)),
-            radius=float(SIZES[size][0] * rng.uniform(0.92, 1.08)), rotation=float(rng.uniform(-0.35, 0.35)),
+            position=pos, cx=float(_GRID[col] + rng.uniform(-0.03, 0.03)),
+            cy=float(_GRID[row] + rng.uniform(-0.03, 0.03)),
+            radius=float(radius), rotation=float(rng.uniform(-0.35, 0.35)),
         ))
     return Scene(texture=texture, background=background, contrast=contrast,
                  frequency=float(rng.uniform(4, 10)), orientation=float(rng.uniform(0, np.pi)),
-                 phase=float(rng.uniform(0, 2 * np.pi)), objects=tuple(objects))
+                 phase=float(rng.uniform(0, 2 * np.pi)), objects=tuple(objects[1:] + objects[:1]))
 
 
 def _box(px, py, bx, by):

@@ -53,6 +53,7 @@ from ..nsd import NSDLayout, read_captions, read_expdesign, read_stim_info, read
 from ..store import atomic_path, atomic_write
 from ..vdvae import MINI, VDVAE, load_vdvae, parse_blocks, reconstruct_images, save_vdvae
 from .experiment import read_manifest
+from .scene import load_scene_networks, scene_networks_present, train_scene_networks
 
 __all__ = [
     "MINI_MODELS_VERSION",
@@ -78,7 +79,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a training recipe changes; part of every mini model's cache key.
-MINI_MODELS_VERSION = 2
+MINI_MODELS_VERSION = 3
 
 
 class MiniModelsMissing(FileNotFoundError):
@@ -222,30 +223,33 @@ class KLWarmup:
 
     Blocks at resolutions up to ``max_resolution`` get ``start`` until step ``hold``, then a
     weight rising linearly to 1 at step ``full``, and 1 from there on; finer blocks always
-    get 1. Training thus ends on the plain negative ELBO. A weight below 1 early on ("KL
-    warm-up", Sønderby et al. 2016) keeps the posteriors of the coarse blocks from
-    collapsing onto their priors before the decoder has learnt to use them; keeping the
-    finest blocks at 1 leaves little information in the blocks that stage 1 never predicts,
-    so that sampling them from their priors adds little noise. The default (1 everywhere,
-    throughout) is the ELBO.
+    get 1. With ``end`` 1 (the default) training ends on the plain negative ELBO; with
+    ``end`` below 1 the warmed-up blocks keep that weight (a beta-VAE's beta) to the end. A
+    weight below 1 early on ("KL warm-up", Sønderby et al. 2016) keeps the posteriors of the
+    coarse blocks from collapsing onto their priors before the decoder has learnt to use
+    them; a lasting one makes them carry more of the image; keeping the finest blocks at 1
+    leaves little information in the blocks that stage 1 never predicts, so that sampling
+    them from their priors adds little noise. The default (1 everywhere, throughout) is the
+    ELBO.
     """
 
     start: float = 1.0
     hold: int = 0
     full: int = 0
     max_resolution: int | None = None
+    end: float = 1.0
 
     def __post_init__(self):
-        if not 0.0 < self.start <= 1.0 or not 0 <= self.hold <= self.full:
-            raise ValueError(f"KLWarmup needs 0 < start <= 1 and 0 <= hold <= full; found {self}")
+        if not 0.0 < self.start <= 1.0 or not 0.0 < self.end <= 1.0 or not 0 <= self.hold <= self.full:
+            raise ValueError(f"KLWarmup needs 0 < start <= 1, 0 < end <= 1 and 0 <= hold <= full; found {self}")
 
     def at(self, step: int) -> float:
         """The weight of the warmed-up blocks at ``step`` (0-based)."""
         if step < self.hold:
             return self.start
         if step >= self.full:
-            return 1.0
-        return self.start + (1.0 - self.start) * (step - self.hold) / (self.full - self.hold)
+            return self.end
+        return self.start + (self.end - self.start) * (step - self.hold) / (self.full - self.hold)
 
     def weights(self, config, step: int) -> torch.Tensor:
         """Per-decoder-block KL weights (n_dec_blocks,) of a :class:`~nsdlib.vdvae.VDVAEConfig` at ``step``."""
@@ -494,18 +498,20 @@ class Recipe:
     vdvae_kl: KLWarmup = KLWarmup()
 
 
-#: Sized to about 15 minutes on 2 cores (benchmarks/RESULTS.md has the measured seconds): the
-#: CLIP then the VDVAE in one process and the autoencoder in another, one thread each, then the
-#: UNet with both threads. The VDVAE warms up the KL of its blocks up to 8 x 8 (the first 30
-#: of its 37) from 0.1 to 1 over steps 400-900 and ends on the plain ELBO; batches of 8 learn
-#: more per CPU second than batches of 16 at this budget.
+#: Sized to about 30 minutes on 2 cores (benchmarks/RESULTS.md has the measured seconds): the
+#: VDVAE in one process, the CLIP then the diffusion autoencoder and UNet in another, one
+#: thread each. The VDVAE warms up the KL of its blocks up to 8 x 8 (the first 30 of its 37)
+#: from 0.1 to 1 over steps 1500-3500 and ends on the plain ELBO; batches of 8 learn more per
+#: CPU second than batches of 16 at this budget. Models version 2 trained the VDVAE for 1,000
+#: steps, the autoencoder for 400 and the UNet for 700, too few for any of them to draw the
+#: objects (benchmarks/RESULTS.md also records a VDVAE variant that was tried and dropped).
 RECIPES = {
-    "full": Recipe(None, vdvae=TrainSchedule(1000, 8, 1e-3, warmup=100),
+    "full": Recipe(None, vdvae=TrainSchedule(4500, 8, 1e-3, warmup=100, checkpoint_every=500),
                    clip=TrainSchedule(300, 64, 1e-3, warmup=50),
-                   vae=TrainSchedule(400, 32, 2e-3, warmup=20),
-                   unet=TrainSchedule(700, 64, 1e-3, warmup=50),
+                   vae=TrainSchedule(1200, 32, 2e-3, warmup=20, checkpoint_every=300),
+                   unet=TrainSchedule(2500, 64, 1e-3, warmup=50, checkpoint_every=500),
                    eval_images=100, eval_steps=25,
-                   vdvae_kl=KLWarmup(start=0.1, hold=400, full=900, max_resolution=8)),
+                   vdvae_kl=KLWarmup(start=0.1, hold=1500, full=3500, max_resolution=8)),
     "quick": Recipe(32, vdvae=TrainSchedule(6, 8, 1e-3, warmup=2, checkpoint_every=3),
                     clip=TrainSchedule(6, 8, 1e-3, warmup=2, checkpoint_every=3),
                     vae=TrainSchedule(6, 8, 1e-3, warmup=2, checkpoint_every=3),
@@ -554,19 +560,18 @@ def train_models(root, workdir=None, quick: bool = False, device="auto", seed: i
     seed : int
         Seed of every initialisation and batch order.
     parallel : bool, optional
-        Train the CLIP, then the VDVAE, in one process and the diffusion autoencoder in
-        another, one thread each, before the UNet trains with all threads (which needs
-        both CLIP and the autoencoder). These small models gain little from a second
+        Train the VDVAE in one process and the CLIP, then the diffusion model (which needs
+        it), in another, one thread each. These small models gain little from a second
         thread, so on two cores the wall-clock time is about that of the longer process
-        plus the UNet's, rather than the sum of all four (measured: 1.14 times faster than
-        one process with two threads); the models are the same as a one-process run's with
-        one thread. Default: on for the full recipe on a CPU with at
-        least two cores.
+        rather than the sum of both; the models are the same as a one-process run's with one
+        thread. Default: on for the full recipe on a CPU with at least two cores.
 
     Returns
     -------
-    Path of the folder holding ``vdvae.pt``, ``clip/``, ``diffusion/`` and ``manifest.json``
-    (which records the recipe, the training times and the held-out evaluation).
+    Path of the folder holding ``vdvae.pt``, ``clip/``, ``diffusion/``, ``scene/`` (the scene
+    probe and contrastive CNN of :mod:`nsdlib.mini.scene`) and ``manifest.json`` (which records
+    the recipe, the training times and the held-out evaluation; ``"scene"``: the scene
+    networks' training seconds and the probe's accuracy on the held-out test stimuli).
     """
     import time
 
@@ -577,6 +582,8 @@ def train_models(root, workdir=None, quick: bool = False, device="auto", seed: i
     out = models_folder(workdir, quick=quick)
     man = read_models_manifest(out)
     if _fits(man, world, recipe_name):
+        if not scene_networks_present(out):  # models trained before the scene networks existed
+            _write_manifest(out, {**man, "scene": _ensure_scene(root, out, quick, seed, progress)})
         return out
     dev = resolve_device(device)
     if dev.type != "cpu":
@@ -590,21 +597,14 @@ def train_models(root, workdir=None, quick: bool = False, device="auto", seed: i
         times.update(_train_in_parallel(root, out, recipe_name, seed=seed, progress=progress))
     data = read_training_set(root, max_images=recipe.max_images, size=64)
 
-    t0 = time.perf_counter()
-    _ensure_vdvae(data, out, recipe, seed, progress)
-    times.setdefault("vdvae_s", time.perf_counter() - t0)
-
-    t0 = time.perf_counter()
-    _ensure_clip(data, out, recipe, seed, progress)
-    embedder = ClipEmbedder.from_pretrained(out / "clip")
-    times.setdefault("clip_s", time.perf_counter() - t0)
-
-    t0 = time.perf_counter()
-    if not (out / "diffusion" / "image_unet").exists():
-        _train_diffusion(data, embedder, out, recipe, seed=seed, progress=progress)
-    times["diffusion_s"] = time.perf_counter() - t0 + times.pop("vae_s", 0.0)
+    for part in _PARTS.values():  # what the parallel processes left (or everything, one thread pool)
+        for key, ensure in part:
+            t0 = time.perf_counter()
+            ensure(data, out, recipe, seed, progress)
+            times.setdefault(key, time.perf_counter() - t0)
     times["wall_s"] = time.perf_counter() - start
 
+    scene = _ensure_scene(root, out, quick, seed, progress)
     evaluation = evaluate_models(root, out, n_images=recipe.eval_images, steps=recipe.eval_steps, seed=seed,
                                  progress=progress)
     for ckpt in out.glob("*.ckpt"):
@@ -613,8 +613,16 @@ def train_models(root, workdir=None, quick: bool = False, device="auto", seed: i
     _write_manifest(out, {"version": MINI_MODELS_VERSION, "world": world, "recipe": recipe_name, "seed": seed,
                           "n_training_images": int(len(data.ids)), "seconds": seconds,
                           "torch_threads": torch.get_num_threads(), "parallel": bool(parallel),
-                          "evaluation": evaluation, "complete": True})
+                          "evaluation": evaluation, "scene": scene, "complete": True})
     return out
+
+
+def _ensure_scene(root: Path, out: Path, quick: bool, seed: int, progress: bool) -> dict:
+    """The scene probe and contrastive CNN of :mod:`nsdlib.mini.scene` in ``out/scene/``, trained when
+    missing; returns what they record (training seconds, the probe's held-out accuracy)."""
+    if scene_networks_present(out):
+        return load_scene_networks(out).info
+    return train_scene_networks(root, out, seed=seed, progress=progress, recipe="quick" if quick else "full")
 
 
 def _ensure_vdvae(data: TrainingSet, out: Path, recipe: Recipe, seed: int, progress: bool) -> None:
@@ -628,16 +636,15 @@ def _ensure_clip(data: TrainingSet, out: Path, recipe: Recipe, seed: int, progre
         train_clip(data.images64, data.captions, out / "clip", recipe.clip, seed=seed, progress=progress)
 
 
-def _ensure_vae(data: TrainingSet, out: Path, recipe: Recipe, seed: int, progress: bool) -> None:
-    """The diffusion autoencoder's completed checkpoint, which :func:`_train_diffusion`'s
-    ``train_vae`` call then resumes from (its initialisation does not depend on the CLIP width)."""
+def _ensure_diffusion(data: TrainingSet, out: Path, recipe: Recipe, seed: int, progress: bool) -> None:
+    """The diffusion model (autoencoder, then UNet), conditioned by the trained CLIP in ``out``."""
     if not (out / "diffusion" / "image_unet").exists():
-        vae = mini_diffusion_components(64, seed=seed)["vae"]
-        train_vae(data.images64, vae, recipe.vae, out / "vae.ckpt", seed=seed, progress=progress)
+        _train_diffusion(data, ClipEmbedder.from_pretrained(out / "clip"), out, recipe, seed=seed, progress=progress)
 
 
 #: The two processes of :func:`_train_in_parallel`, balanced by their measured CPU seconds.
-_PARTS = {"clip+vdvae": (("clip_s", _ensure_clip), ("vdvae_s", _ensure_vdvae)), "vae": (("vae_s", _ensure_vae),)}
+_PARTS = {"vdvae": (("vdvae_s", _ensure_vdvae),),
+          "clip+diffusion": (("clip_s", _ensure_clip), ("diffusion_s", _ensure_diffusion))}
 
 
 def _train_part(part: str, root: str, out: str, recipe_name: str, seed: int, progress: bool) -> dict:
@@ -656,12 +663,12 @@ def _train_part(part: str, root: str, out: str, recipe_name: str, seed: int, pro
 
 
 def _train_in_parallel(root: Path, out: Path, recipe_name: str, *, seed: int, progress: bool) -> dict:
-    """Train CLIP then the VDVAE in one process and the diffusion autoencoder in another.
+    """Train the VDVAE in one process and CLIP then the diffusion model in another.
 
     Everything is written where the sequential steps of :func:`train_models` look for it
-    (``vdvae.pt``, ``clip/``, a completed ``vae.ckpt``), so they then reuse it and only the
-    UNet is left. The two processes are fresh Python interpreters (not forks of this one,
-    whose thread pools may already be running); their progress bars go to standard error.
+    (``vdvae.pt``, ``clip/``, ``diffusion/``), so they then find nothing left to train. The
+    two processes are fresh Python interpreters (not forks of this one, whose thread pools
+    may already be running); their progress bars go to standard error.
     """
     import subprocess
     import sys
@@ -686,14 +693,18 @@ def _train_in_parallel(root: Path, out: Path, recipe_name: str, *, seed: int, pr
     return times
 
 
-#: The zoo's diffusion schedule: Versatile Diffusion's betas rescaled to zero terminal SNR,
-#: v-prediction and "trailing" DDIM steps (Lin et al. 2024, "Common diffusion noise schedules
-#: and sample steps are flawed"). Versatile Diffusion's own schedule ends at a small non-zero
-#: signal-to-noise ratio, through which a model can read an image's mean colour from the noise
-#: it starts from instead of from its conditions, and averaged over 4 x 8 x 8 latents little
-#: noise remains; trained on it, recipe 1's UNet made samples from pure noise that ignored their
-#: CLIP conditions (benchmarks/RESULTS.md).
-MINI_SCHEDULE = dict(prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing")
+#: The zoo's diffusion schedule: the cosine ("squaredcos_cap_v2", Nichol & Dhariwal 2021)
+#: betas, v-prediction and "trailing" DDIM steps. Like the zero-terminal-SNR rescaling of
+#: Versatile Diffusion's betas that models version 2 used (Lin et al. 2024), its last step
+#: leaves no signal, so samples from pure noise must draw on their CLIP conditions (on
+#: Versatile Diffusion's own schedule, recipe 1's UNet read the image's mean colour from the
+#: noise instead: benchmarks/RESULTS.md). Unlike it, image-to-image keeps the first guess: at
+#: the paper's strength 0.75 (37 of 50 steps re-run, from timestep 739) the noised latent
+#: keeps sqrt(alpha_bar) = 0.39 of the first guess (signal-to-noise ratio 0.18), where the
+#: rescaled schedule kept 0.19 (0.04) and Versatile Diffusion's keeps 0.27 (0.08, from
+#: timestep 721); under version 2 stage 2's output did not depend on its first guess.
+MINI_SCHEDULE = dict(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", rescale_betas_zero_snr=False,
+                     timestep_spacing="trailing")
 
 
 def mini_diffusion_components(cross_attention_dim: int, *, image_size: int = 64, seed: int = 0) -> dict:

@@ -33,7 +33,7 @@ import torch
 from .. import assets, clip, diffusion
 from ..config import RunConfig
 from ..features import network_usable
-from ..mini import zoo
+from ..mini import scene, zoo
 from ..nsd import SubjectData
 from ..store import Store, params_key, path_key
 from ..vdvae import IMAGENET64, VDVAE, load_vdvae
@@ -42,8 +42,9 @@ from . import data, dataset
 __all__ = ["MODEL_NAMES", "RANDOM_CLIP", "RANDOM_VD", "ModelSource", "RunContext", "forget", "get"]
 
 #: The models a run may use: stage 1's VDVAE, stage 2's CLIP and Versatile Diffusion ("vd"),
-#: and the two assets of the metrics' feature networks.
-MODEL_NAMES = ("vdvae", "clip", "vd", "torchvision-metrics", "swav")
+#: the two assets of the metrics' feature networks, and mini-NSD's scene networks ("scene":
+#: the scene score's probe, and the stand-ins of those assets for ``models="mini"``).
+MODEL_NAMES = ("vdvae", "clip", "vd", "torchvision-metrics", "swav", "scene")
 #: Settings of stage 2's randomly initialised CLIP stand-in (:func:`nsdlib.clip.random_clip`).
 RANDOM_CLIP = dict(projection_dim=64, hidden_size=64, n_layers=2, n_heads=2, image_size=64, patch_size=4, seed=0)
 #: Settings of stage 2's randomly initialised diffusion stand-in (:func:`nsdlib.diffusion.random_components`).
@@ -51,7 +52,8 @@ RANDOM_VD = dict(image_size=64, seed=0)
 _RANDOM_VERSION = 1  # in the stand-ins' fingerprints: raise it when their construction changes
 #: Where each model of the mini model zoo lies in its folder, and the file that says it is complete.
 _ZOO = {"vdvae": ("vdvae.pt", "vdvae.pt"), "clip": ("clip", "clip/config.json"),
-        "vd": ("diffusion", "diffusion/image_unet/config.json")}
+        "vd": ("diffusion", "diffusion/image_unet/config.json"),
+        "scene": (scene.SCENE_FOLDER, f"{scene.SCENE_FOLDER}/scene.json")}
 _LABELS = {"pretrained": "pretrained", "mini": "mini-trained", "random": "mini-random", "missing": "missing"}
 #: The config fields that shape the subject data, and those that shape the loaded models.
 _SUBJECT_FIELDS = ("dataset", "subject", "seed", "workdir", "nsd_root", "quick")
@@ -146,6 +148,8 @@ class RunContext:
                 self._sources[name] = _vdvae_source(self.cfg)
             elif name in ("clip", "vd"):
                 self._sources[name] = _stage2_source(self.cfg, name)
+            elif name == "scene":
+                self._sources[name] = _scene_source(self.cfg)
             elif name in MODEL_NAMES:
                 self._sources[name] = _asset_source(self.cfg, name)
             else:
@@ -153,20 +157,30 @@ class RunContext:
         return self._sources[name]
 
     def model(self, name: str):
-        """The run's model ``name`` ("vdvae", "clip" or "vd"), loaded once on the run's device.
+        """The run's model ``name`` ("vdvae", "clip", "vd" or "scene"), loaded once on the run's device.
 
         Returns
         -------
-        nsdlib.vdvae.VDVAE (eval mode), nsdlib.clip.ClipEmbedder or nsdlib.diffusion.DualGuidedDiffusion
+        nsdlib.vdvae.VDVAE (eval mode), nsdlib.clip.ClipEmbedder, nsdlib.diffusion.DualGuidedDiffusion
+        or nsdlib.mini.scene.SceneNetworks (on the CPU)
+
+        Raises
+        ------
+        nsdlib.mini.scene.SceneNetworksMissing
+            "scene" when the mini model zoo has no scene networks (names the command).
         """
-        if name not in ("vdvae", "clip", "vd"):
-            raise ValueError(f"the context loads 'vdvae', 'clip' or 'vd' (the metrics load their own "
+        if name not in ("vdvae", "clip", "vd", "scene"):
+            raise ValueError(f"the context loads 'vdvae', 'clip', 'vd' or 'scene' (the metrics load their own "
                              f"feature networks); found {name!r}")
         if name not in self._models:
             self._models[name] = self._load(self.source(name), self.cfg.torch_device())
         return self._models[name]
 
     def _load(self, src: ModelSource, device):
+        if src.name == "scene":
+            if src.path is None:
+                raise scene.SceneNetworksMissing(f"no scene networks for this run: {src.description}")
+            return scene.load_scene_networks(Path(src.path).parent)
         if src.name == "vdvae":
             if src.path is not None:
                 return load_vdvae(src.path, None if src.kind == "mini" else src.config, device=device)
@@ -274,11 +288,32 @@ def _stage2_source(cfg: RunConfig, name: str) -> ModelSource:
                        f"a small RANDOMLY INITIALISED stand-in of the same classes: {_UNTRAINED}", dict(spec))
 
 
+def _scene_source(cfg: RunConfig) -> ModelSource:
+    """mini-NSD's scene networks (:mod:`nsdlib.mini.scene`) in the mini model zoo of the run's mini-NSD,
+    whatever the run's model set (they measure the world, not the decoder); "missing" otherwise."""
+    folder = _zoo(cfg) if cfg.dataset == "mini" else None
+    path = None if folder is None else folder / _ZOO["scene"][0]
+    if path is not None and (folder / _ZOO["scene"][1]).is_file():
+        return ModelSource("scene", "mini", str(path), f"mini:{path_key(path)}",
+                           f"the scene probe and contrastive CNN of the mini model zoo, trained on mini-NSD's "
+                           f"training stimuli ({path})")
+    why = ("the scene score needs mini-NSD's ground truth (dataset='mini')" if cfg.dataset != "mini" else
+           "the mini model zoo has no scene networks here (`nsdlib mini train-models --root <mini-NSD root>`)")
+    return ModelSource("scene", "missing", None, "missing", why)
+
+
 def _asset_source(cfg: RunConfig, name: str) -> ModelSource:
     """A feature network's asset: "pretrained" when present (or asked for: a missing one raises when
-    the networks are built), "missing" otherwise."""
+    the networks are built); for ``models="mini"``, "mini" when the zoo's scene networks stand in for it
+    (:mod:`nsdlib.mini.scene`, preferred to real weights that happen to be cached, so that a mini run
+    scores alike on every machine); "missing" otherwise."""
     asset = assets.ASSETS[name]
     present = assets.available(name)
+    stand_in = _trained(cfg, "scene") if cfg.models == "mini" else None
+    if stand_in is not None:
+        return ModelSource(name, "mini", str(stand_in), f"mini:{path_key(stand_in)}",
+                           f"small networks trained on mini-NSD standing in for {asset.description} "
+                           f"(:mod:`nsdlib.mini.scene`; {stand_in})")
     if network_usable(cfg.models, name):
         return ModelSource(name, "pretrained", str(assets.local_path(name)) if present else None,
                            f"pretrained:{asset.source}", asset.description)

@@ -6,6 +6,9 @@
 - :func:`score`: one set of reconstructions against the run's test stimuli, every metric
   per image, cached in the run's store (keyed by a hash of both image sets, the metric
   settings and which networks could be used, so fetching weights later recomputes).
+- :func:`scene_scores`: mini-NSD's ground-truth scene score (:mod:`nsdlib.mini.scene`: the
+  main object's colour, shape and position read by the scene probe, beside chance) for each
+  stage of a reconstruction (:func:`scene_stages`: chapter 05 stage 1, chapter 07 stage 2).
 - :func:`explorer_data`: what chapter 10's explorer (``nsdlib.report.explorer``) shows.
 - :func:`evaluate`: ridge vs GRU and 15 vs 31 layers (as the run allows) and, optionally,
   noise levels; each result becomes a row of ``<run_dir>/results.json`` and
@@ -17,6 +20,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,6 +30,8 @@ from .. import metrics as M
 from .. import noise as N
 from ..config import RunConfig
 from ..images import check_images
+from ..mini import read_scenes
+from ..mini import scene as S
 from ..names import DATASET_LABELS, MODEL_SET_LABELS, NOISE_LEVELS
 from ..store import array_key
 from . import context, data, stage1, stage2
@@ -44,6 +50,9 @@ __all__ = [
     "noise_sensitivity",
     "noised_first_guesses",
     "run_label",
+    "scene_probe_info",
+    "scene_scores",
+    "scene_stages",
     "score",
 ]
 
@@ -154,15 +163,17 @@ def noise_sensitivity(cfg: RunConfig, levels: Sequence = NOISE_LEVELS, *, guesse
 def metric_plan(cfg: RunConfig, clip=None) -> dict[str, str]:
     """What each feature metric will be computed with in this run, without loading anything.
 
-    Returns metric -> ``"real"``, ``"small-clip"`` or ``"unavailable: <reason>"``. With
+    Returns metric -> ``"real"``, ``"mini"`` (the mini scene networks of :mod:`nsdlib.mini.scene`,
+    with their fingerprint), ``"small-clip"`` or ``"unavailable: <reason>"``. With
     ``models="pretrained"`` every metric is ``"real"`` (a missing asset raises when the
     networks are built).
     """
     ctx = context.get(cfg)
     plan = {}
     for metric, asset in F.METRIC_ASSETS.items():
-        ok = ctx.source(asset).kind == "pretrained"
-        plan[metric] = "real" if ok else f"unavailable: asset {asset!r} absent"
+        src = ctx.source(asset)
+        plan[metric] = {"pretrained": "real", "mini": f"mini {src.fingerprint}"}.get(
+            src.kind, f"unavailable: asset {asset!r} absent")
     if isinstance(clip, str):
         plan["clip"] = f"unavailable: {clip}"
     elif clip is None:
@@ -192,6 +203,12 @@ def _default_clip(cfg: RunConfig):
                           description=f"small CLIP trained on mini-NSD (not ViT-L/14) [{src.fingerprint}]")
 
 
+def _mini_models(cfg: RunConfig):
+    """The mini model zoo folder whose scene networks stand in for the real feature networks, or None."""
+    src = context.get(cfg).source("swav")
+    return Path(src.path).parent if src.kind == "mini" else None
+
+
 class _Scorer:
     """One ImageEvaluator per run, built on the first cache miss (loading networks is slow)."""
 
@@ -203,7 +220,7 @@ class _Scorer:
         if self._ev is None:
             reason = self.clip if isinstance(self.clip, str) else None
             nets, unavailable = F.feature_networks(self.cfg.models, clip=None if reason else self.clip,
-                                                   device=self.cfg.torch_device())
+                                                   device=self.cfg.torch_device(), mini_models=_mini_models(self.cfg))
             if reason:
                 unavailable["clip"] = reason
             self._ev = M.ImageEvaluator(self.gt, networks=nets, unavailable=unavailable,
@@ -395,3 +412,107 @@ def explorer_data(cfg: RunConfig, levels: Sequence | None = None, *, indices="de
     for lab in levels:
         out[lab] = {**ns[lab], "report": score(cfg, ns[lab]["final"], gt=gt, progress=progress, _scorer=scorer)}
     return out
+
+
+# --------------------------------------------------------------- scene score
+def _scene_variants(cfg: RunConfig) -> list[tuple[str, int]]:
+    """The first guesses chapter 05 scores: the run's regressor (``quick``) or ridge and GRU, at 15 and 31."""
+    regs = [cfg.regressor] if cfg.quick else list(dict.fromkeys(["ridge", "gru", cfg.regressor]))
+    return [(r, n) for r in regs for n in (15, 31)]
+
+
+def scene_stages(cfg: RunConfig, part: str) -> dict[str, Callable[[], np.ndarray]]:
+    """The image sets the scene score reads, per stage: row label -> a call that makes them (cached steps).
+
+    Parameters
+    ----------
+    part : {"stage 1", "stage 2"}
+        ``"stage 1"`` (chapter 05): the stimuli, the VDVAE ceilings (the test images' own posterior
+        latents of the first 15 and 31 blocks, ``stage1.reconstructions``) and the first guesses
+        (ridge and GRU at 15 and 31 blocks; ``quick``: the run's regressor). ``"stage 2"``
+        (chapter 07): the stimuli, the run's first guess, stage 2 from the predicted CLIP
+        embeddings and from the test images' true ones (the ceiling of stage 2).
+    """
+    out = {"stimulus": lambda: ground_truth(cfg)}
+    if part == "stage 1":
+        for n in (15, 31):
+            out[f"VDVAE ceiling, {n} blocks"] = lambda n=n: stage1.reconstructions(cfg, n)
+        for r, n in _scene_variants(cfg):
+            out[f"first guess, {r} {n}"] = lambda r=r, n=n: stage1.first_guesses(cfg, regressor=r, n_layers=n)
+    elif part == "stage 2":
+        out[f"first guess, {cfg.regressor} {cfg.n_layers}"] = lambda: first_guesses(cfg)
+        out["stage 2, predicted CLIP"] = lambda: final_images(cfg)
+        out["stage 2, true CLIP (ceiling)"] = lambda: stage2.stage2_images(cfg, embeddings="true")
+    else:
+        raise ValueError(f"part must be 'stage 1' or 'stage 2'; found {part!r}")
+    return out
+
+
+def scene_probe_info(cfg: RunConfig) -> dict:
+    """Whether the run has a scene score, and which probe reads it, in words.
+
+    Returns
+    -------
+    dict
+        ``"available"`` (bool), ``"why"`` (the reason when not: NSD has no scene truth, or the
+        networks are not trained, naming the command) and ``"label"`` (the probe, its
+        held-out accuracy on the clean test stimuli and its training seconds, for captions).
+    """
+    src = context.get(cfg).source("scene")
+    if src.kind != "mini":
+        return {"available": False, "why": src.description, "label": ""}
+    info = context.get(cfg).model("scene").info
+    val = ", ".join(f"{a} {v['accuracy']:.2f}" for a, v in info.get("validation", {}).items())
+    label = (f"the scene probe of the mini model zoo (held-out test stimuli: {val}; trained in "
+             f"{info.get('probe_s', float('nan')):.0f} s on {info.get('n_train', '?')} training stimuli)")
+    return {"available": True, "why": "", "label": label}
+
+
+def scene_scores(cfg: RunConfig, part: str = "stage 1", *, stages: dict | None = None) -> pd.DataFrame:
+    """The scene score of each stage: the main object's colour, shape and position, beside chance.
+
+    The scene probe of the mini model zoo (:mod:`nsdlib.mini.scene`) reads each test image's
+    main object from each stage's images; accuracy is against the scene mini-NSD drew
+    (``ground_truth/scenes.json``), chance is the permutation chance ``sum_k p_pred(k)
+    p_true(k)`` (the expected accuracy against shuffled truth), and ratio is accuracy /
+    chance. Cached in the run's store per image set and probe.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        A ``dataset="mini"`` run (NSD has no scene truth).
+    part : {"stage 1", "stage 2"}
+        Which stages (:func:`scene_stages`).
+    stages : dict, optional
+        Row label -> uint8 images (or a call making them) in the order of the test ids,
+        instead of :func:`scene_stages`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (stage, attribute): ``stage``, ``attribute``, ``accuracy``, ``chance``,
+        ``ratio``, ``n``.
+
+    Raises
+    ------
+    nsdlib.mini.scene.SceneNetworksMissing
+        No scene networks have been trained (names ``nsdlib mini train-models``), or the run
+        is not on mini-NSD.
+    """
+    ctx = context.get(cfg)
+    src = ctx.source("scene")
+    if src.kind != "mini":
+        raise S.SceneNetworksMissing(f"no scene score for this run: {src.description}")
+    probe = ctx.model("scene")
+    ids = _test_ids(cfg)
+    scenes = read_scenes(cfg.nsd_root)
+    truth = S.scene_labels([scenes[i] for i in ids])
+    rows = []
+    for label, get in (stages if stages is not None else scene_stages(cfg, part)).items():
+        images = check_images(np.asarray(get() if callable(get) else get), f"{label} images")
+        if len(images) != len(ids):
+            raise ValueError(f"{label}: one image per test id expected ({len(ids)}); found {len(images)}")
+        params = {"v": 1, "probe": src.fingerprint, "images": array_key(images), "ids": array_key(np.asarray(ids))}
+        res = ctx.store.json("scene_score", params, lambda im=images: S.score_scenes(probe.predict(im), truth))
+        rows += [{"stage": label, "attribute": a, **res[a]} for a in S.ATTRIBUTES]
+    return pd.DataFrame(rows, columns=["stage", "attribute", "accuracy", "chance", "ratio", "n"])

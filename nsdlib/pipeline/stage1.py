@@ -10,7 +10,8 @@ Chapters 03-05 call these; later stages call :func:`first_guesses` and :func:`te
   latents and images carry no learned structure; :func:`vdvae_info` says which, in words
   the chapters print.
 - :func:`latents`: posterior latents of the first ``n_layers`` decoder blocks for the
-  training and test stimuli (posterior samples, as Brain-Diffuser and the paper regress on).
+  training and test stimuli: posterior samples with the pretrained VDVAE (as Brain-Diffuser
+  and the paper regress on), posterior means with the mini zoo's (:data:`LATENT_POSTERIOR`).
 - :func:`fit_regressor`: one stage-1 regressor trained on the training betas, with a
   validation split carved from the training images (the same split for every regressor of
   a run); MSE/MAE on validation and test in the latents' own units (as the paper reports
@@ -42,11 +43,13 @@ from ..vdvae import decode_latents, encode_latents, reconstruct_images
 from . import context, data
 
 __all__ = [
+    "LATENT_POSTERIOR",
     "QUICK_TRAIN_IMAGES",
     "baseline_metrics",
     "first_guesses",
     "fit_regressor",
     "latents",
+    "posterior_noise_share",
     "reconstructions",
     "regressor_options",
     "test_latents",
@@ -55,6 +58,13 @@ __all__ = [
 ]
 
 _VERSION = 1
+#: What stage 1 regresses on, by model set: the posterior *samples* of the pretrained VDVAE's
+#: blocks, as Brain-Diffuser and the paper do, and the posterior *means* of the mini zoo's. The
+#: small VDVAE of mini-NSD leaves most of its first 31 blocks' dimensions at their priors, so a
+#: posterior sample there is mostly noise drawn for the occasion (chapter 03 measures the
+#: share), which no regressor can predict from the brain and which would swamp the latent
+#: errors of chapter 04; the means keep what the VDVAE read from the image.
+LATENT_POSTERIOR = {"pretrained": "sample", "mini": "mean"}
 #: Training images used by quick runs (the smoke-test variant).
 QUICK_TRAIN_IMAGES = 256
 
@@ -96,8 +106,6 @@ def _n_train(cfg: RunConfig, n: int) -> int:
     return min(n, QUICK_TRAIN_IMAGES) if cfg.quick else n
 
 
-
-
 def _subject(cfg: RunConfig):
     """The run's subject data, kept by the run's context (NSD's betas are 600 MB to read)."""
     return context.get(cfg).subject()
@@ -107,7 +115,8 @@ def _latent_params(cfg: RunConfig, n_layers: int) -> tuple[dict, object]:
     sd = _subject(cfg)
     info = vdvae_info(cfg)
     n_tr = _n_train(cfg, len(sd.train_ids))
-    params = {"v": _VERSION, "vdvae": info.fingerprint, "n_layers": int(n_layers), "posterior": "sample",
+    params = {"v": _VERSION, "vdvae": info.fingerprint, "n_layers": int(n_layers),
+              "posterior": LATENT_POSTERIOR[cfg.models],
               "seed": cfg.seed, "train_ids": params_key({"ids": sd.train_ids[:n_tr].tolist()}),
               "test_ids": params_key({"ids": sd.test_ids.tolist()})}
     return params, sd
@@ -148,14 +157,15 @@ def latents(cfg: RunConfig, n_layers: int | None = None) -> dict[str, np.ndarray
             imgs = data.stimuli(cfg, split, size)
             if split == "train":
                 imgs = imgs[:n_tr]
-            out[split] = encode_latents(model, imgs, n, seed=_split_seed(cfg.seed, split))
+            out[split] = encode_latents(model, imgs, n, posterior=LATENT_POSTERIOR[cfg.models],
+                                        seed=_split_seed(cfg.seed, split))
         return out
 
     return context.get(cfg).store.arrays("stage1_latents", params, compute)
 
 
 def reconstructions(cfg: RunConfig, n_blocks: int | str | None = None, *, temperature: float = 1.0) -> np.ndarray:
-    """The test stimuli decoded from their own latents of the first ``n_blocks`` blocks.
+    """The test stimuli decoded from their own latents (as regressed on) of the first ``n_blocks`` blocks.
 
     The remaining blocks are sampled from the prior (``temperature``), with the same seeds
     as :func:`first_guesses`, so the two differ only by true versus predicted latents.
@@ -175,14 +185,16 @@ def reconstructions(cfg: RunConfig, n_blocks: int | str | None = None, *, temper
     if not 0 <= n <= total:
         raise ValueError(f"n_blocks must be from 0 to {total} or 'all'; found {n_blocks!r}")
     sd = _subject(cfg)
+    posterior = LATENT_POSTERIOR[cfg.models]
     params = {"v": _VERSION, "vdvae": info.fingerprint, "n_blocks": n, "temperature": float(temperature),
-              "seed": cfg.seed, "test_ids": params_key({"ids": sd.test_ids.tolist()})}
+              "posterior": posterior, "seed": cfg.seed, "test_ids": params_key({"ids": sd.test_ids.tolist()})}
 
     def compute():
         model = vdvae_model(cfg)
         imgs = data.stimuli(cfg, "test", model.config.image_size)
         seed = _split_seed(cfg.seed, "test")
-        return {"images": reconstruct_images(model, imgs, n, temperature=temperature, seed=seed)}
+        return {"images": reconstruct_images(model, imgs, n, posterior=posterior, temperature=temperature,
+                                             seed=seed)}
 
     return context.get(cfg).store.arrays("stage1_reconstructions", params, compute)["images"]
 
@@ -323,6 +335,30 @@ def baseline_metrics(cfg: RunConfig, n_layers: int | None = None) -> dict:
         for k, v in _z_metrics(true, pred, mean, scale).items():
             m[f"{split}_{k}_z"] = v
     return m
+
+
+def posterior_noise_share(cfg: RunConfig, n_layers: int | None = None) -> float:
+    """Share of the test stimuli's posterior-sample variance that is sampling noise.
+
+    For each latent dimension, the mean squared difference between a posterior sample and
+    the posterior mean over its variance across the test stimuli; averaged over dimensions,
+    as the z-unit errors of :func:`fit_regressor` average them. It is the z-unit error that a
+    regressor predicting the posterior means perfectly would still make on samples: 0 for a
+    VDVAE whose posteriors are sharp, near 1 for one whose blocks sit at their priors.
+    """
+    n = _layers(cfg, n_layers)
+
+    def compute():
+        model = vdvae_model(cfg)
+        imgs = data.stimuli(cfg, "test", model.config.image_size)
+        seed = _split_seed(cfg.seed, "test")
+        sample = encode_latents(model, imgs, n, posterior="sample", seed=seed, progress=False)
+        mean = encode_latents(model, imgs, n, posterior="mean", progress=False)
+        share = ((sample - mean) ** 2).mean(0) / np.maximum(sample.var(0), 1e-12)
+        return {"share": np.array([share.mean()])}
+
+    params = {**_latent_params(cfg, n)[0], "posterior": "sample-vs-mean"}
+    return float(context.get(cfg).store.arrays("stage1_posterior_noise", params, compute)["share"][0])
 
 
 def test_latents(cfg: RunConfig) -> dict[str, np.ndarray]:

@@ -66,6 +66,9 @@ def zoo_summary(cfg: RunConfig, folder: Path) -> dict:
         ("small diffusion", "2-way identification of samples (small-CLIP features)",
          ev["diffusion_identification"], 0.5, "chance"),
     ]
+    probe = man.get("scene", {}).get("validation", {})
+    rows += [("scene probe", f"main object's {a} read from the held-out test stimuli (recorded at training)",
+              v["accuracy"], v["chance"], "permutation chance") for a, v in probe.items()]
     table = pd.DataFrame(rows, columns=["model", "measure", "measured", "baseline", "baseline is"])
     table = table.style.format({"measured": "{:.3f}", "baseline": "{:.3f}"}).hide(axis="index")
     secs = man["seconds"]
@@ -77,8 +80,11 @@ def zoo_summary(cfg: RunConfig, folder: Path) -> dict:
             f"{ev['diffusion_guidance_scale']}). Training took {secs['vdvae_s']:.0f} s (VDVAE), "
             f"{secs['clip_s']:.0f} s (CLIP) and {secs['diffusion_s']:.0f} s (diffusion autoencoder and UNet)")
     if "wall_s" in secs:
-        how = ", two processes side by side before the UNet" if man.get("parallel") else ""
+        how = ", in two processes side by side" if man.get("parallel") else ""
         note += f"; {secs['wall_s']:.0f} s in all, wall-clock{how}"
+    if "scene" in man:
+        note += (f"; the scene probe and the contrastive CNN (the scene score and the offline metric columns) "
+                 f"{man['scene']['probe_s'] + man['scene']['contrastive_s']:.0f} s")
     note += "."
     return {"table": table, "note": note, "manifest": man}
 

@@ -9,6 +9,10 @@
 - Data and models (chapters 01-07): :func:`glm_accuracy_table`, :func:`subject_counts`,
   :func:`zscore_summary`, :func:`split_table`, :func:`vdvae_layout`, :func:`latent_counts`,
   :func:`image_scores`, :func:`alpha_table`, :func:`diffusion_settings`.
+- Whether a difference is real (chapters 08-09): :func:`variant_label`, :func:`comparison_differences`
+  (the paper's comparisons with paired-bootstrap intervals), :func:`noise_directions` (which way
+  each metric moves with noise, beside Table 6); :mod:`nsdlib.report.sentences` reads them out.
+- mini-NSD's scene score (chapters 05 and 07): :func:`scene_score_table`, :func:`scene_score_summary`.
 - :func:`styled`: three decimals, "n/a" for missing values, a caption.
 
 Every function returns a :class:`pandas.DataFrame` (or its ``Styler``) and draws nothing.
@@ -23,9 +27,11 @@ import pandas as pd
 
 from .. import metrics, nsd, paper, vdvae
 from ..names import (
+    HIGHER_IS_BETTER,
     IMAGE_METRICS,
     LOW_LEVEL_METRICS,
     METRIC_HEADERS,
+    NOISE_LABELS,
     NOISE_LEVELS,
     REGRESSOR_LABELS,
     REGRESSOR_PAPER_LABELS,
@@ -33,9 +39,13 @@ from ..names import (
 from ..pipeline import stage2
 
 __all__ = [
+    "COMPARISON_COLUMNS",
     "GLM_MODEL_LABELS",
+    "NOISE_DIRECTION_COLUMNS",
+    "PAPER_PAIRS",
     "alpha_table",
     "baseline_row",
+    "comparison_differences",
     "comparison_table",
     "diffusion_settings",
     "glm_accuracy_table",
@@ -46,12 +56,16 @@ __all__ = [
     "latent_table",
     "metric_sources",
     "noise_change",
+    "noise_directions",
     "noise_table",
     "regressor_summary",
     "ridge_raw_row",
+    "scene_score_summary",
+    "scene_score_table",
     "split_table",
     "styled",
     "subject_counts",
+    "variant_label",
     "vdvae_layout",
     "z_error_table",
     "zscore_summary",
@@ -66,9 +80,9 @@ _LATENT_HEADER = pd.MultiIndex.from_product([["validation", "test"], [METRIC_HEA
 _PAPER_STAGE1 = {row["regressor"]: row for row in paper.TABLE2 + paper.TABLE3}
 
 
-def styled(table, caption: str | None = None):
-    """A table for display: three decimals, missing values as "n/a", an optional caption."""
-    sty = table.style.format(precision=3, na_rep="n/a")
+def styled(table, caption: str | None = None, precision: int = 3):
+    """A table for display: three decimals (or ``precision``), missing values as "n/a", an optional caption."""
+    sty = table.style.format(precision=precision, na_rep="n/a")
     return sty.set_caption(caption) if caption else sty
 
 
@@ -178,6 +192,156 @@ def metric_sources(report, labels: Mapping[str, str]):
     """What computed each metric of a :class:`~nsdlib.metrics.MetricReport`, one row per metric."""
     return pd.DataFrame({"metric": [labels.get(m, m) for m in report.sources],
                          "computed with": list(report.sources.values())}).set_index("metric")
+
+
+# ------------------------------------------------- is a difference real?
+#: The paper's comparisons, as (comparison, variant a, variant b): a variant is
+#: (regressor, n_layers, stage) with stage "final" (stage 2) or "first guess" (stage 1);
+#: the difference is a minus b.
+PAPER_PAIRS = (
+    ("GRU vs ridge", ("gru", 31, "final"), ("ridge", 31, "final")),
+    ("GRU vs ridge", ("gru", 15, "final"), ("ridge", 15, "final")),
+    ("31 vs 15 blocks", ("gru", 31, "final"), ("gru", 15, "final")),
+    ("31 vs 15 blocks", ("ridge", 31, "final"), ("ridge", 15, "final")),
+    *(("stage 2 vs stage 1", (r, n, "final"), (r, n, "first guess")) for r, n in
+      (("gru", 31), ("gru", 15), ("ridge", 31), ("ridge", 15))),
+)
+#: Columns of :func:`comparison_differences` (index: comparison, pair, metric).
+COMPARISON_COLUMNS = ("a", "b", "mean a", "mean b", "difference", "low", "high", "verdict", "better",
+                      "paper: difference", "same way as the paper")
+#: Columns of :func:`noise_directions` (index: noise, metric).
+NOISE_DIRECTION_COLUMNS = ("noise level", "ours: change %", "low %", "high %", "ours: moves", "paper: change %",
+                           "paper: moves", "same way as the paper")
+_STAGE_LABELS = {"final": "stage 2", "first guess": "first guess"}
+
+
+def variant_label(variant) -> str:
+    """A variant's name in tables: ``("gru", 31, "final")`` -> ``"GRU-31 stage 2"``,
+    ``("ridge", 15, "first guess")`` -> ``"Ridge-15 first guess"``."""
+    r, n, stage = variant
+    return f"{REGRESSOR_LABELS.get(r, r)}-{int(n)} {_STAGE_LABELS.get(stage, stage)}"
+
+
+def _paper_difference(a, b, metric: str) -> float:
+    """a minus b in the paper's Table 4 (subject 1; the GRU row, not "GRU (CLIP)"); NaN where it has no such pair."""
+    rows = {(r["regressor"], r["n_layers"]): r for r in paper.TABLE4 if r["label"] == REGRESSOR_PAPER_LABELS.get(
+        r["regressor"])}
+    if a[2] != "final" or b[2] != "final" or metric not in IMAGE_METRICS:
+        return float("nan")
+    ra, rb = rows.get((a[0], a[1])), rows.get((b[0], b[1]))
+    return float("nan") if ra is None or rb is None else float(ra[metric] - rb[metric])
+
+
+def _better(d, a_label: str, b_label: str, metric: str) -> str:
+    if not d.real:
+        return "—"
+    return a_label if (d.sign > 0) == HIGHER_IS_BETTER[metric] else b_label
+
+
+def _same_way(sign: int, other: float) -> str:
+    """"yes" / "no" when ``sign`` (ours, 0 if not real) and ``other`` (the paper's value) both have a direction."""
+    if sign == 0 or not np.isfinite(other) or other == 0:
+        return "—"
+    return "yes" if sign == np.sign(other) else "no"
+
+
+def comparison_differences(reports: Mapping, pairs: Sequence = PAPER_PAIRS,
+                           metrics_shown: Sequence[str] = (*IMAGE_METRICS, "ssim_2d"), *, n_resamples: int = 2000,
+                           confidence: float = 0.95, seed: int = 0):
+    """The paper's comparisons with paired-bootstrap intervals: is each difference real?
+
+    Parameters
+    ----------
+    reports : dict
+        ``(regressor, n_layers, stage) -> MetricReport`` with stage ``"final"`` or
+        ``"first guess"``, all of the same test images in the same order.
+    pairs : sequence of (comparison, variant a, variant b)
+        Default :data:`PAPER_PAIRS`; a pair whose reports are not both given is left out.
+    metrics_shown : sequence of str
+        Metrics compared where both reports computed them (status "ok").
+    n_resamples, confidence, seed
+        Of :func:`nsdlib.metrics.paired_bootstrap` (the same resamples for every pair and metric).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by (comparison, pair, metric), columns :data:`COMPARISON_COLUMNS`:
+        the two variants' means, ``difference`` = a minus b with its interval
+        (``low``, ``high``), ``verdict`` ("real" when the interval excludes 0, else
+        "not seen"), ``better`` (the better variant by the metric's direction, "—" when
+        not real), the paper's Table 4 difference (NaN where it reports no such pair)
+        and whether ours points the same way ("yes", "no", or "—" when either has no direction).
+    """
+    boot = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
+    rows, index = [], []
+    for comparison, a, b in pairs:
+        if a not in reports or b not in reports:
+            continue
+        la, lb = variant_label(a), variant_label(b)
+        diffs = metrics.compare_reports(reports[a], reports[b], metrics_shown, **boot)
+        means_a, means_b = reports[a].means, reports[b].means
+        for m, d in diffs.items():
+            theirs = _paper_difference(a, b, m)
+            rows.append((la, lb, means_a[m], means_b[m], d.estimate, d.low, d.high, "real" if d.real else "not seen",
+                         _better(d, la, lb, m), theirs, _same_way(d.sign, theirs)))
+            index.append((comparison, f"{la} − {lb}", m))
+    idx = pd.MultiIndex.from_tuples(index, names=["comparison", "pair", "metric"])
+    return _with_protocol(pd.DataFrame(rows, index=idx, columns=list(COMPARISON_COLUMNS)), reports, boot)
+
+
+def _moves(sign: int) -> str:
+    return {1: "up", -1: "down"}.get(int(sign), "no change seen")
+
+
+def _paper_moves(change: float) -> str:
+    if not np.isfinite(change):
+        return "not reported"
+    return "up" if change > 0 else "down" if change < 0 else "unchanged"
+
+
+def noise_directions(reports: Mapping, metrics_shown: Sequence[str] = IMAGE_METRICS, *, n_resamples: int = 2000,
+                     confidence: float = 0.95, seed: int = 0):
+    """Which way each metric moves from no noise to each noise level, ours beside the paper's Table 6.
+
+    Parameters
+    ----------
+    reports : dict
+        Noise label (``"none"``, ``"8"``, ... ``"256"``) -> MetricReport of the stage-2
+        images made from first guesses with that noise, all of the same test images.
+    metrics_shown : sequence of str
+    n_resamples, confidence, seed
+        Of :func:`nsdlib.metrics.paired_bootstrap` of the relative change of the mean from no noise.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by (noise, metric), columns :data:`NOISE_DIRECTION_COLUMNS`: our change of
+        the mean from no noise in % with its interval, "up" / "down" when the interval
+        excludes 0 (else "no change seen"), the paper's change in % and direction
+        (Table 6), and whether they agree ("yes", "no", "—" when either has no direction).
+        Values move; whether that is better depends on the metric (distances: lower is better).
+    """
+    if "none" not in reports:
+        raise ValueError(f"the change from no noise needs a 'none' report; found noise levels {list(reports)}")
+    theirs = paper.table(6).set_index("noise")
+    boot = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
+    rows, index = [], []
+    for lab in [x for x in NOISE_LEVELS if x in reports and x != "none"]:
+        diffs = metrics.compare_reports(reports[lab], reports["none"], metrics_shown, relative=True, **boot)
+        for m, d in diffs.items():
+            p = float((theirs.loc[lab, m] / theirs.loc["none", m] - 1) * 100) if m in theirs else float("nan")
+            rows.append((NOISE_LABELS[lab], 100 * d.estimate, 100 * d.low, 100 * d.high, _moves(d.sign), p,
+                         _paper_moves(p), _same_way(d.sign, p)))
+            index.append((lab, m))
+    idx = pd.MultiIndex.from_tuples(index, names=["noise", "metric"])
+    return _with_protocol(pd.DataFrame(rows, index=idx, columns=list(NOISE_DIRECTION_COLUMNS)), reports, boot)
+
+
+def _with_protocol(table, reports: Mapping, boot: Mapping):
+    """Record the bootstrap's protocol (resamples, confidence, seed, images) in ``table.attrs``."""
+    table.attrs.update(boot)
+    table.attrs["n_images"] = next(iter(reports.values())).n_images if reports else 0
+    return table
 
 
 # ------------------------------------------------------------------ stage 1
@@ -441,9 +605,11 @@ def diffusion_settings(run: Mapping, vd) -> pd.DataFrame:
         The run's model (its scheduler and image size).
     """
     sc = vd.scheduler_config
-    schedule = (f"{sc['prediction_type']}, "
-                f"{'zero terminal SNR' if sc['rescale_betas_zero_snr'] else 'scaled-linear betas'}, "
-                f"{sc['timestep_spacing']} steps")
+    betas = {"squaredcos_cap_v2": "cosine betas", "scaled_linear": "scaled-linear betas"}.get(
+        sc.get("beta_schedule", "scaled_linear"), f"{sc.get('beta_schedule')} betas")
+    if sc.get("rescale_betas_zero_snr"):
+        betas += " rescaled to zero terminal SNR"
+    schedule = f"{sc['prediction_type']}, {betas}, {sc['timestep_spacing']} steps"
     return pd.DataFrame(
         {"this run": [f"{run['strength']} ({int(run['num_steps'] * run['strength'])} of {run['num_steps']} steps)",
                       run["guidance_scale"], f"{run['text_weight']} / {1 - run['text_weight']:.1f}", "DDIM, eta 0",
@@ -451,3 +617,56 @@ def diffusion_settings(run: Mapping, vd) -> pd.DataFrame:
          "paper (Brain-Diffuser's settings)": ["0.75 (37 of 50 steps)", 7.5, "0.4 / 0.6", "DDIM, eta 0",
                                                "epsilon, scaled-linear betas, leading steps", "512 x 512"]},
         index=["strength", "guidance scale", "text / vision weight", "sampler", "noise schedule", "output size"])
+
+
+# ------------------------------------------------------------------ scene score
+def scene_score_table(scores: pd.DataFrame, *, source: str, probe: str | None = None):
+    """The scene score per stage: accuracy, chance and ratio to chance of each main-object attribute.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        ``nsdlib.pipeline.evaluation.scene_scores``: one row per (stage, attribute).
+    source : str
+        Where the images come from (dataset, subject, models): the caption's first words.
+    probe : str, optional
+        Which probe read the images (its training seconds and held-out accuracy), for the caption.
+
+    Returns
+    -------
+    pandas.io.formats.style.Styler
+        Rows: stages, in the order given; columns: (attribute, accuracy / chance / × chance).
+    """
+    wide = scores.pivot(index="stage", columns="attribute", values=["accuracy", "chance", "ratio"])
+    wide = wide.reindex(list(dict.fromkeys(scores["stage"])))
+    attrs = list(dict.fromkeys(scores["attribute"]))
+    table = pd.DataFrame({(a, col): wide[(key, a)] for a in attrs
+                          for key, col in (("accuracy", "accuracy ↑"), ("chance", "chance"), ("ratio", "× chance ↑"))})
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    table.index.name = "stage"
+    n = int(scores["n"].iloc[0]) if len(scores) else 0
+    caption = (f"ours: {source}; scene score of the main object on {n} test images, read by "
+               f"{probe or 'the scene probe trained on mini-NSD'}. Chance: the permutation chance "
+               "Σ_k p_pred(k) p_true(k), the expected accuracy of the same readings against shuffled "
+               "truth. The paper has no such column: NSD's scenes have no ground truth.")
+    return table.style.format(precision=3, na_rep="n/a").set_caption(caption)
+
+
+def scene_score_summary(scores: pd.DataFrame, *, threshold: float = 2.0) -> str:
+    """One line per stage, read from the scene scores: each attribute's multiple of chance, and
+    which reach ``threshold`` times chance.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        ``nsdlib.pipeline.evaluation.scene_scores``.
+    threshold : float
+        The multiple of chance counted as read ("at least 2 × chance").
+    """
+    lines = []
+    for stage, rows in scores.groupby("stage", sort=False):
+        ratios = ", ".join(f"{r.attribute} {r.ratio:.1f}×" for r in rows.itertuples())
+        above = [r.attribute for r in rows.itertuples() if r.ratio >= threshold]
+        lines.append(f"{stage}: {ratios} chance; at least {threshold:g}× chance: "
+                     f"{', '.join(above) if above else 'none'}")
+    return "\n".join(lines)

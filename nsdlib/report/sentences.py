@@ -1,0 +1,164 @@
+"""Prose read from the tables, so that no chapter types a number or a verdict into its text.
+
+A chapter displays these strings as Markdown (``IPython.display.Markdown``) below the table
+they read: whatever a rerun measures, the sentence says it.
+
+- :func:`comparison_sentences`: one bullet per compared pair of
+  :func:`nsdlib.report.tables.comparison_differences`: which variant is better on which
+  metrics (the difference and its bootstrap interval), where no difference can be seen,
+  and whether the paper's Table 4 points the same way.
+- :func:`verdict_summary`: one sentence counting the real differences of each comparison.
+- :func:`noise_sentences`: per metric of :func:`nsdlib.report.tables.noise_directions`,
+  which way it moves at each noise level, beside the paper's Table 6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..names import DISTANCE_METRICS, METRIC_LABELS, PURE_NOISE_AMPLITUDE
+
+__all__ = ["comparison_sentences", "noise_sentences", "protocol_sentence", "verdict_summary"]
+
+
+def _join(items: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def protocol_sentence(table) -> str:
+    """How the intervals of a table were computed (from its ``attrs``), one sentence."""
+    a = table.attrs
+    conf = round(100 * a.get("confidence", 0.95))
+    return (f"Paired bootstrap over the {a.get('n_images', '?')} test images ({a.get('n_resamples', '?')} resamples, "
+            f"seed {a.get('seed', '?')}; the same images drawn for both sides): {conf} % percentile intervals. "
+            f"A difference is called real when its interval excludes 0.")
+
+
+def _difference(row, decimals: int) -> str:
+    return (f"{row['difference']:+.{decimals}f}, interval {row['low']:+.{decimals}f} to "
+            f"{row['high']:+.{decimals}f}")
+
+
+def _pair_sentence(pair: str, rows, labels: Mapping[str, str], decimals: int) -> str:
+    a, b = rows["a"].iloc[0], rows["b"].iloc[0]
+    parts = []
+    for side in (a, b):
+        won = rows[rows["better"] == side]
+        if len(won):
+            parts.append(f"{side} is better on " + _join([f"{labels.get(m, m)} ({_difference(r, decimals)})"
+                                                          for m, r in won.iterrows()]))
+    unseen = [labels.get(m, m) for m, r in rows.iterrows() if r["verdict"] != "real"]
+    if unseen:
+        parts.append(f"no difference this run can see on {_join(unseen)} (the intervals include 0)")
+    text = f"- **{pair}**: " + "; ".join(parts) + "."
+    if not np.isfinite(rows["paper: difference"].to_numpy(float)).any():
+        return text + " The paper does not report this pair."
+    judged = rows[rows["same way as the paper"] != "—"]
+    if not len(judged):
+        return text + " None of its real differences can be set beside a difference in the paper's Table 4."
+    against = [labels.get(m, m) for m, r in judged.iterrows() if r["same way as the paper"] == "no"]
+    text += (f" The paper's Table 4 (NSD, subject 1) points the same way on {len(judged) - len(against)} of the "
+             f"{len(judged)} real differences it has a difference for")
+    return text + (f"; the opposite way on {_join(against)}." if against else ".")
+
+
+def comparison_sentences(table, labels: Mapping[str, str] = METRIC_LABELS, decimals: int = 3) -> str:
+    """Markdown bullets reading :func:`~nsdlib.report.tables.comparison_differences` aloud.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From ``comparison_differences`` (index comparison, pair, metric).
+    labels : dict
+        Metric key -> name printed.
+    decimals : int
+        Decimals of the differences.
+
+    Returns
+    -------
+    str
+        The protocol sentence, then one bullet per pair: the metrics on which each side is
+        better (difference a − b and its interval), those with no difference the run can
+        see, and how many of the real differences point the same way as the paper's.
+    """
+    if table.empty:
+        return "No pair of the paper's comparisons was scored in this run."
+    distances = [labels.get(m, m) for m in DISTANCE_METRICS if m in table.index.get_level_values("metric")]
+    sign = (f" {_join(distances)} {'is a distance' if len(distances) == 1 else 'are distances'} (lower is better): "
+            "there a negative difference favours the first." if distances else "")
+    lines = [protocol_sentence(table) + " Differences are the first variant minus the second." + sign, ""]
+    for (_, pair), rows in table.groupby(level=["comparison", "pair"], sort=False):
+        lines.append(_pair_sentence(pair, rows.droplevel([0, 1]), labels, decimals))
+    return "\n".join(lines)
+
+
+def verdict_summary(table, source: str) -> str:
+    """How many of the compared (pair, metric) differences are real, per comparison, in one sentence.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`~nsdlib.report.tables.comparison_differences`.
+    source : str
+        Which run produced it (dataset, subject, models).
+    """
+    if table.empty:
+        return f"In this run ({source}) none of the paper's comparisons could be made."
+    parts = [f"{comparison}: {int((rows['verdict'] == 'real').sum())} of {len(rows)}"
+             for comparison, rows in table.groupby(level="comparison", sort=False)]
+    return (f"In this run ({source}), the differences whose interval excludes 0, of those compared "
+            f"(pairs × metrics): {_join(parts)}.")
+
+
+def _moves(rows, column: str) -> str:
+    """"down at 8 and 16; up at 256 (pure noise)": the levels grouped by the direction in ``column``."""
+    moves: dict[str, list] = {}
+    for level, value in rows[column].items():
+        moves.setdefault(value, []).append(level)
+    return "; ".join(f"{d} at {_join(levels)}" for d, levels in moves.items())
+
+
+def _metric_sentence(rows, label: str) -> str:
+    last = rows.iloc[-1]
+    text = (f"- **{label}**: ours {_moves(rows, 'ours: moves')}; the paper {_moves(rows, 'paper: moves')}. "
+            f"At {last['noise level'].lower()}: ours {last['ours: change %']:+.1f} % (interval "
+            f"{last['low %']:+.1f} to {last['high %']:+.1f} %)")
+    if not np.isfinite(last["paper: change %"]):
+        return text + "; the paper does not report it."
+    agree = {"yes": "the same way", "no": "the opposite way", "—": "no direction to compare"}[
+        last["same way as the paper"]]
+    return text + f", the paper's {last['paper: change %']:+.1f} % ({agree})."
+
+
+def noise_sentences(table, labels: Mapping[str, str] = METRIC_LABELS) -> str:
+    """Markdown bullets reading :func:`~nsdlib.report.tables.noise_directions` aloud.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From ``noise_directions`` (index noise, metric).
+    labels : dict
+        Metric key -> name printed.
+
+    Returns
+    -------
+    str
+        The protocol sentence; one bullet per metric: where ours moves down, up or shows
+        no change, its change at the highest level with its interval beside the paper's;
+        then how many (level, metric) cells agree with the paper's direction.
+    """
+    if table.empty:
+        return "No noise level was scored beside the noiseless one in this run."
+    lines = [protocol_sentence(table).replace("A difference is called real", "A metric is said to move"), ""]
+    for metric in dict.fromkeys(table.index.get_level_values("metric")):
+        rows = table.xs(metric, level="metric")
+        rows = rows.set_axis([f"{lab} (pure noise)" if lab == str(PURE_NOISE_AMPLITUDE) else lab for lab in rows.index])
+        lines.append(_metric_sentence(rows, labels.get(metric, metric)))
+    agree = table["same way as the paper"]
+    lines += ["", f"Over all {len(table)} (level, metric) cells: ours moves the same way as the paper's Table 6 in "
+              f"{int((agree == 'yes').sum())}, the opposite way in {int((agree == 'no').sum())}, and shows no change "
+              f"in {int((table['ours: moves'] == 'no change seen').sum())}."]
+    return "\n".join(lines)

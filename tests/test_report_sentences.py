@@ -1,0 +1,71 @@
+"""nsdlib.report.sentences: the prose says what the tables hold, and changes when they change."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from nsdlib import names, paper
+from nsdlib.metrics import MetricReport
+from nsdlib.report import sentences as S
+from nsdlib.report import tables as T
+
+
+def _report(per_image: dict):
+    return MetricReport({m: np.asarray(v, float) for m, v in per_image.items()}, dict.fromkeys(per_image, "test"),
+                        dict.fromkeys(per_image, "ok"), 32, "columns")
+
+
+def _base(metrics=("ssim", "pixcorr", "swav"), n=30):
+    rng = np.random.default_rng(0)
+    return {m: rng.uniform(0.3, 0.7, n) for m in metrics}
+
+
+def test_comparison_sentences_read_the_table():
+    base = _base()
+    gru = {"ssim": base["ssim"] + 0.04, "pixcorr": base["pixcorr"] - 0.02, "swav": base["swav"]}
+    table = T.comparison_differences({("gru", 31, "final"): _report(gru), ("ridge", 31, "final"): _report(base)},
+                                     n_resamples=200)
+    text = S.comparison_sentences(table)
+    assert "30 test images (200 resamples, seed 0" in text and "95 % percentile intervals" in text
+    assert "GRU-31 stage 2 is better on SSIM (+0.040, interval +0.040 to +0.040)" in text
+    assert "Ridge-31 stage 2 is better on PixCorr (-0.020, interval -0.020 to -0.020)" in text
+    assert "no difference this run can see on SwAV-ResNet50" in text
+    assert "SwAV-ResNet50 is a distance (lower is better)" in text
+    # the paper's Table 4 has GRU-31 ahead on SSIM and behind on PixCorr: both the same way as here
+    assert "points the same way on 2 of the 2 real differences" in text
+    # the other way round, the sentence turns round with it
+    flipped = T.comparison_differences({("gru", 31, "final"): _report(base), ("ridge", 31, "final"): _report(gru)},
+                                       n_resamples=200)
+    text = S.comparison_sentences(flipped)
+    assert "Ridge-31 stage 2 is better on SSIM" in text and "the opposite way on SSIM and PixCorr" in text
+    assert S.verdict_summary(table, "test run") == ("In this run (test run), the differences whose interval "
+                                                    "excludes 0, of those compared (pairs × metrics): "
+                                                    "GRU vs ridge: 2 of 3.")
+    assert S.comparison_sentences(pd.DataFrame()) == "No pair of the paper's comparisons was scored in this run."
+
+
+def test_comparison_sentences_say_when_the_paper_has_no_such_pair():
+    base = _base(("ssim",))
+    table = T.comparison_differences({("gru", 15, "final"): _report(base),
+                                      ("gru", 15, "first guess"): _report({"ssim": base["ssim"]})}, n_resamples=100)
+    text = S.comparison_sentences(table)
+    assert "**GRU-15 stage 2 − GRU-15 first guess**: no difference this run can see on SSIM" in text
+    assert "The paper does not report this pair." in text
+
+
+def test_noise_sentences_read_the_table():
+    base = _base(("ssim", "pixcorr"))
+    reports = {"none": _report(base), "8": _report(base),
+               "256": _report({"ssim": base["ssim"] * 0.7, "pixcorr": base["pixcorr"] * 1.1})}
+    table = T.noise_directions(reports, n_resamples=200)
+    text = S.noise_sentences(table)
+    t6 = {r["noise"]: r for r in paper.TABLE6}
+    paper_ssim = (t6["256"]["ssim"] / t6["none"]["ssim"] - 1) * 100
+    assert (f"- **SSIM**: ours no change seen at 8; down at 256 (pure noise); the paper down at 8 and 256 "
+            f"(pure noise). At pure noise (256): ours -30.0 % (interval -30.0 to -30.0 %), the paper's "
+            f"{paper_ssim:+.1f} % (the same way).") in text
+    assert "- **PixCorr**: ours no change seen at 8; up at 256 (pure noise)" in text and "(the opposite way)" in text
+    assert ("Over all 4 (level, metric) cells: ours moves the same way as the paper's Table 6 in 1, the opposite "
+            "way in 1, and shows no change in 2.") in text
+    assert names.METRIC_LABELS["ssim"] in text
