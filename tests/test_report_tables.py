@@ -270,3 +270,17 @@ def test_noise_directions_beside_table_6():
     assert ssim["noise level"] == names.NOISE_LABELS["256"]
     with pytest.raises(ValueError, match="needs a 'none' report"):
         T.noise_directions({"256": _report(noisy)})
+
+
+def test_scene_score_table_two_columns_per_attribute_in_stage_order():
+    scores = pd.DataFrame([
+        {"stage": s, "attribute": a, "accuracy": acc, "chance": 0.1, "ratio": acc / 0.1, "n": 100}
+        for s, acc0 in (("stimulus", 0.9), ("first guess, gru 31", 0.3)) for a, acc in
+        (("colour", acc0), ("shape", acc0 - 0.05), ("position", acc0 + 0.05))])
+    sty = T.scene_score_table(scores, source="mini-NSD, subject 1", probe="the probe")
+    t = sty.data
+    assert t.index.tolist() == ["stimulus", "first guess, gru 31"]
+    assert t.columns.tolist() == [(a, c) for a in ("colour", "shape", "position") for c in ("accuracy ↑", "× chance ↑")]
+    assert t.loc["first guess, gru 31", ("shape", "× chance ↑")] == pytest.approx(2.5)
+    html = sty.to_html()
+    assert "2.5×" in html and "0.25" in html and "100 test images" in html and "the probe" in html

@@ -635,21 +635,23 @@ def scene_score_table(scores: pd.DataFrame, *, source: str, probe: str | None = 
     Returns
     -------
     pandas.io.formats.style.Styler
-        Rows: stages, in the order given; columns: (attribute, accuracy / chance / × chance).
+        Rows: stages, in the order given; columns: (attribute, accuracy / × chance), two per
+        attribute so that the table fits a book page (chance = accuracy / (× chance)).
     """
-    wide = scores.pivot(index="stage", columns="attribute", values=["accuracy", "chance", "ratio"])
+    wide = scores.pivot(index="stage", columns="attribute", values=["accuracy", "ratio"])
     wide = wide.reindex(list(dict.fromkeys(scores["stage"])))
     attrs = list(dict.fromkeys(scores["attribute"]))
     table = pd.DataFrame({(a, col): wide[(key, a)] for a in attrs
-                          for key, col in (("accuracy", "accuracy ↑"), ("chance", "chance"), ("ratio", "× chance ↑"))})
+                          for key, col in (("accuracy", "accuracy ↑"), ("ratio", "× chance ↑"))})
     table.columns = pd.MultiIndex.from_tuples(table.columns)
     table.index.name = "stage"
     n = int(scores["n"].iloc[0]) if len(scores) else 0
     caption = (f"ours: {source}; scene score of the main object on {n} test images, read by "
-               f"{probe or 'the scene probe trained on mini-NSD'}. Chance: the permutation chance "
-               "Σ_k p_pred(k) p_true(k), the expected accuracy of the same readings against shuffled "
-               "truth. The paper has no such column: NSD's scenes have no ground truth.")
-    return table.style.format(precision=3, na_rep="n/a").set_caption(caption)
+               f"{probe or 'the scene probe trained on mini-NSD'}. × chance: the accuracy over the "
+               "permutation chance Σ_k p_pred(k) p_true(k), the expected accuracy of the same readings "
+               "against shuffled truth. The paper has no such column: NSD's scenes have no ground truth.")
+    return table.style.format({c: "{:.2f}" if c[1].startswith("accuracy") else "{:.1f}×" for c in table.columns},
+                              na_rep="n/a").set_caption(caption)
 
 
 def scene_score_summary(scores: pd.DataFrame, *, threshold: float = 2.0) -> str:
