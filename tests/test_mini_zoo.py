@@ -75,23 +75,16 @@ def test_vdvae_training_lowers_the_elbo_and_saves_a_loadable_model(tmp_path):
         torch.testing.assert_close(a, b)
 
 
-def test_kl_warmup_weights_coarse_blocks_then_ends_on_the_elbo_or_a_lasting_weight():
+def test_kl_warmup_weights_coarse_blocks_then_ends_on_the_elbo():
     warm = KLWarmup(start=0.1, hold=10, full=20, max_resolution=4)  # TINY_VDVAE: blocks at 1, 4, 4, 8, 8
     np.testing.assert_allclose(warm.weights(TINY_VDVAE, 0).numpy(), [0.1, 0.1, 0.1, 1, 1])
     np.testing.assert_allclose(warm.weights(TINY_VDVAE, 15).numpy(), [0.55, 0.55, 0.55, 1, 1])
     np.testing.assert_allclose(warm.weights(TINY_VDVAE, 20).numpy(), np.ones(5))
     assert KLWarmup().at(0) == 1.0 and KLWarmup(start=0.5, hold=3, full=3).at(3) == 1.0
-    # a lasting weight: rises to ``end`` and stays there, the finer blocks at 1 throughout
-    beta = KLWarmup(start=0.1, hold=10, full=20, max_resolution=4, end=0.3)
-    np.testing.assert_allclose(beta.weights(TINY_VDVAE, 15).numpy(), [0.2, 0.2, 0.2, 1, 1])
-    for step in (20, 10_000):
-        np.testing.assert_allclose(beta.weights(TINY_VDVAE, step).numpy(), [0.3, 0.3, 0.3, 1, 1])
-    with pytest.raises(ValueError, match="0 < start <= 1, 0 < end <= 1 and 0 <= hold <= full"):
+    with pytest.raises(ValueError, match="0 < start <= 1 and 0 <= hold <= full"):
         KLWarmup(start=0.0)
-    with pytest.raises(ValueError, match="0 < start <= 1, 0 < end <= 1 and 0 <= hold <= full"):
+    with pytest.raises(ValueError, match="0 < start <= 1 and 0 <= hold <= full"):
         KLWarmup(start=0.5, hold=5, full=2)
-    with pytest.raises(ValueError, match="0 < end <= 1"):
-        KLWarmup(end=1.5)
 
 
 def test_kl_warmup_puts_more_information_in_the_latents(tmp_path):

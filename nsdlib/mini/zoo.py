@@ -223,33 +223,30 @@ class KLWarmup:
 
     Blocks at resolutions up to ``max_resolution`` get ``start`` until step ``hold``, then a
     weight rising linearly to 1 at step ``full``, and 1 from there on; finer blocks always
-    get 1. With ``end`` 1 (the default) training ends on the plain negative ELBO; with
-    ``end`` below 1 the warmed-up blocks keep that weight (a beta-VAE's beta) to the end. A
-    weight below 1 early on ("KL warm-up", Sønderby et al. 2016) keeps the posteriors of the
-    coarse blocks from collapsing onto their priors before the decoder has learnt to use
-    them; a lasting one makes them carry more of the image; keeping the finest blocks at 1
-    leaves little information in the blocks that stage 1 never predicts, so that sampling
-    them from their priors adds little noise. The default (1 everywhere, throughout) is the
-    ELBO.
+    get 1. Training thus ends on the plain negative ELBO. A weight below 1 early on ("KL
+    warm-up", Sønderby et al. 2016) keeps the posteriors of the coarse blocks from
+    collapsing onto their priors before the decoder has learnt to use them; keeping the
+    finest blocks at 1 leaves little information in the blocks that stage 1 never predicts,
+    so that sampling them from their priors adds little noise. The default (1 everywhere,
+    throughout) is the ELBO.
     """
 
     start: float = 1.0
     hold: int = 0
     full: int = 0
     max_resolution: int | None = None
-    end: float = 1.0
 
     def __post_init__(self):
-        if not 0.0 < self.start <= 1.0 or not 0.0 < self.end <= 1.0 or not 0 <= self.hold <= self.full:
-            raise ValueError(f"KLWarmup needs 0 < start <= 1, 0 < end <= 1 and 0 <= hold <= full; found {self}")
+        if not 0.0 < self.start <= 1.0 or not 0 <= self.hold <= self.full:
+            raise ValueError(f"KLWarmup needs 0 < start <= 1 and 0 <= hold <= full; found {self}")
 
     def at(self, step: int) -> float:
         """The weight of the warmed-up blocks at ``step`` (0-based)."""
         if step < self.hold:
             return self.start
         if step >= self.full:
-            return self.end
-        return self.start + (self.end - self.start) * (step - self.hold) / (self.full - self.hold)
+            return 1.0
+        return self.start + (1.0 - self.start) * (step - self.hold) / (self.full - self.hold)
 
     def weights(self, config, step: int) -> torch.Tensor:
         """Per-decoder-block KL weights (n_dec_blocks,) of a :class:`~nsdlib.vdvae.VDVAEConfig` at ``step``."""
@@ -498,7 +495,7 @@ class Recipe:
     vdvae_kl: KLWarmup = KLWarmup()
 
 
-#: Sized to about 30 minutes on 2 cores (benchmarks/RESULTS.md has the measured seconds): the
+#: Sized to about 45 minutes on 2 quiet cores (benchmarks/RESULTS.md has the measured seconds): the
 #: VDVAE in one process, the CLIP then the diffusion autoencoder and UNet in another, one
 #: thread each. The VDVAE warms up the KL of its blocks up to 8 x 8 (the first 30 of its 37)
 #: from 0.1 to 1 over steps 1500-3500 and ends on the plain ELBO; batches of 8 learn more per
