@@ -31,7 +31,8 @@ def write_subject_results(workdir, subject: int, variants: list[dict], *, csv_on
     cfg = RunConfig(dataset="mini", subject=subject, workdir=str(workdir))
     rows = []
     for v in variants:
-        report = SimpleNamespace(means=v["means"], n_images=10, size=32, ssim_mode="columns")
+        report = SimpleNamespace(means=v["means"], n_images=10, size=32, ssim_mode="columns",
+                                 protocol="brain-diffuser", card=None)
         run = cfg.replace(models=v["models"], quick=v["quick"])
         rows.append(result_row(run, v["regressor"], v["n_layers"], v["noise"], report))
     path = write_results(cfg, rows)

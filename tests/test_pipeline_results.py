@@ -23,7 +23,8 @@ from nsdlib.report import cross_subject
 def _report(ssim, alexnet2=float("nan")):
     means = {"ssim": ssim, "pixcorr": 0.25, "alexnet2": alexnet2, "alexnet5": 0.9, "inceptionv3": 0.8,
              "clip": 0.75, "efficientnet": 0.85, "swav": 0.5, "ssim_2d": ssim / 2}
-    return types.SimpleNamespace(means=means, n_images=10, size=32, ssim_mode="columns")
+    return types.SimpleNamespace(means=means, n_images=10, size=32, ssim_mode="columns", protocol="brain-diffuser",
+                                 card=None)
 
 
 @pytest.fixture
