@@ -110,7 +110,11 @@ def test_rows_record_their_protocol_and_card(run):
     assert doc["cards"][card.key]["chain"]["inceptionv3"] == "256 torch-bilinear-plain -> 342 torch-bilinear-plain"
     with pytest.raises(P.ProtocolMismatchError, match="'brain-diffuser' and 'mindeye'"):
         P.check_same_protocol(doc["rows"], "rows of one table")
-    # score() alone attaches the run's card; the default protocol's cache key is the one it had before protocols
+    # a subset of the test images: its own ids on the card
+    _, sub = E.evaluate(cfg, reconstructions={("gru", 15, "none"): first[[2, 5]]}, indices=[2, 5], progress=False)
+    sub_card = sub[("gru", 15, "none")].card
+    assert sub_card.ids_digest == P.ids_digest([102, 105]) and "(2 chosen)" in sub_card.image_set
+    # score() alone attaches the run's card
     rep = E.score(cfg, first, progress=False)
     assert rep.protocol == "brain-diffuser" and rep.card.ids_digest == card.ids_digest
     with pytest.raises(ValueError, match="protocol must be one of brain-diffuser, mindeye; found 'mind-eye'"):

@@ -379,13 +379,14 @@ def evaluate(cfg: RunConfig, *, variants: Sequence[tuple[str, int]] | None = Non
         ``(regressor, n_layers, noise) -> MetricReport`` (per-image values for the chapters).
     """
     gt = ground_truth(cfg)
+    n_test = len(gt)
     idx = None if indices is None else np.asarray(indices, dtype=np.int64)
     if idx is not None:
         gt = gt[idx]
     if clip is None:
         clip = _default_clip(cfg)
     scorer = _Scorer(cfg, gt, clip, batch_size, progress, protocol)
-    card = run_card(cfg, scorer.protocol.name, indices=idx, n_images=len(ground_truth(cfg)))
+    card = run_card(cfg, scorer.protocol.name, indices=idx, n_images=n_test)
     todo: dict[tuple[str, int, str], Callable[[], np.ndarray]] = {}
     if reconstructions is not None:
         for (r, n, lab), ims in reconstructions.items():
