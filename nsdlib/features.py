@@ -134,7 +134,7 @@ def _torch_network(name, model, nodes: dict[str, str], description, trained, dev
             out = extractor(_to_input(images, size, mean, std, dev, steps))
         return {metric: t.flatten(1).float().cpu().numpy() for metric, t in out.items()}
 
-    return FeatureNetwork(name, extract, tuple(nodes.values()), description + _note(protocol), trained)
+    return FeatureNetwork(name, extract, tuple(nodes.values()), description + _note(protocol), trained, protocol.name)
 
 
 def _tv_state_dict(key: str, asset: str = "torchvision-metrics"):
@@ -316,7 +316,7 @@ def clip_network(model, *, description: str, trained: bool = True, device=None, 
             return {"clip": model.visual_projection(pooled).float().cpu().numpy()}
 
     half = ", float16" if dtype == torch.float16 else ""
-    return FeatureNetwork("clip", extract, ("clip",), description + _note(proto) + half, trained)
+    return FeatureNetwork("clip", extract, ("clip",), description + _note(proto) + half, trained, proto.name)
 
 
 def network_usable(models: str, asset: str) -> bool:

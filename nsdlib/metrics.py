@@ -499,6 +499,10 @@ class FeatureNetwork:
         mechanics). A report flags its metrics ``"random-weights"`` and never averages
         them into a metric. Trained weights that are not the published ones (the small
         CLIP of mini-NSD) count as trained; ``description`` says which they are.
+    protocol : str, optional
+        The evaluation protocol whose input it takes (:mod:`nsdlib.protocols`); None for a
+        network that takes its own input under any (a callable, the mini stand-ins).
+        :class:`ImageEvaluator` refuses a network of another protocol than its own.
     """
 
     name: str
@@ -506,6 +510,7 @@ class FeatureNetwork:
     metrics: tuple[str, ...]
     description: str
     trained: bool = True
+    protocol: str | None = None
 
     def features(self, images) -> dict[str, np.ndarray]:
         out = self.extract(np.asarray(images))
@@ -639,6 +644,10 @@ class ImageEvaluator:
         self.progress = progress
         self.also_ssim_2d = also_ssim_2d
         self._gt_features: dict[str, np.ndarray] = {}
+        for net in self.networks:
+            if net.protocol is not None and net.protocol != self.protocol.name:
+                raise ValueError(f"network {net.name!r} takes the {net.protocol!r} protocol's input; this evaluator "
+                                 f"scores under {self.protocol.name!r} (build the networks with the same protocol)")
         served = [m for net in self.networks for m in net.metrics]
         if len(served) != len(set(served)):
             raise ValueError(f"two networks serve the same metric: {sorted(served)}")

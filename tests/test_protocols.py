@@ -229,6 +229,10 @@ def test_mindeye_refuses_the_column_ssim():
         M.ImageEvaluator(gt, protocol="mindeye", ssim_mode="columns")
     with pytest.raises(ValueError, match="protocol must be one of brain-diffuser, mindeye; found 'minday'"):
         M.ImageEvaluator(gt, protocol="minday")
+    # a network built for one protocol never scores under the other
+    with pytest.raises(ValueError, match="'alexnet' takes the 'brain-diffuser' protocol's input; this evaluator "
+                                         "scores under 'mindeye'"):
+        M.ImageEvaluator(gt, protocol="mindeye", networks=[F.alexnet_network(pretrained=False)])
 
 
 # --------------------------------------------------------- brain-diffuser
