@@ -5,7 +5,8 @@ One module per step of the paper: ``glm`` (single-trial betas, with the HRF libr
 models), ``ridge``, ``vdvae``, ``regressors`` (stage 1), ``clip`` and ``diffusion`` (stage 2),
 ``noise``, ``metrics`` (with ``features``, the networks of its high-level metrics); ``names``
 is the paper's vocabulary (subjects, regressors, noise levels, metric keys and labels),
-``images`` the one home of checking, resizing and converting image batches; ``config``,
+``images`` the one home of checking, resizing and converting image batches, ``reconstructions``
+the reader of reconstruction files published by others; ``config``,
 ``store``, ``runner`` and ``batch`` organise runs, ``pipeline`` holds the cached steps the
 notebooks call and ``report`` the tables, figures, explorer and cross-subject report that show
 their results.

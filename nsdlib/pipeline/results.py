@@ -14,6 +14,10 @@ with one row per (regressor, n_layers, noise), its keys :data:`RESULT_COLUMNS`::
     ssim, pixcorr, alexnet2, alexnet5, inceptionv3, clip, efficientnet, swav,
     ssim_2d, latent_mse, latent_mae, seed, quick
 
+A file of reconstructions scored by ``nsdlib score`` (:mod:`nsdlib.pipeline.rescore`) has a
+row of its own: ``regressor`` ``"file:<name>"`` (or the label given), ``n_layers`` 0, ``noise``
+"none", no latent errors.
+
 ``ssim`` is Brain-Diffuser's column SSIM (the mode behind the paper's numbers, so that
 the column compares with theirs); ``ssim_2d`` is the true 2-D SSIM. Identification scores
 are fractions in 0-1; ``efficientnet`` and ``swav`` are mean correlation distances. A
@@ -110,7 +114,8 @@ def result_row(cfg: RunConfig, regressor: str, n_layers: int, noise: str, report
     return {k: _clean(row[k]) for k in RESULT_COLUMNS}
 
 
-def write_results(cfg: RunConfig, rows: Sequence[dict], sources: dict | None = None) -> Path:
+def write_results(cfg: RunConfig, rows: Sequence[dict], sources: dict | None = None, *,
+                  path: str | os.PathLike | None = None) -> Path:
     """Merge ``rows`` into the run's results file and write it (JSON and CSV) atomically.
 
     A row replaces an earlier one with the same :data:`KEY_COLUMNS`; rows are sorted by
@@ -122,12 +127,17 @@ def write_results(cfg: RunConfig, rows: Sequence[dict], sources: dict | None = N
         Each with every column of :data:`RESULT_COLUMNS` (see :func:`result_row`).
     sources : dict, optional
         Metric -> what computed it or why it could not be, merged into the file's ``sources``.
+    path : str or Path, optional
+        The ``.json`` file to merge into and write (default :func:`results_path`); the
+        ``.csv`` goes beside it.
 
     Returns
     -------
-    Path of ``results.json``.
+    Path of the ``.json`` file.
     """
-    path = results_path(cfg)
+    path = results_path(cfg) if path is None else Path(path)
+    if path.suffix != ".json":
+        raise ValueError(f"a results file is written as .json (with .csv beside it); found {path.name}")
     old = _read_document(path) if path.is_file() else {}
     keep = {tuple(r[k] for k in KEY_COLUMNS): r for r in old.get("rows", [])}
     for r in rows:
@@ -145,7 +155,7 @@ def write_results(cfg: RunConfig, rows: Sequence[dict], sources: dict | None = N
            "rows": merged}
     with atomic_write(path, "w") as fh:
         json.dump(doc, fh, indent=1)
-    with atomic_write(results_path(cfg, ".csv"), "w") as fh:
+    with atomic_write(path.with_suffix(".csv"), "w") as fh:
         pd.DataFrame(merged, columns=list(RESULT_COLUMNS)).to_csv(fh, index=False)
     return path
 
