@@ -132,12 +132,14 @@ def _scores_table(row, report, cfg: RunConfig, protocol: str) -> str:
     """The eight scores of one results row, one line each, with what the scores are."""
     head = (f"{row['regressor']}: {row['n_images']} test images of {cfg.dataset} subject {cfg.subject} "
             f"({cfg.models} models), compared at {row['size']} px, protocol {protocol}")
-    lines = [head]
+    lines, notes = [head], {}
     for m in (*IMAGE_METRICS, "ssim_2d"):
         v = row[m]
-        value = "n/a" if v is None or v != v else f"{v:.4f}"
-        why = f"  ({report.sources[m]})" if value == "n/a" and m in report.sources else ""
-        lines.append(f"  {METRIC_HEADERS[m]:<24} {value}{why}")
+        value = f"{v:.4f}" if v is not None and v == v else "n/a"
+        if value == "n/a" and m in report.sources:  # each reason once, as a numbered note
+            value += f" [{notes.setdefault(report.sources[m], len(notes) + 1)}]"
+        lines.append(f"  {METRIC_HEADERS[m]:<24} {value}")
+    lines += [f"  [{k}] {why}" for why, k in notes.items()]
     return "\n".join(lines)
 
 

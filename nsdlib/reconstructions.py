@@ -12,7 +12,8 @@ A tensor file
     ``.pt`` (read with ``torch.load(weights_only=True)``; a file that needs pickle is refused)
     or ``.npy`` (``np.load(allow_pickle=False)``) holding one array of shape
     ``(n, 3, h, w)`` or ``(n, h, w, 3)``: uint8 in 0-255, or floating point in 0-1 (rounded
-    to 0-255 by :func:`nsdlib.images.to_uint8`). The order of its images is given by an ids
+    to 0-255 by :func:`nsdlib.images.to_uint8`; values less than half a level outside 0-1, the
+    float rounding of a resampled image, are clamped). The order of its images is given by an ids
     file: ``ids=`` (``nsdlib score --ids``) or, when not given, a sidecar beside the file
     named ``<stem>.ids.txt``, ``<stem>.ids.json`` or ``<stem>.ids.npy`` (``recons.pt`` ->
     ``recons.ids.txt``). An ids file holds 0-based nsdIds, one per image in the file's order:
@@ -58,6 +59,9 @@ __all__ = [
 TENSOR_SUFFIXES = (".pt", ".npy")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _IDS_SUFFIXES = (".txt", ".json", ".npy")
+#: Float pixels this far outside 0-1 (half a uint8 level) are clamped, not refused: a resampled
+#: image's float rounding (1.0000001 after a bilinear resize) rounds to 0 or 255 anyway.
+_SLACK = 0.5 / 255
 _NAME_RULE = ("named by NSD's 1-based 73k id: the number after the last 'nsd' in the name "
               "(shared0001_nsd02951.png, nsd02951.png) or a name that is a number (02951.png)")
 
@@ -183,7 +187,7 @@ def _to_uint8(arr: np.ndarray, where: str) -> np.ndarray:
         raise ReconstructionFileError(f"{where}: expected finite pixels; found {int(bad.sum())} NaN or infinite "
                                       f"values in {n_img} of {len(arr)} images")
     lo, hi = float(arr.min()), float(arr.max())
-    if lo < 0 or hi > 1:
+    if lo < -_SLACK or hi > 1 + _SLACK:
         hint = " (0-255 floats? save them as uint8)" if hi > 1.5 else " (-1..1 floats? map them to 0-1 first)" \
             if lo < -0.5 else ""
         raise ReconstructionFileError(f"{where}: expected floating-point pixels in 0-1; found values from "

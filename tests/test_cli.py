@@ -121,7 +121,8 @@ def test_score_prints_the_pipelines_scores_and_writes_the_row(capsys, world, tmp
     assert f"file:theirs.npy: {len(ids)} test images of mini subject 1 (mini models), compared at 128 px, " \
            "protocol brain-diffuser" in out
     assert "SSIM ↑" in out and f"{rows.iloc[0]['ssim']:.4f}" in out and f"{rows.iloc[0]['pixcorr']:.4f}" in out
-    assert "n/a  (not available: the mini model zoo has not trained a small CLIP" in out
+    assert "CLIP ↑                   n/a [" in out
+    assert "] not available: the mini model zoo has not trained a small CLIP" in out
     written = results.read_results(tmp_path / "work" / "mini" / "subj01" / "results.json")[1].iloc[0]
     assert written["regressor"] == "file:theirs.npy" and written["ssim"] == rows.iloc[0]["ssim"]
     assert "row 'file:theirs.npy' written to" in out

@@ -172,6 +172,16 @@ def test_values_out_of_range(tmp_path, images, ids, scale, hint):
     _err(rf"expected floating-point pixels in 0-1; found values from -?[\d.]+ to [\d.]+ \({hint}\)", path, ids)
 
 
+def test_float_rounding_just_outside_0_1_is_clamped(tmp_path, images, ids):
+    x = images.astype(np.float32) / 255
+    x[0, 0, 0] = [1 + 1e-6, -1e-6, 1 + 0.49 / 255]  # a resampled image's rounding: not an error
+    out, _ = R.read_reconstructions(_save(tmp_path / "recons.npy", x), ids)
+    assert list(out[0, 0, 0]) == [255, 0, 255]
+    np.testing.assert_array_equal(out[1:], images[1:])
+    x[0, 0, 0, 0] = 1 + 0.51 / 255
+    _err(r"expected floating-point pixels in 0-1; found values from -1e-06 to 1.002", _save(tmp_path / "r.npy", x), ids)
+
+
 @dataclasses.dataclass
 class _Custom:
     images: object
