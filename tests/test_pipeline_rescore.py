@@ -16,6 +16,7 @@ import pytest
 import scipy.io
 import torch
 from _mini_worlds import truth_world
+from _synthetic_nsd import write_synthetic_nsd
 from PIL import Image
 
 from nsdlib import RunConfig, nsd
@@ -186,3 +187,24 @@ def test_only_test_images_leaves_the_others_out(world, scored, tmp_path):
     only_train = _write(tmp_path / "b", "pt uint8 NHWC", recs[-2:], train_ids)
     with pytest.raises(ReconstructionFileError, match="expected some of the run's 20 test images; found none among"):
         RS.score_file(cfg, only_train, progress=False, only_test_images=True)
+
+
+def test_the_same_on_an_nsd_layout_tree(tmp_path):
+    """``dataset="nsd"``: a local tree in NSD's layout (37 sessions), NSD's own image names (1-based ids)."""
+    root = tmp_path / "nsd"
+    write_synthetic_nsd(root, n_sessions=37, trials_per_session=8, seed=2)
+    cfg = RunConfig(dataset="nsd", subject=1, workdir=str(tmp_path / "pipeline"), nsd_root=str(root))
+    gt = E.ground_truth(cfg)
+    recs = np.clip(gt.astype(int) + 25, 0, 255).astype(np.uint8)
+    rows, _ = E.evaluate(cfg, reconstructions={("gru", 15, "none"): recs}, clip=CLIP, progress=False, write=False)
+    ids = np.asarray(context.get(cfg).subject().test_ids)
+    assert 0 in ids  # nsdId 0 is named nsd00001: the 1-based names are read as NSD writes them
+    fresh = cfg.replace(workdir=str(tmp_path / "fresh"))
+    for fmt in ("folder of PNGs", "npy uint8 NCHW"):
+        got, _ = RS.score_file(fresh, _write(tmp_path / fmt, fmt, recs, ids), clip=CLIP, progress=False)
+        for m in SCORED:
+            assert got.iloc[0][m] == rows.iloc[0][m] or got.iloc[0][m] is rows.iloc[0][m] is None, (fmt, m)
+    np.testing.assert_array_equal(RS.shared1000_ids(cfg), ids)  # every shared image is a test image here
+    np.save(tmp_path / "sorted.npy", recs)
+    got, _ = RS.score_file(fresh, tmp_path / "sorted.npy", ids=RS.SHARED1000, clip=CLIP, progress=False)
+    assert got.iloc[0]["clip"] == rows.iloc[0]["clip"] and got.iloc[0]["dataset"] == "nsd"
