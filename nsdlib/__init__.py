@@ -6,7 +6,8 @@ models), ``ridge``, ``vdvae``, ``regressors`` (stage 1), ``clip`` and ``diffusio
 ``noise``, ``metrics`` (with ``features``, the networks of its high-level metrics, and
 ``protocols``, the named evaluation chains and the card that says which one scored a table); ``names``
 is the paper's vocabulary (subjects, regressors, noise levels, metric keys and labels),
-``images`` the one home of checking, resizing and converting image batches; ``config``,
+``images`` the one home of checking, resizing and converting image batches, ``reconstructions``
+the reader of reconstruction files published by others; ``config``,
 ``store``, ``runner`` and ``batch`` organise runs, ``pipeline`` holds the cached steps the
 notebooks call and ``report`` the tables, figures, explorer and cross-subject report that show
 their results.

@@ -67,6 +67,16 @@ def test_a_row_with_the_same_key_replaces_the_old_one(cfg):
                              if k != "seed"}])
 
 
+def test_rows_can_go_to_another_results_file(cfg, tmp_path):
+    out = tmp_path / "elsewhere" / "rescored.json"
+    assert write_results(cfg, [result_row(cfg, "file:recons.pt", 0, "none", _report(0.3))], path=out) == out
+    _, df = read_results(out)
+    assert list(df["regressor"]) == ["file:recons.pt"] and list(df["n_layers"]) == [0]
+    assert out.with_suffix(".csv").is_file() and not results_path(cfg).exists()
+    with pytest.raises(ValueError, match="a results file is written as .json .*; found rescored.csv"):
+        write_results(cfg, [result_row(cfg, "gru", 15, "none", _report(0.3))], path=out.with_suffix(".csv"))
+
+
 def test_the_cross_subject_report_reads_through_the_same_reader(cfg):
     write_results(cfg, [result_row(cfg, "gru", 15, "none", _report(0.3)),
                         result_row(cfg, "gru", 15, "64", _report(0.1))])

@@ -16,6 +16,8 @@ is kept in one place, the run's context. Each module imports only those listed a
 - ``stage2``: CLIP embeddings and their regressions, Versatile Diffusion (chapters 06-07)
 - ``evaluation``: noise sensitivity, the metrics, and the rows of the results file (chapters 08-10)
 - ``zoo``: the mini model zoo, trained or reused, and its held-out evaluation (chapter 00)
+- ``rescore``: reconstructions published elsewhere (files read by ``nsdlib.reconstructions``)
+  scored like the run's own, one row of the results file each (``nsdlib score``)
 
 Tables, figures and the explorer that show these results live in :mod:`nsdlib.report`.
 """

@@ -20,6 +20,10 @@ default, or ``"mindeye"``); ``card`` is the key of the row's protocol card
 samples, selection), written out under ``"cards"``. Rows written before protocols existed
 read as ``"brain-diffuser"``, the only chain nsdlib had; rows of other origin as ``"unknown"``.
 
+A file of reconstructions scored by ``nsdlib score`` (:mod:`nsdlib.pipeline.rescore`) has a
+row of its own: ``regressor`` ``"file:<name>"`` (or the label given), ``n_layers`` 0, ``noise``
+"none", no latent errors.
+
 ``ssim`` is Brain-Diffuser's column SSIM (the mode behind the paper's numbers, so that
 the column compares with theirs); ``ssim_2d`` is the true 2-D SSIM. Identification scores
 are fractions in 0-1; ``efficientnet`` and ``swav`` are mean correlation distances. A
@@ -122,7 +126,7 @@ def result_row(cfg: RunConfig, regressor: str, n_layers: int, noise: str, report
 
 
 def write_results(cfg: RunConfig, rows: Sequence[dict], sources: dict | None = None,
-                  cards: dict | None = None) -> Path:
+                  cards: dict | None = None, *, path: str | os.PathLike | None = None) -> Path:
     """Merge ``rows`` into the run's results file and write it (JSON and CSV) atomically.
 
     A row replaces an earlier one with the same :data:`KEY_COLUMNS`; rows are sorted by
@@ -136,12 +140,17 @@ def write_results(cfg: RunConfig, rows: Sequence[dict], sources: dict | None = N
         Metric -> what computed it or why it could not be, merged into the file's ``sources``.
     cards : dict, optional
         Card key -> :meth:`~nsdlib.protocols.ProtocolCard.to_dict`, merged into the file's ``cards``.
+    path : str or Path, optional
+        The ``.json`` file to merge into and write (default :func:`results_path`); the
+        ``.csv`` goes beside it.
 
     Returns
     -------
-    Path of ``results.json``.
+    Path of the ``.json`` file.
     """
-    path = results_path(cfg)
+    path = results_path(cfg) if path is None else Path(path)
+    if path.suffix != ".json":
+        raise ValueError(f"a results file is written as .json (with .csv beside it); found {path.name}")
     old = _read_document(path) if path.is_file() else {}
     # rows written before protocols existed were Brain-Diffuser's chain, the only one then
     olds = [{"protocol": DEFAULT_PROTOCOL, "card": None, **r} for r in old.get("rows", [])]
@@ -161,7 +170,7 @@ def write_results(cfg: RunConfig, rows: Sequence[dict], sources: dict | None = N
            "cards": {**old.get("cards", {}), **(cards or {})}, "rows": merged}
     with atomic_write(path, "w") as fh:
         json.dump(doc, fh, indent=1)
-    with atomic_write(results_path(cfg, ".csv"), "w") as fh:
+    with atomic_write(path.with_suffix(".csv"), "w") as fh:
         pd.DataFrame(merged, columns=list(RESULT_COLUMNS)).to_csv(fh, index=False)
     return path
 
