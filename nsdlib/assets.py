@@ -82,7 +82,7 @@ register(Asset(
 ))
 register(Asset(
     "torchvision-efficientnet-v2", "torchvision", "efficientnet.EfficientNet_B1_Weights.IMAGENET1K_V2",
-    "torch-hub", "python -c \"from nsdlib import assets; assets.fetch('torchvision-efficientnet-v2')\"",
+    "torch-hub", "nsdlib fetch metrics",
     "torchvision EfficientNet-B1 IMAGENET1K_V2 weights (MindEye's evaluation protocol)",
 ))
 

@@ -99,7 +99,7 @@ def _cmd_fetch(args) -> int:
             raise ConfigError("`nsdlib fetch nsd` needs --subject N and --root DIR")
         fetch_subject(int(args.subject), args.root, sessions=args.sessions)
         return 0
-    names = {"metrics": ["torchvision-metrics", "swav"]}.get(args.asset, [args.asset])
+    names = {"metrics": ["torchvision-metrics", "torchvision-efficientnet-v2", "swav"]}.get(args.asset, [args.asset])
     for name in names:
         print(f"{name}: {assets.fetch(name)}")
     return 0
