@@ -113,6 +113,8 @@ def test_protocols_are_never_averaged_together_nor_set_beside_the_papers(tmp_pat
     me = me.split("## Mean over subjects")[0]
     assert "| paper (Table 5) |" in bd.split(head)[0] and "| paper (Table 5) |" not in me
     assert "computed under the brain-diffuser protocol, these under mindeye" in me
+    assert "Protocol card: protocol mindeye (MindEye2's evaluation code); images: each subject's own test set" in me
+    assert "Protocol card: protocol brain-diffuser (Brain-Diffuser's evaluation code)" in bd.split(head)[0]
 
 
 def test_sphinx_hook_looks_in_the_setting_then_nsdlib_runs_then_the_book(tmp_path, monkeypatch):

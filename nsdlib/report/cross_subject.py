@@ -30,7 +30,7 @@ from ..names import IMAGE_METRICS
 from ..names import METRIC_SHORT_HEADERS as _HEADERS
 from ..names import REGRESSOR_LABELS as _REGRESSOR_LABELS
 from ..pipeline.results import read_results
-from ..protocols import DEFAULT_PROTOCOL
+from ..protocols import DEFAULT_PROTOCOL, PROTOCOLS
 from ..store import atomic_write
 
 __all__ = [
@@ -309,6 +309,11 @@ def render_markdown(table, *, title: str, note: str = "", timings=None) -> str:
                 + ("" if ssim_mode == "columns" else " The paper's rows use Brain-Diffuser's column SSIM.")
                 + (" A quick run: a small, fast variant of every step, for smoke tests, "
                                   "not for comparison." if quick else ""), ""]
+        known = PROTOCOLS[protocol].label if protocol in PROTOCOLS else "not known to nsdlib"
+        out += [f"Protocol card: protocol {protocol} ({known}); images: each subject's own test set (its ids' "
+                "digest is in that subject's results file, under `cards`); repeats: betas averaged over each "
+                "image's repeats; one sample per image, no selection. The paper's rows claim "
+                f"{paper.PAPER_PROTOCOL.split(' ')[0]} (its metrics follow Brain-Diffuser's).", ""]
         mean = grp[grp["subject"] == "mean"]
         # the paper's numbers are Brain-Diffuser's chain: they stand beside rows of that protocol only
         same = papers if protocol == DEFAULT_PROTOCOL else papers.iloc[:0]
