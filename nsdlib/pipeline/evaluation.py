@@ -2,7 +2,10 @@
 
 - :func:`noised_first_guesses` / :func:`noise_sensitivity`: the paper's noise protocol
   (:mod:`nsdlib.noise`) applied to the run's first guesses, and the stage-2 images made
-  from each noised version (``nsdlib.pipeline.stage2.stage2_images``).
+  from each noised version (``nsdlib.pipeline.stage2.stage2_images``); the noise is added
+  to the first guess at stage 1's size (``placement="first-guess"``, the book's choice) or
+  after upscaling it to the diffusion model's size (``"upscaled"``, as on Brain-Diffuser's
+  512-px first-guess files); :func:`noise_placements` scores Table 6 under both.
 - :func:`score`: one set of reconstructions against the run's test stimuli, every metric
   per image, cached in the run's store (keyed by a hash of both image sets, the metric
   settings and which networks could be used, so fetching weights later recomputes).
@@ -25,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import diffusion as D
 from .. import features as F
 from .. import metrics as M
 from .. import noise as N
@@ -38,6 +42,7 @@ from . import context, data, stage1, stage2
 from .results import RESULT_COLUMNS, RESULTS_SSIM_MODE, result_row, write_results
 
 __all__ = [
+    "NOISE_PLACEMENTS",
     "QUICK_NOISE_IMAGES",
     "default_indices",
     "default_noise_levels",
@@ -47,6 +52,7 @@ __all__ = [
     "first_guesses",
     "ground_truth",
     "metric_plan",
+    "noise_placements",
     "noise_sensitivity",
     "noised_first_guesses",
     "run_label",
@@ -57,6 +63,10 @@ __all__ = [
 ]
 
 _VERSION = 1
+
+#: Where chapter 08's noise is added: to the first guess at stage 1's size (the book's
+#: choice), or after upscaling it to the diffusion model's size as stage 2 resizes it.
+NOISE_PLACEMENTS = ("first-guess", "upscaled")
 
 
 # ------------------------------------------------------------------- inputs
@@ -94,7 +104,19 @@ def _stage2(cfg: RunConfig, first_guesses=None, noise: str | None = None, indice
 
 
 # -------------------------------------------------------------------- noise
-def noised_first_guesses(cfg: RunConfig, level, guesses=None, ids=None) -> np.ndarray:
+def _model_size(cfg: RunConfig) -> int:
+    """The side of the images the run's diffusion model makes (512 for Versatile Diffusion)."""
+    return int(stage2.diffusion_model(cfg).image_size)
+
+
+def _check_placement(placement: str) -> str:
+    if placement not in NOISE_PLACEMENTS:
+        raise ValueError(f"placement must be one of {', '.join(map(repr, NOISE_PLACEMENTS))}; found {placement!r}")
+    return placement
+
+
+def noised_first_guesses(cfg: RunConfig, level, guesses=None, ids=None, *,
+                         placement: str = "first-guess") -> np.ndarray:
     """The run's first guesses with the paper's noise at ``level`` (seeded by ``cfg.seed``).
 
     Parameters
@@ -105,8 +127,21 @@ def noised_first_guesses(cfg: RunConfig, level, guesses=None, ids=None) -> np.nd
     ids : array-like of int, optional
         One stable key per image (default the run's test ids when they match in number,
         else positions), so that an image gets the same noise in any subset.
+    placement : {"first-guess", "upscaled"}
+        ``"first-guess"``: noise added to the first guess at its own size (64 px for the
+        real VDVAE, 32 for the mini one), then stage 2 upscales it. ``"upscaled"``: the
+        first guess is first resized to the diffusion model's size with stage 2's own
+        resize (:func:`nsdlib.diffusion.resize_to_model`) and the noise is added there,
+        one value per pixel of the larger image.
+
+    Returns
+    -------
+    ndarray of uint8, shape (n_images, s, s, 3)
+        ``s`` is the first guesses' side, or the model's with ``"upscaled"``.
     """
     fg = first_guesses(cfg) if guesses is None else guesses
+    if _check_placement(placement) == "upscaled":
+        fg = D.resize_to_model(fg, _model_size(cfg))
     if ids is None:
         try:
             test_ids = _test_ids(cfg)
@@ -117,7 +152,8 @@ def noised_first_guesses(cfg: RunConfig, level, guesses=None, ids=None) -> np.nd
 
 
 def noise_sensitivity(cfg: RunConfig, levels: Sequence = NOISE_LEVELS, *, guesses=None, ids=None,
-                      indices=None, stage2: Callable | None = None) -> dict[str, dict[str, np.ndarray]]:
+                      indices=None, stage2: Callable | None = None,
+                      placement: str = "first-guess") -> dict[str, dict[str, np.ndarray]]:
     """Stage-2 images made from noised first guesses, one set per noise level.
 
     Parameters
@@ -135,6 +171,11 @@ def noise_sensitivity(cfg: RunConfig, levels: Sequence = NOISE_LEVELS, *, guesse
         ``stage2(cfg, first_guesses=..., noise=label[, indices=...]) -> uint8 images`` for the
         noised levels and ``stage2(cfg)`` (the run's own images) for ``"none"``; default
         ``nsdlib.pipeline.stage2.stage2_images`` (cached per noise label and image hash).
+    placement : {"first-guess", "upscaled"}
+        Where the noise is added (:func:`noised_first_guesses`). The stage-2 label of an
+        upscaled level is ``"<level> upscaled"``. ``"none"`` is the run's own stage-2 images
+        under both placements (without noise there is nothing to place; the upscaled uint8
+        first guess differs from stage 2's own resize only by rounding to whole grey levels).
 
     Returns
     -------
@@ -145,18 +186,58 @@ def noise_sensitivity(cfg: RunConfig, levels: Sequence = NOISE_LEVELS, *, guesse
     fg = first_guesses(cfg) if guesses is None else guesses
     run = stage2 or _stage2
     idx = None if indices is None else np.asarray(indices, dtype=np.int64)
+    suffix = "" if _check_placement(placement) == "first-guess" else f" {placement}"
     out = {}
     for level in levels:
         label = N.noise_label(level)
-        noised = noised_first_guesses(cfg, label, fg, ids)
+        noised = noised_first_guesses(cfg, label, fg, ids, placement=placement)
         if label == "none":  # the run's own stage-2 images (chapter 07), shared cache
             final = run(cfg)
             final = final if idx is None else final[idx]
         else:
-            final = run(cfg, first_guesses=noised, noise=label, **({} if idx is None else {"indices": idx}))
+            final = run(cfg, first_guesses=noised, noise=label + suffix, **({} if idx is None else {"indices": idx}))
         check_images(final, f"stage-2 images for noise {label}")
         out[label] = {"first_guess": noised if idx is None else noised[idx], "final": final}
     return out
+
+
+def noise_placements(cfg: RunConfig, levels: Sequence = NOISE_LEVELS, *, indices=None,
+                     placements: Sequence[str] = NOISE_PLACEMENTS, guesses=None, clip=None,
+                     progress: bool = False) -> tuple[pd.DataFrame, dict]:
+    """Table 6 under each noise placement: stage 2 from noised first guesses, scored.
+
+    Parameters
+    ----------
+    levels : sequence
+        Noise levels (default all of Table 6).
+    indices : sequence of int, optional
+        Only these test images (positions), as :func:`noise_sensitivity`.
+    placements : sequence of {"first-guess", "upscaled"}
+    guesses : ndarray of uint8, optional
+        The run's first guesses (default ``stage1.first_guesses(cfg)``).
+    clip : optional
+        See :func:`score`.
+
+    Returns
+    -------
+    rows : pandas.DataFrame
+        One row per (placement, noise level): :data:`~nsdlib.pipeline.results.RESULT_COLUMNS`
+        plus ``placement`` and ``noise_size`` (the side, in pixels, of the image the noise was
+        added to). Never written to the results file (its rows are keyed by noise level only;
+        :func:`evaluate` writes the book's placement there).
+    reports : dict
+        ``(placement, noise label) -> MetricReport``.
+    """
+    fg = first_guesses(cfg) if guesses is None else guesses
+    parts, reports = [], {}
+    for placement in placements:
+        ns = noise_sensitivity(cfg, levels, guesses=fg, indices=indices, placement=placement)
+        recs = {(cfg.regressor, cfg.n_layers, lab): ns[lab]["final"] for lab in ns}
+        rows, reps = evaluate(cfg, reconstructions=recs, indices=indices, clip=clip, progress=progress, write=False)
+        side = _model_size(cfg) if placement == "upscaled" else int(fg.shape[1])
+        parts.append(rows.assign(placement=placement, noise_size=side))
+        reports.update({(placement, lab): reps[(cfg.regressor, cfg.n_layers, lab)] for lab in ns})
+    return pd.concat(parts, ignore_index=True), reports
 
 
 # ------------------------------------------------------------------ scoring
