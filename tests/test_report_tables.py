@@ -244,6 +244,24 @@ def test_diffusion_settings_beside_brain_diffusers():
     assert t.loc["output size", "this run"] == "64 x 64"
 
 
+def test_noise_at_table_reads_the_models_scheduler():
+    from diffusers import DDIMScheduler
+
+    def scheduler():  # Versatile Diffusion's DDIM settings
+        return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                             set_alpha_to_one=False, clip_sample=False)
+
+    vd = SimpleNamespace(scheduler=scheduler)
+    run = {"strength": 0.75, "num_steps": 50, "noise_at": "first-step"}
+    t = T.noise_at_table(run, vd)
+    assert t.index.tolist() == ["'first-step' (this run)", "'brain-diffuser'"]
+    assert t["noised at t"].tolist() == [721, 741] and t["denoised from t"].tolist() == [721, 721]
+    ab = scheduler().alphas_cumprod.numpy()
+    np.testing.assert_allclose(t["first guess's latent x"], np.sqrt(ab[[721, 741]]), rtol=1e-6)
+    np.testing.assert_allclose(t["noise x"] ** 2 + t["first guess's latent x"] ** 2, 1, rtol=1e-6)
+    assert T.noise_at_table({**run, "strength": 1.0}, vd).index.tolist() == ["'first-step' (this run)"]
+
+
 # ------------------------------------------------------- is a difference real?
 def _report(per_image: dict, unavailable=()):
     status = {m: "unavailable" if m in unavailable else "ok" for m in per_image}

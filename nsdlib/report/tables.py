@@ -9,7 +9,8 @@
   :func:`z_error_table`.
 - Data and models (chapters 01-07): :func:`glm_accuracy_table`, :func:`subject_counts`,
   :func:`zscore_summary`, :func:`split_table`, :func:`vdvae_layout`, :func:`latent_counts`,
-  :func:`image_scores`, :func:`alpha_table`, :func:`diffusion_settings`.
+  :func:`image_scores`, :func:`alpha_table`, :func:`diffusion_settings`,
+  :func:`noise_at_table`.
 - Whether a difference is real (chapters 08-09): :func:`variant_label`, :func:`comparison_differences`
   (the paper's comparisons with paired-bootstrap intervals), :func:`noise_directions` (which way
   each metric moves with noise, beside Table 6); :mod:`nsdlib.report.sentences` reads them out.
@@ -56,6 +57,7 @@ __all__ = [
     "latent_rows",
     "latent_table",
     "metric_sources",
+    "noise_at_table",
     "noise_change",
     "noise_directions",
     "noise_placement_table",
@@ -666,6 +668,47 @@ def diffusion_settings(run: Mapping, vd) -> pd.DataFrame:
                                                "epsilon, scaled-linear betas, leading steps", "512 x 512"]},
         index=["strength", "first guess's latent noised at", "autoencoder's latent of the first guess",
                "guidance scale", "text / vision weight", "sampler", "noise schedule", "output size"])
+
+
+#: Who noises the first guess's latent where (the ``noise_at`` settings of :mod:`nsdlib.diffusion`).
+_NOISE_AT_USERS = {"first-step": "nsdlib's default; diffusers' image-to-image pipelines",
+                   "brain-diffuser": "Brain-Diffuser's code (stochastic_encode at DDIM index t_enc)"}
+
+
+def noise_at_table(run: Mapping, vd) -> pd.DataFrame:
+    """Where stage 2 noises the first guess's latent under each ``noise_at`` setting, and what survives.
+
+    Parameters
+    ----------
+    run : dict
+        ``stage2.DIFFUSION_SETTINGS`` (or the quick ones): ``num_steps``, ``strength`` and
+        ``noise_at`` (the run's setting, marked).
+    vd : nsdlib.diffusion.DualGuidedDiffusion
+        The run's model (its ``scheduler()``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per setting (:data:`nsdlib.diffusion.NOISE_AT`): the timestep noised at, the
+        first timestep denoised, ``sqrt(alpha_bar)`` (the factor on the first guess's latent)
+        and ``sqrt(1 - alpha_bar)`` (on the noise) at the noised timestep, who uses it.
+        A setting that cannot run with these settings (Brain-Diffuser's at strength 1) is
+        left out.
+    """
+    rows = {}
+    for mode in diffusion.NOISE_AT:
+        sched = vd.scheduler()
+        try:
+            t, steps = diffusion.noising_schedule(sched, run["num_steps"], run["strength"], mode)
+        except ValueError:
+            continue
+        ab = 1.0 if t is None else float(sched.alphas_cumprod[t])
+        label = f"{mode!r}" + (" (this run)" if mode == run.get("noise_at", "first-step") else "")
+        rows[label] = {"noised at t": "-" if t is None else t,
+                       "denoised from t": int(steps[0]) if len(steps) else "-",
+                       "first guess's latent x": np.sqrt(ab), "noise x": np.sqrt(1 - ab),
+                       "used by": _NOISE_AT_USERS[mode]}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 # ------------------------------------------------------------------ scene score
