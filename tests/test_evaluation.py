@@ -266,3 +266,12 @@ def test_noise_sensitivity_under_each_placement(upscaling_run):
     assert by["first-guess", "none"] == by["upscaled", "none"]
     assert by["first-guess", "none"] > by["first-guess", "16"] and by["upscaled", "none"] > by["upscaled", "16"]
     assert not results.results_path(cfg).exists()  # never written: the file's rows have no placement
+
+
+def test_placement_indices(run, monkeypatch):
+    cfg, *_ = run
+    assert E.placement_indices(cfg).tolist() == [0, 1, 2, 3]  # quick: the chapter's few images
+    full = cfg.replace(quick=False)
+    assert E.placement_indices(full) is None  # 10 test images: all, sharing the chapter's stage-2 cache
+    monkeypatch.setattr(E, "_test_ids", lambda c: np.arange(982))
+    assert E.placement_indices(full).tolist() == list(range(E.PLACEMENT_IMAGES))

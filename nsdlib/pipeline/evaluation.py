@@ -43,6 +43,7 @@ from .results import RESULT_COLUMNS, RESULTS_SSIM_MODE, result_row, write_result
 
 __all__ = [
     "NOISE_PLACEMENTS",
+    "PLACEMENT_IMAGES",
     "QUICK_NOISE_IMAGES",
     "default_indices",
     "default_noise_levels",
@@ -55,6 +56,7 @@ __all__ = [
     "noise_placements",
     "noise_sensitivity",
     "noised_first_guesses",
+    "placement_indices",
     "run_label",
     "scene_probe_info",
     "scene_scores",
@@ -454,6 +456,25 @@ def default_noise_levels(cfg: RunConfig) -> tuple[str, ...]:
 
 #: Test images of the noise experiment in quick runs (positions in the test set).
 QUICK_NOISE_IMAGES = 4
+
+
+#: Test images of chapter 08's comparison of noise placements when the test set is larger (NSD's 982).
+PLACEMENT_IMAGES = 100
+
+
+def placement_indices(cfg: RunConfig):
+    """The test images :func:`noise_placements` scores in chapter 08.
+
+    ``quick``: :func:`default_indices`; a test set of at most :data:`PLACEMENT_IMAGES`
+    images (mini-NSD's 100): all of them (None, which shares the stage-2 cache of the rest of
+    the chapter); a larger one (NSD's 982): its first :data:`PLACEMENT_IMAGES`, so that the
+    comparison adds about one stage-2 pass over the test set instead of five (both placements
+    are scored on the same images).
+    """
+    if cfg.quick:
+        return default_indices(cfg)
+    n = len(_test_ids(cfg))
+    return None if n <= PLACEMENT_IMAGES else np.arange(PLACEMENT_IMAGES)
 
 
 def default_indices(cfg: RunConfig):
