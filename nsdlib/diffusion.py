@@ -7,8 +7,10 @@ UNet, the text UNet ``UNetFlatConditionModel``, ``DualTransformer2DModel``) but 
 start from prompts and images, not from embeddings, and have no image-to-image strength,
 so this module drives the components itself:
 
-1. the first guess is resized to the model's image size (512 px for Versatile Diffusion)
-   and encoded by the VAE (the posterior mean times the VAE's ``scaling_factor``);
+1. the first guess is resized to the model's image size (512 px for Versatile Diffusion;
+   :func:`resize_to_model`) and encoded by the VAE: the posterior *mean* times the VAE's
+   ``scaling_factor`` (Brain-Diffuser draws a sample of the posterior; the sample's spread is
+   drowned by the diffusion noise added next, and the mean keeps stage 2 deterministic);
 2. every cross-attention transformer of the image UNet is paired with the text UNet's
    transformer at the same place (a :class:`DualTransformer`): the text context goes
    through the text transformer, the vision context through the image transformer, and
@@ -16,7 +18,13 @@ so this module drives the components itself:
 3. the latent is noised to ``strength`` of the DDIM schedule (0.75 of 50 steps: 37 steps
    are run, eta 0) with noise from one ``torch.Generator`` per image, seeded
    ``seed + index`` where ``index`` is the image's place in the dataset, so an image gets
-   the same noise whatever batch or subset it is computed in;
+   the same noise whatever batch or subset it is computed in. Where the latent is noised is
+   the ``noise_at`` setting (:func:`noising_schedule`): ``"first-step"`` at the timestep of
+   the first DDIM step run (t = 721 for 37 of 50 steps with Versatile Diffusion's schedule:
+   the level that step assumes, as diffusers' image-to-image pipelines do), or
+   ``"brain-diffuser"`` one DDIM step earlier (t = 741, Brain-Diffuser's index 37), while
+   denoising still starts at 721, as Brain-Diffuser's (and latent diffusion's) img2img
+   script does;
 4. classifier-free guidance (scale 7.5) against the unconditional contexts: the CLIP
    embeddings of the empty caption and of a uniform grey image;
 5. the VAE decodes the result.
@@ -38,9 +46,12 @@ from .images import check_images, resize, to_tensor, to_uint8
 __all__ = [
     "DualGuidedDiffusion",
     "DualTransformer",  # noqa: F822 (built on first access, see __getattr__)
+    "NOISE_AT",
     "load_components",
     "make_dual_guided",
+    "noising_schedule",
     "random_components",
+    "resize_to_model",
     "save_components",
     "set_mixing",
     "vae_input",
@@ -55,6 +66,11 @@ __all__ = [
 _DDIM_FIXED = dict(clip_sample=False, set_alpha_to_one=False, steps_offset=1)
 _DDIM_DEFAULTS = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                       prediction_type="epsilon", rescale_betas_zero_snr=False, timestep_spacing="leading")
+
+#: Where stage 2 noises the first guess's latent (see :func:`noising_schedule`).
+NOISE_AT = ("first-step", "brain-diffuser")
+#: The filter that resizes first guesses to the model's size (:func:`nsdlib.images.resize`).
+RESIZE_FILTER = "torch-bicubic"
 
 
 def _dual_transformer_class():
@@ -173,7 +189,81 @@ def vae_input(images: np.ndarray, size: int):
     (antialiased, clamped), as the first guesses enter Versatile Diffusion.
     """
     x = to_tensor(check_images(images, "first guesses"))
-    return resize(x, size, filter="torch-bicubic") * 2 - 1
+    return resize(x, size, filter=RESIZE_FILTER) * 2 - 1
+
+
+def resize_to_model(images: np.ndarray, size: int) -> np.ndarray:
+    """First guesses resized as stage 2 resizes them, kept as uint8 images.
+
+    The filter of :func:`vae_input` (``"torch-bicubic"``), rounded to whole grey levels: the
+    image a noise experiment can distort at the model's size (Brain-Diffuser's first guesses
+    are 512-px files: VDVAE's 64-px output upscaled by PIL's bicubic filter).
+
+    Parameters
+    ----------
+    images : uint8 ndarray of shape (n, H, W, 3)
+    size : int
+        The model's image side (:attr:`DualGuidedDiffusion.image_size`).
+
+    Returns
+    -------
+    uint8 ndarray of shape (n, size, size, 3)
+        ``images`` itself when it already has that size.
+    """
+    return resize(check_images(images, "first guesses"), int(size), filter=RESIZE_FILTER)
+
+
+def noising_schedule(scheduler, num_steps: int, strength: float, noise_at: str = "first-step", *, device=None):
+    """The DDIM steps stage 2 runs and the timestep at which it noises the first guess's latent.
+
+    Parameters
+    ----------
+    scheduler : diffusers.DDIMScheduler
+        Its ``set_timesteps(num_steps)`` is called here.
+    num_steps : int
+        DDIM steps of the full schedule.
+    strength : float in [0, 1]
+        Share of the schedule that is re-run: ``int(num_steps * strength)`` steps.
+    noise_at : {"first-step", "brain-diffuser"}
+        ``"first-step"``: at the timestep of the first step run (the noise level that step
+        assumes). ``"brain-diffuser"``: at the timestep of the DDIM step before it, as
+        Brain-Diffuser's script does (``stochastic_encode`` at DDIM index ``t_enc =
+        int(strength * num_steps)``, then ``decode_dc`` from index ``t_enc - 1``); with
+        Versatile Diffusion's schedule and 37 of 50 steps: noised at t = 741, denoised from
+        t = 721.
+    device : torch.device, optional
+        Where the scheduler's timesteps live.
+
+    Returns
+    -------
+    noise_t : int or None
+        The timestep whose ``sqrt(alpha_bar)`` scales the latent (None when no step is run).
+    timesteps : torch.Tensor of shape (n_run,)
+        The timesteps denoised, in order.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``noise_at``, or ``"brain-diffuser"`` with every step run (strength 1):
+        there is no DDIM step before the first one (Brain-Diffuser's index would be out of its
+        schedule).
+    """
+    if noise_at not in NOISE_AT:
+        raise ValueError(f"noise_at must be one of {', '.join(map(repr, NOISE_AT))}; found {noise_at!r}")
+    num_steps = int(num_steps)
+    scheduler.set_timesteps(num_steps, device=device)
+    n_run = min(int(num_steps * float(strength)), num_steps)
+    start = num_steps - n_run
+    timesteps = scheduler.timesteps[start:]
+    if not n_run:
+        return None, timesteps
+    if noise_at == "first-step":
+        return int(timesteps[0]), timesteps
+    if start == 0:
+        raise ValueError(f"noise_at='brain-diffuser' noises one DDIM step before the first step run; with strength "
+                         f"{strength} all {num_steps} steps are run and there is none before (use a strength "
+                         "below 1, or noise_at='first-step')")
+    return int(scheduler.timesteps[start - 1]), timesteps
 
 
 # ------------------------------------------------------------ components
@@ -372,8 +462,9 @@ class DualGuidedDiffusion:
     # ------------------------------------------------------- sampling
     def reconstruct(self, first_guesses: np.ndarray, text_embeds: np.ndarray, vision_embeds: np.ndarray,
                     uncond_text: np.ndarray, uncond_vision: np.ndarray, *, strength: float = 0.75,
-                    num_steps: int = 50, guidance_scale: float = 7.5, text_weight: float = 0.4, seed: int = 0,
-                    indices=None, batch_size: int = 4, progress: bool = True) -> np.ndarray:
+                    num_steps: int = 50, guidance_scale: float = 7.5, text_weight: float = 0.4,
+                    noise_at: str = "first-step", seed: int = 0, indices=None, batch_size: int = 4,
+                    progress: bool = True) -> np.ndarray:
         """Refine first guesses, guided by (predicted) CLIP embeddings.
 
         Parameters
@@ -395,6 +486,10 @@ class DualGuidedDiffusion:
             Classifier-free guidance scale (1: no guidance, the unconditional pass is skipped).
         text_weight : float in [0, 1]
             Weight of the text transformers' residual; the vision ones get ``1 - text_weight``.
+        noise_at : {"first-step", "brain-diffuser"}
+            The timestep at which the first guess's latent is noised (:func:`noising_schedule`):
+            that of the first step run (t = 721 for 37 of 50 Versatile Diffusion steps) or,
+            as Brain-Diffuser, of the step before (t = 741).
         seed : int
             Image ``k`` is noised by a generator seeded ``seed + indices[k]``.
         indices : sequence of int, optional
@@ -429,9 +524,8 @@ class DualGuidedDiffusion:
         set_mixing(self.unet, text_weight, N_TEXT_TOKENS, N_VISION_TOKENS)
 
         sched = self.scheduler()
-        sched.set_timesteps(int(num_steps), device=self.device)
-        n_run = min(int(int(num_steps) * float(strength)), int(num_steps))
-        timesteps = sched.timesteps[int(num_steps) - n_run:]
+        noise_t, timesteps = noising_schedule(sched, num_steps, strength, noise_at, device=self.device)
+        n_run = len(timesteps)
         guided = float(guidance_scale) > 1.0
         uncond = torch.cat([uncond_text, uncond_vision], dim=0)[None]
 
@@ -443,7 +537,8 @@ class DualGuidedDiffusion:
                 latents = self.encode(first_guesses[sl])
                 if n_run:
                     noise = self.initial_noise(indices[sl], seed).to(self.device)
-                    latents = sched.add_noise(latents, noise, timesteps[:1].repeat(b))
+                    t_noise = torch.full((b,), noise_t, dtype=timesteps.dtype, device=timesteps.device)
+                    latents = sched.add_noise(latents, noise, t_noise)
                     cond = torch.cat([text_embeds[sl], vision_embeds[sl]], dim=1)
                     context = torch.cat([uncond.expand(b, -1, -1), cond]) if guided else cond
                     context = context.to(self.device, self.unet_dtype)

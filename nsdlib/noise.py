@@ -13,6 +13,12 @@ mid-grey pixel: about 31 % black, 31 % white and 38 % spread in between, with me
 (Adding ``256 * z`` to the first guess itself and clipping would leave a faint trace of
 it, because how often a pixel clips depends on its value.)
 
+The noise is added to whatever image it is given, one value per pixel and channel at that
+image's size. Where in the pipeline that image is taken — the first guess at stage 1's size
+(64 px for VDVAE), or the first guess upscaled to the diffusion model's size as stage 2
+upscales it (512 px, the size of Brain-Diffuser's first-guess files) — is the ``placement``
+of :func:`nsdlib.pipeline.evaluation.noised_first_guesses`; the paper does not say which.
+
 Noise is seeded per image: the noise of an image depends only on ``seed``, the
 amplitude and the image's key (its NSD id when given, else its position), never on
 which other images are in the batch, so a quick run on a subset sees the same noise as

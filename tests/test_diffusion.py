@@ -17,9 +17,12 @@ from nsdlib.diffusion import (
     DualGuidedDiffusion,
     load_components,
     make_dual_guided,
+    noising_schedule,
     random_components,
+    resize_to_model,
     save_components,
     set_mixing,
+    vae_input,
 )
 
 
@@ -130,6 +133,85 @@ def test_strength_075_of_50_steps_runs_37(vd, inputs):
         assert len(calls) == 37 and set(calls) == {1}
     finally:
         handle.remove()
+
+
+# ------------------------------------------- where the first guess's latent is noised
+def _brain_diffuser_schedule(num_steps=50, strength=0.75, n_train=1000):
+    """Brain-Diffuser's img2img schedule, transcribed from its versatile_diffusion code.
+
+    ``make_ddim_timesteps("uniform")``: ``range(0, 1000, 1000 // num_steps) + 1``;
+    ``t_enc = int(strength * num_steps)``; ``stochastic_encode`` noises with
+    ``ddim_alphas[t_enc] = alphas_cumprod[ddim_timesteps[t_enc]]``; ``decode_dc`` runs
+    ``ddim_timesteps[:t_enc]`` from the last. Betas: ``make_beta_schedule("linear")`` with
+    vd.yaml's 0.00085 to 0.012, ``linspace(sqrt(start), sqrt(end), 1000) ** 2`` in float64.
+    """
+    ddim = np.arange(0, n_train, n_train // num_steps) + 1
+    t_enc = int(strength * num_steps)
+    betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, n_train, dtype=np.float64) ** 2
+    return dict(noise_t=int(ddim[t_enc]), first_step=int(ddim[t_enc - 1]), alphas_cumprod=np.cumprod(1 - betas))
+
+
+def test_noising_timestep_of_each_mode_against_brain_diffusers_schedule(vd):
+    bd = _brain_diffuser_schedule()
+    assert (bd["noise_t"], bd["first_step"]) == (741, 721)
+    sched = vd.scheduler()  # Versatile Diffusion's DDIM settings (the defaults of a model without a config)
+    np.testing.assert_allclose(sched.alphas_cumprod.numpy(), bd["alphas_cumprod"], rtol=1e-6)
+    t_first, steps = noising_schedule(sched, 50, 0.75, "first-step")
+    t_bd, steps_bd = noising_schedule(vd.scheduler(), 50, 0.75, "brain-diffuser")
+    assert len(steps) == 37 and int(steps[0]) == bd["first_step"] and int(steps[-1]) == 1
+    assert t_first == bd["first_step"] and t_bd == bd["noise_t"]
+    assert steps_bd.tolist() == steps.tolist()  # both modes denoise the same 37 steps
+    # the share of the first guess's latent that survives the noising: sqrt(alpha_bar)
+    keep = {mode: float(sched.alphas_cumprod[t]) ** 0.5 for mode, t in (("first-step", t_first), ("bd", t_bd))}
+    assert keep["first-step"] == pytest.approx(0.266, abs=1e-3) and keep["bd"] == pytest.approx(0.246, abs=1e-3)
+    assert keep["bd"] == pytest.approx(bd["alphas_cumprod"][741] ** 0.5, rel=1e-6)
+    assert keep["first-step"] / keep["bd"] == pytest.approx(1.08, abs=0.005)  # about 8 % more survives
+
+
+def test_noising_schedule_edges(vd):
+    t, steps = noising_schedule(vd.scheduler(), 50, 0.0, "brain-diffuser")
+    assert t is None and len(steps) == 0  # strength 0: nothing is noised, nothing run
+    t, steps = noising_schedule(vd.scheduler(), 50, 1.0, "first-step")
+    assert t == int(steps[0]) == 981 and len(steps) == 50
+    with pytest.raises(ValueError, match="none before"):
+        noising_schedule(vd.scheduler(), 50, 1.0, "brain-diffuser")
+    with pytest.raises(ValueError, match="noise_at must be one of 'first-step', 'brain-diffuser'"):
+        noising_schedule(vd.scheduler(), 50, 0.75, "late")
+
+
+def test_reconstruct_noises_at_the_modes_timestep(vd, inputs, monkeypatch):
+    seen = []
+    make = vd.scheduler
+
+    def spying_scheduler():
+        sched = make()
+        add = sched.add_noise
+        sched.add_noise = lambda x, noise, t: (seen.append(t.tolist()), add(x, noise, t))[1]
+        return sched
+
+    monkeypatch.setattr(vd, "scheduler", spying_scheduler)
+    one = {k: (v[:2] if k not in ("uncond_text", "uncond_vision") else v) for k, v in inputs.items()}
+    calls, handle = _count_unet_calls(vd)
+    try:
+        a = vd.reconstruct(**one, num_steps=50, strength=0.75, guidance_scale=1.0, progress=False)
+        b = vd.reconstruct(**one, num_steps=50, strength=0.75, guidance_scale=1.0, noise_at="brain-diffuser",
+                           progress=False)
+    finally:
+        handle.remove()
+    assert seen == [[721, 721], [741, 741]] and len(calls) == 2 * 37
+    assert np.abs(a.astype(int) - b).max() > 0
+    with pytest.raises(ValueError, match="noise_at"):
+        vd.reconstruct(**one, num_steps=4, noise_at="late", progress=False)
+
+
+def test_resize_to_model_is_stage_2s_resize():
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    up = resize_to_model(small, 64)
+    assert up.shape == (2, 64, 64, 3) and up.dtype == np.uint8
+    as_vae = ((vae_input(small, 64) + 1) / 2 * 255).permute(0, 2, 3, 1).numpy()
+    assert np.abs(up.astype(float) - as_vae).max() <= 0.5 + 1e-3  # the VAE's input, rounded to grey levels
+    assert resize_to_model(up, 64) is up
 
 
 def _reference_single_guided(components, transformer_source, first_guesses, cond, uncond, *, num_steps, strength,
@@ -323,6 +405,23 @@ def test_stage2_images_cached_per_parameter_set(stage2_run):
         stage2.stage2_images(cfg, fg[:3], progress=False)
     with pytest.raises(TypeError, match="unknown stage-2 setting"):
         stage2.stage2_images(cfg, fg, steps=3)
+
+
+def test_stage2_noise_timestep_is_a_setting_of_the_cache_key(stage2_run):
+    stage2, cfg = stage2_run
+    from nsdlib.store import Store
+
+    assert stage2.DIFFUSION_SETTINGS["noise_at"] == stage2.QUICK_DIFFUSION_SETTINGS["noise_at"] == "first-step"
+    fg = np.random.default_rng(5).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
+    ours = stage2.stage2_images(cfg, fg, indices=[0, 1], progress=False)
+    same = stage2.stage2_images(cfg, fg, indices=[0, 1], noise_at="first-step", progress=False)
+    bd = stage2.stage2_images(cfg, fg, indices=[0, 1], noise_at="brain-diffuser", progress=False)
+    np.testing.assert_array_equal(ours, same)
+    assert np.abs(bd.astype(int) - ours).max() > 0
+    events = [e["event"] for e in Store.for_config(cfg).events() if e["name"] == "stage2_images"]
+    assert events == ["computed", "reused", "computed"]
+    with pytest.raises(ValueError, match="noise_at must be one of"):
+        stage2.stage2_images(cfg, fg, noise_at="late", progress=False)
 
 
 def test_stage2_with_pretrained_models_missing_names_the_asset(stage2_run, tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from nsdlib import RunConfig
+from nsdlib import diffusion as D
 from nsdlib import noise as N
 from nsdlib import protocols as P
 from nsdlib.mini import Scene, SceneObject
@@ -245,3 +246,75 @@ def test_scene_scores_need_the_scene_networks(run):
     cfg = run[0].replace(dataset="nsd", nsd_root=str(run[0].workdir))
     with pytest.raises(SceneNetworksMissing, match="mini-NSD's ground truth"):
         E.scene_scores(cfg, stages={})
+
+
+# ------------------------------------------------------ where the noise is added
+def _neighbour_correlation(residual):
+    """Correlation of horizontally adjacent pixels of a residual (n, h, w, 3)."""
+    r = residual.astype(float)
+    return np.corrcoef(r[:, :, :-1].ravel(), r[:, :, 1:].ravel())[0, 1]
+
+
+@pytest.fixture
+def upscaling_run(run, monkeypatch):
+    """The run with a diffusion model of 64 px (its first guesses are 32 px) and mid-range first guesses."""
+    cfg, gt, first, calls = run
+    mid = (96 + gt // 4).astype(np.uint8)  # like the stimuli, in 96-159: amplitude 16 rarely clips
+
+    def stage2(c, first_guesses=None, noise=None, indices=None):
+        calls.append(noise)
+        out = mid if first_guesses is None else first_guesses  # the identity as "stage 2"
+        return out if indices is None else out[indices]
+
+    monkeypatch.setattr(E, "_model_size", lambda c: 64)
+    monkeypatch.setattr(E, "first_guesses", lambda c: mid)
+    monkeypatch.setattr(E, "_stage2", stage2)
+    return cfg, gt, mid, calls
+
+
+def test_upscaled_placement_adds_independent_noise_at_the_models_size(upscaling_run):
+    cfg, gt, first, _ = upscaling_run
+    clean_up = D.resize_to_model(first, 64)
+    up = E.noised_first_guesses(cfg, 16, placement="upscaled")
+    assert up.shape == (10, 64, 64, 3)
+    res_up = up.astype(int) - clean_up
+    assert res_up.std() == pytest.approx(16, rel=0.05) and abs(_neighbour_correlation(res_up)) < 0.05
+    # noise on the 32-px first guess, then stage 2's upscaling: neighbouring pixels share their noise
+    small = E.noised_first_guesses(cfg, 16)
+    assert small.shape == (10, 32, 32, 3)
+    res_small = D.resize_to_model(small, 64).astype(int) - clean_up
+    assert _neighbour_correlation(res_small) > 0.5
+    # seeded per image: the same seed gives the same images, a subset the same noise
+    np.testing.assert_array_equal(E.noised_first_guesses(cfg, 16, placement="upscaled"), up)
+    sub = E.noised_first_guesses(cfg, 16, first[[2, 5]], ids=[102, 105], placement="upscaled")
+    np.testing.assert_array_equal(sub, up[[2, 5]])
+    other = E.noised_first_guesses(cfg.replace(seed=1), 16, placement="upscaled")
+    assert np.abs(other.astype(int) - up).max() > 0
+    with pytest.raises(ValueError, match="placement must be one of 'first-guess', 'upscaled'"):
+        E.noised_first_guesses(cfg, 16, placement="512")
+
+
+def test_noise_sensitivity_under_each_placement(upscaling_run):
+    cfg, gt, first, calls = upscaling_run
+    out = E.noise_sensitivity(cfg, ["none", 16], placement="upscaled")
+    assert calls == [None, "16 upscaled"]  # a stage-2 label of its own for each noised level
+    np.testing.assert_array_equal(out["16"]["final"], E.noised_first_guesses(cfg, 16, placement="upscaled"))
+    np.testing.assert_array_equal(out["none"]["final"], first)  # the run's own stage 2 under both placements
+    rows, reports = E.noise_placements(cfg, ["none", 16, 256], indices=[0, 1, 2])
+    assert list(rows["placement"]) == ["first-guess"] * 3 + ["upscaled"] * 3
+    assert list(rows["noise"]) == ["none", "16", "256"] * 2 and (rows["n_images"] == 3).all()
+    assert list(rows["noise_size"]) == [32] * 3 + [64] * 3
+    assert set(reports) == {(p, lab) for p in E.NOISE_PLACEMENTS for lab in ("none", "16", "256")}
+    by = rows.set_index(["placement", "noise"])["pixcorr"]
+    assert by["first-guess", "none"] == by["upscaled", "none"]
+    assert by["first-guess", "none"] > by["first-guess", "16"] and by["upscaled", "none"] > by["upscaled", "16"]
+    assert not results.results_path(cfg).exists()  # never written: the file's rows have no placement
+
+
+def test_placement_indices(run, monkeypatch):
+    cfg, *_ = run
+    assert E.placement_indices(cfg).tolist() == [0, 1, 2, 3]  # quick: the chapter's few images
+    full = cfg.replace(quick=False)
+    assert E.placement_indices(full) is None  # 10 test images: all, sharing the chapter's stage-2 cache
+    monkeypatch.setattr(E, "_test_ids", lambda c: np.arange(982))
+    assert E.placement_indices(full).tolist() == list(range(E.PLACEMENT_IMAGES))

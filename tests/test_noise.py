@@ -41,6 +41,16 @@ def test_amplitude_is_the_standard_deviation_away_from_the_bounds(amp):
     assert abs(d.mean()) < 0.05 * amp
 
 
+@pytest.mark.parametrize("size", [32, 512])
+def test_noise_is_independent_per_pixel_at_the_images_own_size(size):
+    # the same rule at stage 1's size and at the diffusion model's (the two placements of chapter 08)
+    d = noise.add_noise(_guesses(1, size, value=128), 16, seed=2).astype(np.float64) - 128
+    assert d.shape == (1, size, size, 3)
+    for a, b in ((d[:, :, :-1], d[:, :, 1:]), (d[:, :-1], d[:, 1:]), (d[..., :-1], d[..., 1:])):
+        r = np.corrcoef(a.ravel(), b.ravel())[0, 1]
+        assert abs(r) < 4 / np.sqrt(a.size), f"neighbours correlate at {r:.3f} for a {size}-px image"
+
+
 def test_amplitude_64_clips_at_the_normal_tail_rate():
     from scipy.stats import norm
 

@@ -50,6 +50,25 @@ def test_noise_table_puts_ours_above_the_papers_at_each_level():
     assert set(T.noise_table(rows, with_paper=False)["protocol"]) == {"mindeye"}
 
 
+def test_noise_placement_table_shows_each_placement_and_the_paper():
+    first = _results(noise=("none", "8", "64")).assign(placement="first-guess", noise_size=32)
+    up = _results(noise=("none", "8", "64"), start=0.5).assign(placement="upscaled", noise_size=64)
+    up.loc[0, list(METRICS)] = first.loc[0, list(METRICS)]  # the same noiseless images
+    table = T.noise_placement_table(pd.concat([first, up], ignore_index=True), ours_label="ours (test)")
+    on_fg = "ours (test); noise added on the first guess, 32 px"
+    after = "ours (test); noise added after upscaling, 64 px"
+    paper_label = "paper (Table 6, subject 1, NSD; placement not stated)"
+    assert table.index.tolist()[:9] == [("none", "ours (test); no noise"), ("none", paper_label),
+                                        ("8", on_fg), ("8", after), ("8", paper_label), ("16", paper_label),
+                                        ("32", paper_label), ("64", on_fg), ("64", after)]
+    assert table.loc[("8", after), "pixcorr"] == pytest.approx(0.5 + 0.1 + 0.01)
+    assert table.loc[("64", on_fg), "pixcorr"] == pytest.approx(0.1 + 0.2 + 0.01)
+    assert table.loc[("64", paper_label), "ssim"] == _paper_row(6, noise="64")["ssim"]
+    assert len(T.noise_placement_table(first, with_paper=False)) == 3
+    with pytest.raises(ValueError, match="placement and noise_size"):
+        T.noise_placement_table(_results())
+
+
 def test_noise_change_is_relative_to_no_noise():
     rows = _results(noise=("none", "64"))
     rows.loc[1, "ssim"] = rows.loc[0, "ssim"] / 2  # half the noiseless SSIM: -50 %
@@ -223,19 +242,47 @@ def test_alpha_table_shows_each_distinct_setting_once(monkeypatch):
 
 
 def test_diffusion_settings_beside_brain_diffusers():
-    vd = SimpleNamespace(image_size=64, scheduler_config={"prediction_type": "v_prediction",
-                                                          "rescale_betas_zero_snr": True,
-                                                          "timestep_spacing": "trailing"})
+    from diffusers import DDIMScheduler
+
+    config = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
+    vd = SimpleNamespace(image_size=64, scheduler_config=config,
+                         scheduler=lambda: DDIMScheduler(**config, steps_offset=1, set_alpha_to_one=False))
     run = {"strength": 0.75, "num_steps": 50, "guidance_scale": 7.5, "text_weight": 0.4}
     t = T.diffusion_settings(run, vd)
     assert t.loc["strength", "this run"] == "0.75 (37 of 50 steps)" == t.loc["strength",
                                                                             "paper (Brain-Diffuser's settings)"]
+    # trailing steps: 999, 979, ...; the 37 last of 50 start at 999 - 13 * 20 = 739
+    assert t.loc["first guess's latent noised at", "this run"] == "t = 739, denoised from t = 739 ('first-step')"
+    t_bd = T.diffusion_settings({**run, "noise_at": "brain-diffuser"}, vd)
+    assert t_bd.loc["first guess's latent noised at", "this run"] == \
+        "t = 759, denoised from t = 739 ('brain-diffuser')"
+    assert t.loc["first guess's latent noised at", "paper (Brain-Diffuser's settings)"] == \
+        "t = 741, denoised from t = 721"
+    assert t.loc["autoencoder's latent of the first guess"].tolist() == ["posterior mean", "a posterior sample"]
     assert t.loc["noise schedule", "this run"] == ("v_prediction, scaled-linear betas rescaled to zero terminal SNR, "
                                                   "trailing steps")
     vd.scheduler_config.update(beta_schedule="squaredcos_cap_v2", rescale_betas_zero_snr=False)
     t = T.diffusion_settings(run, vd)
     assert t.loc["noise schedule", "this run"] == "v_prediction, cosine betas, trailing steps"
     assert t.loc["output size", "this run"] == "64 x 64"
+
+
+def test_noise_at_table_reads_the_models_scheduler():
+    from diffusers import DDIMScheduler
+
+    def scheduler():  # Versatile Diffusion's DDIM settings
+        return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                             set_alpha_to_one=False, clip_sample=False)
+
+    vd = SimpleNamespace(scheduler=scheduler)
+    run = {"strength": 0.75, "num_steps": 50, "noise_at": "first-step"}
+    t = T.noise_at_table(run, vd)
+    assert t.index.tolist() == ["'first-step' (this run)", "'brain-diffuser'"]
+    assert t["noised at t"].tolist() == [721, 741] and t["denoised from t"].tolist() == [721, 721]
+    ab = scheduler().alphas_cumprod.numpy()
+    np.testing.assert_allclose(t["first guess's latent x"], np.sqrt(ab[[721, 741]]), rtol=1e-6)
+    np.testing.assert_allclose(t["noise x"] ** 2 + t["first guess's latent x"] ** 2, 1, rtol=1e-6)
+    assert T.noise_at_table({**run, "strength": 1.0}, vd).index.tolist() == ["'first-step' (this run)"]
 
 
 # ------------------------------------------------------- is a difference real?

@@ -2,7 +2,10 @@
 
 - :func:`noised_first_guesses` / :func:`noise_sensitivity`: the paper's noise protocol
   (:mod:`nsdlib.noise`) applied to the run's first guesses, and the stage-2 images made
-  from each noised version (``nsdlib.pipeline.stage2.stage2_images``).
+  from each noised version (``nsdlib.pipeline.stage2.stage2_images``); the noise is added
+  to the first guess at stage 1's size (``placement="first-guess"``, the book's choice) or
+  after upscaling it to the diffusion model's size (``"upscaled"``, as on Brain-Diffuser's
+  512-px first-guess files); :func:`noise_placements` scores Table 6 under both.
 - :func:`score`: one set of reconstructions against the run's test stimuli, every metric
   per image, cached in the run's store (keyed by a hash of both image sets, the metric
   settings and which networks could be used, so fetching weights later recomputes), under
@@ -27,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import diffusion as D
 from .. import features as F
 from .. import metrics as M
 from .. import noise as N
@@ -41,6 +45,8 @@ from . import context, data, stage1, stage2
 from .results import RESULT_COLUMNS, result_row, write_results
 
 __all__ = [
+    "NOISE_PLACEMENTS",
+    "PLACEMENT_IMAGES",
     "QUICK_NOISE_IMAGES",
     "default_indices",
     "default_noise_levels",
@@ -50,8 +56,10 @@ __all__ = [
     "first_guesses",
     "ground_truth",
     "metric_plan",
+    "noise_placements",
     "noise_sensitivity",
     "noised_first_guesses",
+    "placement_indices",
     "run_card",
     "run_label",
     "scene_probe_info",
@@ -61,6 +69,10 @@ __all__ = [
 ]
 
 _VERSION = 1
+
+#: Where chapter 08's noise is added: to the first guess at stage 1's size (the book's
+#: choice), or after upscaling it to the diffusion model's size as stage 2 resizes it.
+NOISE_PLACEMENTS = ("first-guess", "upscaled")
 
 
 # ------------------------------------------------------------------- inputs
@@ -124,7 +136,19 @@ def _stage2(cfg: RunConfig, first_guesses=None, noise: str | None = None, indice
 
 
 # -------------------------------------------------------------------- noise
-def noised_first_guesses(cfg: RunConfig, level, guesses=None, ids=None) -> np.ndarray:
+def _model_size(cfg: RunConfig) -> int:
+    """The side of the images the run's diffusion model makes (512 for Versatile Diffusion)."""
+    return int(stage2.diffusion_model(cfg).image_size)
+
+
+def _check_placement(placement: str) -> str:
+    if placement not in NOISE_PLACEMENTS:
+        raise ValueError(f"placement must be one of {', '.join(map(repr, NOISE_PLACEMENTS))}; found {placement!r}")
+    return placement
+
+
+def noised_first_guesses(cfg: RunConfig, level, guesses=None, ids=None, *,
+                         placement: str = "first-guess") -> np.ndarray:
     """The run's first guesses with the paper's noise at ``level`` (seeded by ``cfg.seed``).
 
     Parameters
@@ -135,8 +159,21 @@ def noised_first_guesses(cfg: RunConfig, level, guesses=None, ids=None) -> np.nd
     ids : array-like of int, optional
         One stable key per image (default the run's test ids when they match in number,
         else positions), so that an image gets the same noise in any subset.
+    placement : {"first-guess", "upscaled"}
+        ``"first-guess"``: noise added to the first guess at its own size (64 px for the
+        real VDVAE, 32 for the mini one), then stage 2 upscales it. ``"upscaled"``: the
+        first guess is first resized to the diffusion model's size with stage 2's own
+        resize (:func:`nsdlib.diffusion.resize_to_model`) and the noise is added there,
+        one value per pixel of the larger image.
+
+    Returns
+    -------
+    ndarray of uint8, shape (n_images, s, s, 3)
+        ``s`` is the first guesses' side, or the model's with ``"upscaled"``.
     """
     fg = first_guesses(cfg) if guesses is None else guesses
+    if _check_placement(placement) == "upscaled":
+        fg = D.resize_to_model(fg, _model_size(cfg))
     if ids is None:
         try:
             test_ids = _test_ids(cfg)
@@ -147,7 +184,8 @@ def noised_first_guesses(cfg: RunConfig, level, guesses=None, ids=None) -> np.nd
 
 
 def noise_sensitivity(cfg: RunConfig, levels: Sequence = NOISE_LEVELS, *, guesses=None, ids=None,
-                      indices=None, stage2: Callable | None = None) -> dict[str, dict[str, np.ndarray]]:
+                      indices=None, stage2: Callable | None = None,
+                      placement: str = "first-guess") -> dict[str, dict[str, np.ndarray]]:
     """Stage-2 images made from noised first guesses, one set per noise level.
 
     Parameters
@@ -165,6 +203,11 @@ def noise_sensitivity(cfg: RunConfig, levels: Sequence = NOISE_LEVELS, *, guesse
         ``stage2(cfg, first_guesses=..., noise=label[, indices=...]) -> uint8 images`` for the
         noised levels and ``stage2(cfg)`` (the run's own images) for ``"none"``; default
         ``nsdlib.pipeline.stage2.stage2_images`` (cached per noise label and image hash).
+    placement : {"first-guess", "upscaled"}
+        Where the noise is added (:func:`noised_first_guesses`). The stage-2 label of an
+        upscaled level is ``"<level> upscaled"``. ``"none"`` is the run's own stage-2 images
+        under both placements (without noise there is nothing to place; the upscaled uint8
+        first guess differs from stage 2's own resize only by rounding to whole grey levels).
 
     Returns
     -------
@@ -175,18 +218,58 @@ def noise_sensitivity(cfg: RunConfig, levels: Sequence = NOISE_LEVELS, *, guesse
     fg = first_guesses(cfg) if guesses is None else guesses
     run = stage2 or _stage2
     idx = None if indices is None else np.asarray(indices, dtype=np.int64)
+    suffix = "" if _check_placement(placement) == "first-guess" else f" {placement}"
     out = {}
     for level in levels:
         label = N.noise_label(level)
-        noised = noised_first_guesses(cfg, label, fg, ids)
+        noised = noised_first_guesses(cfg, label, fg, ids, placement=placement)
         if label == "none":  # the run's own stage-2 images (chapter 07), shared cache
             final = run(cfg)
             final = final if idx is None else final[idx]
         else:
-            final = run(cfg, first_guesses=noised, noise=label, **({} if idx is None else {"indices": idx}))
+            final = run(cfg, first_guesses=noised, noise=label + suffix, **({} if idx is None else {"indices": idx}))
         check_images(final, f"stage-2 images for noise {label}")
         out[label] = {"first_guess": noised if idx is None else noised[idx], "final": final}
     return out
+
+
+def noise_placements(cfg: RunConfig, levels: Sequence = NOISE_LEVELS, *, indices=None,
+                     placements: Sequence[str] = NOISE_PLACEMENTS, guesses=None, clip=None,
+                     progress: bool = False) -> tuple[pd.DataFrame, dict]:
+    """Table 6 under each noise placement: stage 2 from noised first guesses, scored.
+
+    Parameters
+    ----------
+    levels : sequence
+        Noise levels (default all of Table 6).
+    indices : sequence of int, optional
+        Only these test images (positions), as :func:`noise_sensitivity`.
+    placements : sequence of {"first-guess", "upscaled"}
+    guesses : ndarray of uint8, optional
+        The run's first guesses (default ``stage1.first_guesses(cfg)``).
+    clip : optional
+        See :func:`score`.
+
+    Returns
+    -------
+    rows : pandas.DataFrame
+        One row per (placement, noise level): :data:`~nsdlib.pipeline.results.RESULT_COLUMNS`
+        plus ``placement`` and ``noise_size`` (the side, in pixels, of the image the noise was
+        added to). Never written to the results file (its rows are keyed by noise level only;
+        :func:`evaluate` writes the book's placement there).
+    reports : dict
+        ``(placement, noise label) -> MetricReport``.
+    """
+    fg = first_guesses(cfg) if guesses is None else guesses
+    parts, reports = [], {}
+    for placement in placements:
+        ns = noise_sensitivity(cfg, levels, guesses=fg, indices=indices, placement=placement)
+        recs = {(cfg.regressor, cfg.n_layers, lab): ns[lab]["final"] for lab in ns}
+        rows, reps = evaluate(cfg, reconstructions=recs, indices=indices, clip=clip, progress=progress, write=False)
+        side = _model_size(cfg) if placement == "upscaled" else int(fg.shape[1])
+        parts.append(rows.assign(placement=placement, noise_size=side))
+        reports.update({(placement, lab): reps[(cfg.regressor, cfg.n_layers, lab)] for lab in ns})
+    return pd.concat(parts, ignore_index=True), reports
 
 
 # ------------------------------------------------------------------ scoring
@@ -426,6 +509,25 @@ def default_noise_levels(cfg: RunConfig) -> tuple[str, ...]:
 
 #: Test images of the noise experiment in quick runs (positions in the test set).
 QUICK_NOISE_IMAGES = 4
+
+
+#: Test images of chapter 08's comparison of noise placements when the test set is larger (NSD's 982).
+PLACEMENT_IMAGES = 100
+
+
+def placement_indices(cfg: RunConfig):
+    """The test images :func:`noise_placements` scores in chapter 08.
+
+    ``quick``: :func:`default_indices`; a test set of at most :data:`PLACEMENT_IMAGES`
+    images (mini-NSD's 100): all of them (None, which shares the stage-2 cache of the rest of
+    the chapter); a larger one (NSD's 982): its first :data:`PLACEMENT_IMAGES`, so that the
+    comparison adds about one stage-2 pass over the test set instead of five (both placements
+    are scored on the same images).
+    """
+    if cfg.quick:
+        return default_indices(cfg)
+    n = len(_test_ids(cfg))
+    return None if n <= PLACEMENT_IMAGES else np.arange(PLACEMENT_IMAGES)
 
 
 def default_indices(cfg: RunConfig):

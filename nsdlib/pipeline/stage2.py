@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import metrics, ridge
 from ..config import RunConfig
+from ..diffusion import NOISE_AT
 from ..store import array_key, params_key
 from . import context, data, stage1
 
@@ -44,8 +45,11 @@ ALPHA_SETTINGS = {"paper": (50_000.0, 50_000.0), "brain-diffuser": (100_000.0, 6
 #: Grid searched when ``alpha="cv"`` (generalised cross-validation, one alpha per regression).
 CV_ALPHAS = tuple(float(a) for a in np.logspace(1, 6, 11))
 
-#: Versatile Diffusion as the paper (and Brain-Diffuser) run it.
+#: Versatile Diffusion as the paper (and Brain-Diffuser) run it; ``noise_at`` (where the first
+#: guess's latent is noised, :func:`nsdlib.diffusion.noising_schedule`) is nsdlib's
+#: ``"first-step"`` (t = 721 for 37 of 50 steps), ``"brain-diffuser"`` one DDIM step earlier (t = 741).
 DIFFUSION_SETTINGS = dict(strength=0.75, num_steps=50, guidance_scale=7.5, text_weight=0.4)
+DIFFUSION_SETTINGS["noise_at"] = "first-step"
 #: ``quick=True``: the same, with a short schedule (6 of 8 steps).
 QUICK_DIFFUSION_SETTINGS = dict(DIFFUSION_SETTINGS, num_steps=8)
 
@@ -212,8 +216,9 @@ def stage2_images(cfg: RunConfig, first_guesses: np.ndarray | None = None, noise
     batch_size : int, optional
         Images per UNet call (default 8 on CUDA, 4 on the CPU).
     **settings
-        ``strength``, ``num_steps``, ``guidance_scale``, ``text_weight``; default
-        :data:`DIFFUSION_SETTINGS` (``quick``: :data:`QUICK_DIFFUSION_SETTINGS`).
+        ``strength``, ``num_steps``, ``guidance_scale``, ``text_weight``, ``noise_at``
+        (``"first-step"`` or ``"brain-diffuser"``); default :data:`DIFFUSION_SETTINGS`
+        (``quick``: :data:`QUICK_DIFFUSION_SETTINGS`). Every setting is part of the cache key.
 
     Returns
     -------
@@ -228,6 +233,8 @@ def stage2_images(cfg: RunConfig, first_guesses: np.ndarray | None = None, noise
     if embeddings not in ("predicted", "true"):
         raise ValueError(f"embeddings must be 'predicted' or 'true'; found {embeddings!r}")
     run = {**(QUICK_DIFFUSION_SETTINGS if cfg.quick else DIFFUSION_SETTINGS), **settings}
+    if run["noise_at"] not in NOISE_AT:
+        raise ValueError(f"noise_at must be one of {', '.join(map(repr, NOISE_AT))}; found {run['noise_at']!r}")
     if first_guesses is None:
         first_guesses = stage1.first_guesses(cfg)
     first_guesses = np.asarray(first_guesses)

@@ -1,14 +1,16 @@
 """The chapters' tables: ours beside the paper's, labelled with where each number comes from.
 
 - Full pipeline (chapters 08-09): :func:`comparison_table` (Tables 4/5), :func:`noise_table`
-  (Table 6), :func:`noise_change`, :func:`latent_table` (Table 3 beside the results file's
-  latent errors), :func:`metric_sources`.
+  (Table 6), :func:`noise_placement_table` (Table 6 under both noise placements),
+  :func:`noise_change`, :func:`latent_table` (Table 3 beside the results file's latent
+  errors), :func:`metric_sources`.
 - Stage 1 (chapter 04): :func:`regressor_summary`, :func:`latent_rows`,
   :func:`ridge_raw_row`, :func:`baseline_row`, :func:`latent_error_table` (Tables 2/3),
   :func:`z_error_table`.
 - Data and models (chapters 01-07): :func:`glm_accuracy_table`, :func:`subject_counts`,
   :func:`zscore_summary`, :func:`split_table`, :func:`vdvae_layout`, :func:`latent_counts`,
-  :func:`image_scores`, :func:`alpha_table`, :func:`diffusion_settings`.
+  :func:`image_scores`, :func:`alpha_table`, :func:`diffusion_settings`,
+  :func:`noise_at_table`.
 - Whether a difference is real (chapters 08-09): :func:`variant_label`, :func:`comparison_differences`
   (the paper's comparisons with paired-bootstrap intervals), :func:`noise_directions` (which way
   each metric moves with noise, beside Table 6); :mod:`nsdlib.report.sentences` reads them out.
@@ -25,7 +27,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .. import metrics, nsd, paper, vdvae
+from .. import diffusion, metrics, nsd, paper, vdvae
 from ..names import (
     HIGHER_IS_BETTER,
     IMAGE_METRICS,
@@ -57,8 +59,10 @@ __all__ = [
     "latent_rows",
     "latent_table",
     "metric_sources",
+    "noise_at_table",
     "noise_change",
     "noise_directions",
+    "noise_placement_table",
     "noise_table",
     "regressor_summary",
     "report_cards",
@@ -162,6 +166,46 @@ def noise_table(rows, *, ours_label: str = "ours", with_paper: bool = True):
     out["_o"] = out["noise"].map(order)
     out["_s"] = (out["source"] != ours_label).astype(int)
     out = out.sort_values(["_o", "_s"]).drop(columns=["_o", "_s"])
+    return out.set_index(["noise", "source"])
+
+
+def noise_placement_table(rows, *, ours_label: str = "ours", with_paper: bool = True):
+    """Table 6 under each noise placement, ours beside the paper's.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        ``nsdlib.pipeline.evaluation.noise_placements`` rows: results rows of one regressor
+        and n_layers with ``placement`` ("first-guess" or "upscaled") and ``noise_size`` (the
+        side, in pixels, of the image the noise was added to).
+    ours_label : str
+        Says which dataset and models made our rows.
+
+    Returns
+    -------
+    pandas.DataFrame indexed by (noise, source) with the eight metrics
+        Per noise level: our row under each placement, then the paper's (which does not say
+        where its noise was added). The noiseless row is shown once: it is the same images
+        under both placements.
+    """
+    missing = {"placement", "noise_size"} - set(rows.columns)
+    if missing:
+        raise ValueError(f"rows need the columns placement and noise_size (evaluation.noise_placements); "
+                         f"missing {', '.join(sorted(missing))}")
+    parts = []
+    for placement, part in rows.groupby("placement", sort=False):
+        where = "on the first guess" if placement == "first-guess" else "after upscaling"
+        label = f"{ours_label}; noise added {where}, {int(part['noise_size'].iloc[0])} px"
+        parts.append(noise_table(part, ours_label=label, with_paper=False).reset_index())
+    out = pd.concat(parts, ignore_index=True)
+    none = out["noise"] == "none"
+    out = pd.concat([out[none].head(1).assign(source=f"{ours_label}; no noise"), out[~none]], ignore_index=True)
+    if with_paper:
+        p = paper.table(6)[["noise", *IMAGE_METRICS]].copy()
+        p.insert(1, "source", "paper (Table 6, subject 1, NSD; placement not stated)")
+        out = pd.concat([out, p], ignore_index=True)
+    out["_o"] = out["noise"].map({lab: i for i, lab in enumerate(NOISE_LEVELS)})
+    out = out.sort_values("_o", kind="stable").drop(columns="_o")
     return out.set_index(["noise", "source"])
 
 
@@ -662,13 +706,61 @@ def diffusion_settings(run: Mapping, vd) -> pd.DataFrame:
     if sc.get("rescale_betas_zero_snr"):
         betas += " rescaled to zero terminal SNR"
     schedule = f"{sc['prediction_type']}, {betas}, {sc['timestep_spacing']} steps"
+    noise_at = run.get("noise_at", "first-step")
+    t_noise, steps = diffusion.noising_schedule(vd.scheduler(), run["num_steps"], run["strength"], noise_at)
+    noised = "no noise (strength 0)" if t_noise is None else \
+        f"t = {t_noise}, denoised from t = {int(steps[0])} ({noise_at!r})"
     return pd.DataFrame(
         {"this run": [f"{run['strength']} ({int(run['num_steps'] * run['strength'])} of {run['num_steps']} steps)",
-                      run["guidance_scale"], f"{run['text_weight']} / {1 - run['text_weight']:.1f}", "DDIM, eta 0",
+                      noised, "posterior mean", run["guidance_scale"],
+                      f"{run['text_weight']} / {1 - run['text_weight']:.1f}", "DDIM, eta 0",
                       schedule, f"{vd.image_size} x {vd.image_size}"],
-         "paper (Brain-Diffuser's settings)": ["0.75 (37 of 50 steps)", 7.5, "0.4 / 0.6", "DDIM, eta 0",
+         "paper (Brain-Diffuser's settings)": ["0.75 (37 of 50 steps)", "t = 741, denoised from t = 721",
+                                               "a posterior sample", 7.5, "0.4 / 0.6", "DDIM, eta 0",
                                                "epsilon, scaled-linear betas, leading steps", "512 x 512"]},
-        index=["strength", "guidance scale", "text / vision weight", "sampler", "noise schedule", "output size"])
+        index=["strength", "first guess's latent noised at", "autoencoder's latent of the first guess",
+               "guidance scale", "text / vision weight", "sampler", "noise schedule", "output size"])
+
+
+#: Who noises the first guess's latent where (the ``noise_at`` settings of :mod:`nsdlib.diffusion`).
+_NOISE_AT_USERS = {"first-step": "nsdlib's default; diffusers' image-to-image pipelines",
+                   "brain-diffuser": "Brain-Diffuser's code (stochastic_encode at DDIM index t_enc)"}
+
+
+def noise_at_table(run: Mapping, vd) -> pd.DataFrame:
+    """Where stage 2 noises the first guess's latent under each ``noise_at`` setting, and what survives.
+
+    Parameters
+    ----------
+    run : dict
+        ``stage2.DIFFUSION_SETTINGS`` (or the quick ones): ``num_steps``, ``strength`` and
+        ``noise_at`` (the run's setting, marked).
+    vd : nsdlib.diffusion.DualGuidedDiffusion
+        The run's model (its ``scheduler()``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per setting (:data:`nsdlib.diffusion.NOISE_AT`): the timestep noised at, the
+        first timestep denoised, ``sqrt(alpha_bar)`` (the factor on the first guess's latent)
+        and ``sqrt(1 - alpha_bar)`` (on the noise) at the noised timestep, who uses it.
+        A setting that cannot run with these settings (Brain-Diffuser's at strength 1) is
+        left out.
+    """
+    rows = {}
+    for mode in diffusion.NOISE_AT:
+        sched = vd.scheduler()
+        try:
+            t, steps = diffusion.noising_schedule(sched, run["num_steps"], run["strength"], mode)
+        except ValueError:
+            continue
+        ab = 1.0 if t is None else float(sched.alphas_cumprod[t])
+        label = f"{mode!r}" + (" (this run)" if mode == run.get("noise_at", "first-step") else "")
+        rows[label] = {"noised at t": "-" if t is None else t,
+                       "denoised from t": int(steps[0]) if len(steps) else "-",
+                       "first guess's latent x": np.sqrt(ab), "noise x": np.sqrt(1 - ab),
+                       "used by": _NOISE_AT_USERS[mode]}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 # ------------------------------------------------------------------ scene score
