@@ -81,3 +81,7 @@ def test_overlap_sentences_read_the_numbers():
     assert "better it scores on CLIP (rho +0.90, p 0.001)" in text
     assert "the closer, the worse on SwAV-ResNet50 (rho +0.80" in text  # a distance: rising is worse
     assert "no dependence this run can see (p ≥ 0.05 or a constant score) on SSIM and PixCorr" in text
+    same = S.overlap_sentences({"cosine": np.array([0.9999]), "train_cosine": np.array([0.99992, 0.5])}, dep)
+    assert "as close to the training set as" not in same  # medians 1.000 and 0.750
+    same = S.overlap_sentences({"cosine": np.array([0.9999]), "train_cosine": np.array([0.99992])}, dep)
+    assert "as close to the training set as the training images" in same  # equal as printed: 1.000

@@ -183,11 +183,12 @@ def overlap_sentences(overlap: Mapping, dependence, labels: Mapping[str, str] = 
         Cosine at or above which a neighbour counts as a near-duplicate.
     """
     test, train = np.asarray(overlap["cosine"], float), np.asarray(overlap["train_cosine"], float)
-    mt, mr = float(np.median(test)), float(np.median(train))
-    way = "closer to" if mt > mr else "farther from" if mt < mr else "as close to"
+    mt, mr = round(float(np.median(test)), 3), round(float(np.median(train)), 3)  # compared as printed
+    way = ("closer to the training set than" if mt > mr else "farther from the training set than" if mt < mr
+           else "as close to the training set as")
     text = (f"The median test image's nearest training image has cosine {mt:.3f}; the median training image's "
-            f"nearest other training image, {mr:.3f}: the test images sit {way} the training set than the "
-            f"training images sit to each other. {int((test >= duplicate).sum())} of {len(test)} test images have "
+            f"nearest other training image, {mr:.3f}: the test images sit {way} the training images sit to each "
+            f"other. {int((test >= duplicate).sum())} of {len(test)} test images have "
             f"a training image at cosine {duplicate:g} or more.")
     better, worse, unseen = [], [], []
     for m, r in dependence.iterrows():
