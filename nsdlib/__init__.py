@@ -3,9 +3,11 @@
 One module per step of the paper: ``glm`` (single-trial betas, with the HRF library of
 ``hrf``), ``nsd`` (the dataset), ``mini`` (the simulated dataset, with ``mini.zoo``, its small
 models), ``ridge``, ``vdvae``, ``regressors`` (stage 1), ``clip`` and ``diffusion`` (stage 2),
-``noise``, ``metrics`` (with ``features``, the networks of its high-level metrics); ``names``
+``noise``, ``metrics`` (with ``features``, the networks of its high-level metrics, and
+``protocols``, the named evaluation chains and the card that says which one scored a table); ``names``
 is the paper's vocabulary (subjects, regressors, noise levels, metric keys and labels),
-``images`` the one home of checking, resizing and converting image batches; ``config``,
+``images`` the one home of checking, resizing and converting image batches, ``reconstructions``
+the reader of reconstruction files published by others; ``config``,
 ``store``, ``runner`` and ``batch`` organise runs, ``pipeline`` holds the cached steps the
 notebooks call and ``report`` the tables, figures, explorer and cross-subject report that show
 their results.

@@ -80,6 +80,11 @@ register(Asset(
     "torch-hub", "nsdlib fetch metrics",
     "torchvision AlexNet, InceptionV3 and EfficientNet-B1 ImageNet weights",
 ))
+register(Asset(
+    "torchvision-efficientnet-v2", "torchvision", "efficientnet.EfficientNet_B1_Weights.IMAGENET1K_V2",
+    "torch-hub", "nsdlib fetch metrics",
+    "torchvision EfficientNet-B1 IMAGENET1K_V2 weights (MindEye's evaluation protocol)",
+))
 
 
 def assets_dir() -> Path:

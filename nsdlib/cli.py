@@ -14,6 +14,7 @@ from pathlib import Path
 from . import assets
 from .batch import batch_status, run_batch
 from .config import ConfigError, RunConfig, find_book_root
+from .names import IMAGE_METRICS, METRIC_HEADERS
 from .nsd import fetch_subject
 from .pipeline.betas import write_betas
 from .runner import build_book, run_chain
@@ -98,7 +99,7 @@ def _cmd_fetch(args) -> int:
             raise ConfigError("`nsdlib fetch nsd` needs --subject N and --root DIR")
         fetch_subject(int(args.subject), args.root, sessions=args.sessions)
         return 0
-    names = {"metrics": ["torchvision-metrics", "swav"]}.get(args.asset, [args.asset])
+    names = {"metrics": ["torchvision-metrics", "torchvision-efficientnet-v2", "swav"]}.get(args.asset, [args.asset])
     for name in names:
         print(f"{name}: {assets.fetch(name)}")
     return 0
@@ -109,6 +110,37 @@ def _cmd_betas(args) -> int:
     out = write_betas(cfg)
     print(f"betas written to {out}")
     return 0
+
+
+def _cmd_score(args) -> int:
+    """``nsdlib score``: a file or folder of reconstructions scored against the run's test stimuli."""
+    from .pipeline import rescore, results  # deferred: imports torch and the metric networks
+
+    rescore.check_protocol(args.protocol)
+    cfg = _config(args)
+    rows, report = rescore.score_file(cfg, args.source, ids=args.ids, protocol=args.protocol, label=args.label,
+                                      only_test_images=args.only_test_images, out=args.out,
+                                      write=not args.no_write, progress=False)
+    print(_scores_table(rows.iloc[0], report, cfg, args.protocol))
+    if not args.no_write:
+        print(f"row {rows.iloc[0]['regressor']!r} written to "
+              f"{args.out or results.results_path(cfg)}")
+    return 0
+
+
+def _scores_table(row, report, cfg: RunConfig, protocol: str) -> str:
+    """The eight scores of one results row, one line each, with what the scores are."""
+    head = (f"{row['regressor']}: {row['n_images']} test images of {cfg.dataset} subject {cfg.subject} "
+            f"({cfg.models} models), compared at {row['size']} px, protocol {protocol}")
+    lines, notes = [head], {}
+    for m in (*IMAGE_METRICS, "ssim_2d"):
+        v = row[m]
+        value = f"{v:.4f}" if v is not None and v == v else "n/a"
+        if value == "n/a" and m in report.sources:  # each reason once, as a numbered note
+            value += f" [{notes.setdefault(report.sources[m], len(notes) + 1)}]"
+        lines.append(f"  {METRIC_HEADERS[m]:<24} {value}")
+    lines += [f"  [{k}] {why}" for why, k in notes.items()]
+    return "\n".join(lines)
 
 
 def _cmd_batch(args) -> int:
@@ -198,6 +230,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("betas", help="estimate single-trial betas with nsdlib.glm and write them in NSD's layout")
     _run_args(p, "mini")
     p.set_defaults(func=_cmd_betas)
+
+    p = sub.add_parser("score", help="re-score reconstructions (a .pt/.npy tensor with its nsdIds, or a folder "
+                       "of images named by nsdId) against the test stimuli; writes a results row")
+    p.add_argument("source", metavar="FILE_OR_FOLDER")
+    p.add_argument("--dataset", default="mini", help="mini or nsd (default mini)")
+    p.add_argument("--subject", help="1, 2, 5 or 7")
+    p.add_argument("--root", "--nsd-root", dest="nsd_root",
+                   help="dataset root (folder or s3://natural-scenes-dataset; default: the run's)")
+    p.add_argument("--workdir", help="artifact store root")
+    p.add_argument("--ids", default=None, help="a tensor file's 0-based nsdIds in its order: a .txt/.json/.npy "
+                   "file, or 'shared1000' (NSD's shared images, ascending); default <stem>.ids.txt/.json/.npy")
+    p.add_argument("--protocol", default="brain-diffuser", help="evaluation protocol (default brain-diffuser)")
+    p.add_argument("--label", default=None, help="the row's label (default file:<name>)")
+    p.add_argument("--only-test-images", dest="only_test_images", action="store_true",
+                   help="score the images that are test images of this run and leave out the others "
+                        "(default: any other image is an error)")
+    p.add_argument("--out", default=None, help="results .json to merge the row into (default the run's results.json)")
+    p.add_argument("--no-write", dest="no_write", action="store_true", help="print the scores only")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="any other run parameter (repeatable)")
+    p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("batch", help="papermill chains for several subjects, locally or on Slurm")
     _run_args(p)

@@ -16,7 +16,13 @@ Images are resized to 224 x 224 with :func:`nsdlib.images.resize`'s ``"torch-bil
 filter (antialiased, like torchvision's resize of a PIL image in Brain-Diffuser's code; also
 for InceptionV3, whose ImageNet weights expect 299 but which Brain-Diffuser fed 224) and
 normalised with ImageNet statistics (CLIP: its own, at its own input size). Features come from
-``torchvision.models.feature_extraction.create_feature_extractor``.
+``torchvision.models.feature_extraction.create_feature_extractor``. That is the
+``"brain-diffuser"`` evaluation protocol (:mod:`nsdlib.protocols`), the default; every builder
+takes ``protocol="mindeye"`` for MindEye2's inputs instead (each image resized to 256, then to
+the network's size — AlexNet 256, InceptionV3 342, EfficientNet-B1 255 with its IMAGENET1K_V2
+weights, SwAV and CLIP 224 — bilinear without antialiasing, unrounded; CLIP in float16 on a
+GPU). The protocol applies to the published networks; a callable CLIP and the mini scene
+networks take their own input under either (their description says so).
 
 Weights are read from the local cache only (:mod:`nsdlib.assets`: "torchvision-metrics",
 "swav", "clip"; ``nsdlib fetch metrics`` downloads them). With ``models="mini"`` the AlexNet,
@@ -31,6 +37,7 @@ network's name. Random weights
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import warnings
 from collections.abc import Sequence
@@ -42,6 +49,7 @@ from . import assets
 from .images import resize, to_tensor
 from .metrics import FeatureNetwork, ImageEvaluator, MetricReport
 from .names import DISTANCE_METRICS, IDENTIFICATION_METRICS, IMAGE_METRICS, METRIC_LABELS
+from .protocols import DEFAULT_PROTOCOL, Protocol, Resize, get_protocol
 
 __all__ = [
     "CLIP_MEAN",
@@ -57,6 +65,7 @@ __all__ = [
     "feature_networks",
     "inception_network",
     "load_swav_state_dict",
+    "metric_asset",
     "network_usable",
     "swav_network",
 ]
@@ -70,26 +79,43 @@ FEATURE_SIZE = 224
 #: model set: see :func:`feature_networks`).
 METRIC_ASSETS = {"alexnet2": "torchvision-metrics", "alexnet5": "torchvision-metrics",
                  "inceptionv3": "torchvision-metrics", "efficientnet": "torchvision-metrics", "swav": "swav"}
+#: Where a protocol's network needs other weights than :data:`METRIC_ASSETS` names.
+_PROTOCOL_ASSETS = {("mindeye", "efficientnet"): "torchvision-efficientnet-v2"}
 
 # torchvision weight files (IMAGENET1K_V1) inside torch's hub cache, as nsdlib.assets fetches them
 _TV_FILES = {
     "alexnet": "alexnet.AlexNet_Weights.IMAGENET1K_V1",
     "inceptionv3": "inception.Inception_V3_Weights.IMAGENET1K_V1",
     "efficientnet": "efficientnet.EfficientNet_B1_Weights.IMAGENET1K_V1",
+    "efficientnet-v2": "efficientnet.EfficientNet_B1_Weights.IMAGENET1K_V2",
 }
 
 
-def _to_input(images, size, mean, std, device):
+def metric_asset(metric: str, protocol: str | Protocol | None = None) -> str:
+    """The asset holding the weights of ``metric``'s network under ``protocol`` (MindEye's EfficientNet: V2 weights)."""
+    return _PROTOCOL_ASSETS.get((get_protocol(protocol).name, metric), METRIC_ASSETS[metric])
+
+
+def _note(protocol: Protocol) -> str:
+    """What a network's description adds under a protocol other than the default (nothing under the default)."""
+    return "" if protocol.name == DEFAULT_PROTOCOL else f"; {protocol.name} protocol input"
+
+
+def _to_input(images, size, mean, std, device, steps: tuple[Resize, ...] | None = None):
+    """uint8 images as a normalised NCHW float tensor: resized by ``steps`` (a step of size None
+    goes to ``size``; default one antialiased bilinear resize to ``size``), unrounded."""
     import torch
 
-    x = resize(to_tensor(images, device=device), size, filter="torch-bilinear")
+    x = to_tensor(images, device=device)
+    for step in steps or (Resize(size, "torch-bilinear"),):
+        x = resize(x, step.size or size, filter=step.filter)
     m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     s = torch.tensor(std, device=device).view(1, 3, 1, 1)
     return (x - m) / s
 
 
 def _torch_network(name, model, nodes: dict[str, str], description, trained, device,
-                   size=FEATURE_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> FeatureNetwork:
+                   size=FEATURE_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD, protocol=None) -> FeatureNetwork:
     import torch
     from torchvision.models.feature_extraction import create_feature_extractor
 
@@ -100,20 +126,22 @@ def _torch_network(name, model, nodes: dict[str, str], description, trained, dev
         extractor = create_feature_extractor(model, return_nodes=dict(nodes)).to(dev).eval()
     for p in extractor.parameters():
         p.requires_grad_(False)
+    protocol = get_protocol(protocol)
+    steps = protocol.feature_input(name)
 
     def extract(images):
         with torch.inference_mode():
-            out = extractor(_to_input(images, size, mean, std, dev))
+            out = extractor(_to_input(images, size, mean, std, dev, steps))
         return {metric: t.flatten(1).float().cpu().numpy() for metric, t in out.items()}
 
-    return FeatureNetwork(name, extract, tuple(nodes.values()), description, trained)
+    return FeatureNetwork(name, extract, tuple(nodes.values()), description + _note(protocol), trained, protocol.name)
 
 
-def _tv_state_dict(key: str):
+def _tv_state_dict(key: str, asset: str = "torchvision-metrics"):
     """A torchvision ImageNet state dict from the local cache (never downloaded here)."""
     import torch
 
-    cache = assets.require("torchvision-metrics")
+    cache = assets.require(asset)
     module, enum, member = _TV_FILES[key].split(".")
     weights = getattr(getattr(importlib.import_module(f"torchvision.models.{module}"), enum), member)
     path = Path(cache) / Path(weights.url).name
@@ -124,12 +152,12 @@ def _weights_label(pretrained: bool) -> str:
     return "ImageNet weights" if pretrained else "RANDOM weights (mechanics only, not the metric)"
 
 
-def alexnet_network(*, pretrained: bool = True, device=None) -> FeatureNetwork:
+def alexnet_network(*, pretrained: bool = True, device=None, protocol=None) -> FeatureNetwork:
     """AlexNet ``features[4]`` (AlexNet(2)) and ``features[11]`` (AlexNet(5)).
 
     ``pretrained=True`` loads torchvision's IMAGENET1K_V1 weights from the local cache
     (:class:`~nsdlib.assets.MissingAssetError` when absent); ``False`` keeps random
-    weights, for tests of the mechanics only.
+    weights, for tests of the mechanics only. ``protocol``: whose input (:mod:`nsdlib.protocols`).
     """
     from torchvision.models import alexnet
 
@@ -137,11 +165,12 @@ def alexnet_network(*, pretrained: bool = True, device=None) -> FeatureNetwork:
     if pretrained:
         model.load_state_dict(_tv_state_dict("alexnet"))
     return _torch_network("alexnet", model, {"features.4": "alexnet2", "features.11": "alexnet5"},
-                          f"AlexNet features[4] / features[11], {_weights_label(pretrained)}", pretrained, device)
+                          f"AlexNet features[4] / features[11], {_weights_label(pretrained)}", pretrained, device,
+                          protocol=protocol)
 
 
-def inception_network(*, pretrained: bool = True, device=None) -> FeatureNetwork:
-    """InceptionV3 ``avgpool`` (2048 features), fed 224 x 224 images as Brain-Diffuser did."""
+def inception_network(*, pretrained: bool = True, device=None, protocol=None) -> FeatureNetwork:
+    """InceptionV3 ``avgpool`` (2048 features), fed 224 x 224 images as Brain-Diffuser did (MindEye: 342)."""
     from torchvision.models import inception_v3
 
     # the ImageNet weights were trained with transform_input=True (torchvision sets it when loading them)
@@ -149,18 +178,23 @@ def inception_network(*, pretrained: bool = True, device=None) -> FeatureNetwork
     if pretrained:
         model.load_state_dict(_tv_state_dict("inceptionv3"))
     return _torch_network("inceptionv3", model, {"avgpool": "inceptionv3"},
-                          f"InceptionV3 avgpool, {_weights_label(pretrained)}", pretrained, device)
+                          f"InceptionV3 avgpool, {_weights_label(pretrained)}", pretrained, device, protocol=protocol)
 
 
-def efficientnet_network(*, pretrained: bool = True, device=None) -> FeatureNetwork:
-    """EfficientNet-B1 ``avgpool`` (1280 features)."""
+def efficientnet_network(*, pretrained: bool = True, device=None, protocol=None) -> FeatureNetwork:
+    """EfficientNet-B1 ``avgpool`` (1280 features): IMAGENET1K_V1 weights (``"mindeye"``: IMAGENET1K_V2)."""
     from torchvision.models import efficientnet_b1
 
+    proto = get_protocol(protocol)
+    v2 = proto.efficientnet_weights == "IMAGENET1K_V2"
     model = efficientnet_b1(weights=None)
     if pretrained:
-        model.load_state_dict(_tv_state_dict("efficientnet"))
+        model.load_state_dict(_tv_state_dict("efficientnet-v2", metric_asset("efficientnet", proto)) if v2
+                              else _tv_state_dict("efficientnet"))
+    label = f"{proto.efficientnet_weights} {_weights_label(pretrained)}" if v2 and pretrained else _weights_label(
+        pretrained)
     return _torch_network("efficientnet", model, {"avgpool": "efficientnet"},
-                          f"EfficientNet-B1 avgpool, {_weights_label(pretrained)}", pretrained, device)
+                          f"EfficientNet-B1 avgpool, {label}", pretrained, device, protocol=proto)
 
 
 def load_swav_state_dict(path) -> dict:
@@ -195,7 +229,7 @@ def load_swav_state_dict(path) -> dict:
     return state
 
 
-def swav_network(path=None, *, device=None) -> FeatureNetwork:
+def swav_network(path=None, *, device=None, protocol=None) -> FeatureNetwork:
     """SwAV ResNet-50 ``avgpool`` (2048 features).
 
     Parameters
@@ -203,6 +237,8 @@ def swav_network(path=None, *, device=None) -> FeatureNetwork:
     path : path, optional
         The checkpoint (``swav_800ep_pretrain.pth.tar``); default
         ``nsdlib.assets.require("swav")``. ``False`` keeps random weights (mechanics only).
+    protocol : str, optional
+        Whose input (:mod:`nsdlib.protocols`).
     """
     import torch
     from torchvision.models import resnet50
@@ -216,11 +252,11 @@ def swav_network(path=None, *, device=None) -> FeatureNetwork:
             raise ValueError(f"SwAV checkpoint did not fill resnet50: {result}")
         model.fc = torch.nn.Identity()
     desc = "SwAV ResNet-50 avgpool, " + ("800-epoch SwAV weights" if trained else _weights_label(False))
-    return _torch_network("swav", model, {"avgpool": "swav"}, desc, trained, device)
+    return _torch_network("swav", model, {"avgpool": "swav"}, desc, trained, device, protocol=protocol)
 
 
 def clip_network(model, *, description: str, trained: bool = True, device=None, mean=CLIP_MEAN, std=CLIP_STD,
-                 size: int | None = None) -> FeatureNetwork:
+                 size: int | None = None, protocol=None) -> FeatureNetwork:
     """The CLIP identification metric from a CLIP vision model or any image-feature callable.
 
     Parameters
@@ -236,11 +272,18 @@ def clip_network(model, *, description: str, trained: bool = True, device=None, 
         Which CLIP this is; tables print it ("small CLIP trained on mini-NSD, not ViT-L/14").
     trained : bool
         False only for a randomly initialised model (tests of the mechanics).
+    protocol : str, optional
+        Whose input (:mod:`nsdlib.protocols`): ``"mindeye"`` resizes to 256 then 224 without
+        antialiasing and runs the model in float16 on a GPU, as OpenAI's ``clip.load`` does.
+        A callable takes its own input under any protocol.
     """
     import torch
 
+    proto = get_protocol(protocol)
     if callable(model) and not isinstance(model, torch.nn.Module):
         fn = model
+        if proto.name != DEFAULT_PROTOCOL:
+            description += f" (its own input, not the {proto.name} protocol's)"
 
         def extract(images):
             out = fn(images)
@@ -260,16 +303,20 @@ def clip_network(model, *, description: str, trained: bool = True, device=None, 
             raise TypeError(f"a CLIP model needs a {attr!r} (CLIPModel or CLIPVisionModelWithProjection); "
                             f"found {type(model).__name__}")
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    model = model.float().to(dev).eval()
+    dtype = torch.float16 if proto.clip_half_on_gpu and dev.type == "cuda" else torch.float32
+    model = model.to(dev, dtype).eval()
     cfg = getattr(model.config, "vision_config", model.config)
     size = int(size or cfg.image_size)
+    steps = proto.feature_input("clip")
 
     def extract(images):
         with torch.inference_mode():
-            pooled = model.vision_model(pixel_values=_to_input(images, size, mean, std, dev)).pooler_output
+            x = _to_input(images, size, mean, std, dev, steps).to(dtype)
+            pooled = model.vision_model(pixel_values=x).pooler_output
             return {"clip": model.visual_projection(pooled).float().cpu().numpy()}
 
-    return FeatureNetwork("clip", extract, ("clip",), description, trained)
+    half = ", float16" if dtype == torch.float16 else ""
+    return FeatureNetwork("clip", extract, ("clip",), description + _note(proto) + half, trained, proto.name)
 
 
 def network_usable(models: str, asset: str) -> bool:
@@ -284,7 +331,7 @@ def network_usable(models: str, asset: str) -> bool:
 
 
 def feature_networks(models: str = "pretrained", *, clip=None, clip_description: str | None = None,
-                     metrics: Sequence[str] = IMAGE_METRICS, device=None, mini_models=None):
+                     metrics: Sequence[str] = IMAGE_METRICS, device=None, mini_models=None, protocol=None):
     """The networks of the high-level metrics for a model set, and the metrics left out.
 
     Parameters
@@ -308,6 +355,8 @@ def feature_networks(models: str = "pretrained", *, clip=None, clip_description:
     mini_models : path, optional
         A mini model zoo folder (:func:`nsdlib.mini.zoo.locate`); used with ``models="mini"``
         when it holds the scene networks (``<folder>/scene/``).
+    protocol : {"brain-diffuser", "mindeye"}, optional
+        Whose inputs and weights (:mod:`nsdlib.protocols`); default ``"brain-diffuser"``.
 
     Returns
     -------
@@ -315,6 +364,7 @@ def feature_networks(models: str = "pretrained", *, clip=None, clip_description:
     unavailable : dict
         Metric -> the reason it cannot be computed here.
     """
+    proto = get_protocol(protocol)
     if models not in ("pretrained", "mini"):
         raise ValueError(f"models must be 'pretrained' or 'mini'; found {models!r}")
     wanted = set(metrics) & (set(IDENTIFICATION_METRICS) | set(DISTANCE_METRICS))
@@ -324,25 +374,29 @@ def feature_networks(models: str = "pretrained", *, clip=None, clip_description:
 
         if scene.scene_networks_present(mini_models):
             networks = scene.feature_networks(scene.load_scene_networks(mini_models), sorted(wanted))
+            if proto.name != DEFAULT_PROTOCOL:
+                note = f" (its own input, not the {proto.name} protocol's)"
+                networks = [dataclasses.replace(n, description=n.description + note) for n in networks]
             wanted -= {m for net in networks for m in net.metrics}
     builders = [(("alexnet2", "alexnet5"), alexnet_network), (("inceptionv3",), inception_network),
                 (("efficientnet",), efficientnet_network), (("swav",), swav_network)]
     for served, build in builders:
         if not wanted & set(served):
             continue
-        asset = METRIC_ASSETS[served[0]]
+        asset = metric_asset(served[-1], proto)
         if not network_usable(models, asset):
             for m in served:
                 if m in wanted:
                     unavailable[m] = (f"not available: the real {METRIC_LABELS[m]} weights (asset {asset!r}) are not "
-                                      "on this machine (`nsdlib fetch metrics` brings them), nor the mini scene "
-                                      "networks that stand in for them (`nsdlib mini train-models` trains them)")
+                                      f"on this machine (`{assets.ASSETS[asset].fetch_command}` brings them), nor "
+                                      "the mini scene networks that stand in for them (`nsdlib mini train-models` "
+                                      "trains them)")
             continue
-        networks.append(build(device=device))  # "pretrained": MissingAssetError when absent
+        networks.append(build(device=device, protocol=proto))  # "pretrained": MissingAssetError when absent
     if "clip" in wanted:
         if clip is None and models == "pretrained":
             networks.append(clip_network(assets.require("clip"), description="CLIP ViT-L/14 image embedding",
-                                         device=device))
+                                         device=device, protocol=proto))
         elif clip is None:
             unavailable["clip"] = "not available: no small CLIP was given for models='mini'"
         elif isinstance(clip, FeatureNetwork):
@@ -350,7 +404,7 @@ def feature_networks(models: str = "pretrained", *, clip=None, clip_description:
         else:
             desc = clip_description or ("CLIP ViT-L/14 image embedding" if models == "pretrained"
                                         else "small CLIP trained on mini-NSD (not ViT-L/14)")
-            networks.append(clip_network(clip, description=desc, device=device))
+            networks.append(clip_network(clip, description=desc, device=device, protocol=proto))
     return networks, unavailable
 
 
@@ -374,6 +428,7 @@ def evaluate_images(ground_truth, reconstructions, *, models: str | None = None,
     if networks is None:
         networks = []
         if models is not None:
-            networks, unavailable = feature_networks(models, clip=clip, metrics=metrics, device=kwargs.get("device"))
+            networks, unavailable = feature_networks(models, clip=clip, metrics=metrics, device=kwargs.get("device"),
+                                                     protocol=kwargs.get("protocol"))
     ev = ImageEvaluator(ground_truth, networks=networks, unavailable=unavailable, **kwargs)
     return ev.evaluate(reconstructions, metrics=metrics)

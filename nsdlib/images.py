@@ -26,6 +26,11 @@ explicit argument, and each use keeps the filter of the implementation it reprod
     image in Brain-Diffuser's evaluation; and the mini model zoo's training images
     (64 -> 32 pixels for the small VDVAE, :mod:`nsdlib.mini.zoo`), resized as 0-255 floats
     and rounded back to uint8.
+``"torch-bilinear-plain"``
+    ``torch.nn.functional.interpolate(mode="bilinear", antialias=False)``: what
+    ``torchvision.transforms.Resize`` did to a tensor before torchvision 0.17 (MindEye's
+    evaluation, torchvision 0.16). Every resize of the ``"mindeye"`` metric protocol
+    (:mod:`nsdlib.protocols`), on float tensors with no rounding in between.
 
 All filters use ``align_corners=False`` semantics (pixel centres), and resizing to the size
 an image already has returns it unchanged (no filter is applied).
@@ -44,8 +49,8 @@ __all__ = [
     "to_unit_float",
 ]
 
-FILTERS = ("pil-bicubic", "torch-bicubic", "torch-bilinear")
-_TORCH_MODES = {"torch-bicubic": "bicubic", "torch-bilinear": "bilinear"}
+FILTERS = ("pil-bicubic", "torch-bicubic", "torch-bilinear", "torch-bilinear-plain")
+_TORCH_MODES = {"torch-bicubic": "bicubic", "torch-bilinear": "bilinear", "torch-bilinear-plain": "bilinear"}
 
 
 def check_images(images, name: str = "images", *, uint8: bool = True, size: int | None = None):
@@ -98,7 +103,7 @@ def resize(images, size: int, *, filter: str, batch_size: int = 256):
         comes back a tensor of the same dtype and device, unrounded (torch filters only).
     size : int
         Side of the output, in pixels.
-    filter : {"pil-bicubic", "torch-bicubic", "torch-bilinear"}
+    filter : {"pil-bicubic", "torch-bicubic", "torch-bilinear", "torch-bilinear-plain"}
         See the module docstring for which use takes which filter, and why.
     batch_size : int
         Images resized at once (uint8 input to the torch filters), to bound memory.
@@ -134,10 +139,11 @@ def _pil_bicubic(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def _interpolate(x, size: int, filter: str):
-    """A float NCHW tensor resized by torch (antialiased); bicubic clamped to 0-1."""
+    """A float NCHW tensor resized by torch (antialiased but for the plain filter); bicubic clamped to 0-1."""
     import torch.nn.functional as F
 
-    x = F.interpolate(x, size=(size, size), mode=_TORCH_MODES[filter], antialias=True, align_corners=False)
+    x = F.interpolate(x, size=(size, size), mode=_TORCH_MODES[filter], antialias=filter != "torch-bilinear-plain",
+                      align_corners=False)
     return x.clamp(0, 1) if filter == "torch-bicubic" else x
 
 
@@ -149,7 +155,8 @@ def _torch_uint8(images: np.ndarray, size: int, filter: str, batch_size: int) ->
     out = []
     for start in range(0, len(images), int(batch_size)):
         x = torch.from_numpy(images[start:start + int(batch_size)]).permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=(size, size), mode=_TORCH_MODES[filter], antialias=True, align_corners=False)
+        x = F.interpolate(x, size=(size, size), mode=_TORCH_MODES[filter],
+                          antialias=filter != "torch-bilinear-plain", align_corners=False)
         out.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
     return np.concatenate(out)
 

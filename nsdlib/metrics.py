@@ -13,7 +13,15 @@ reconstruction with Pillow's bicubic filter as Brain-Diffuser does:
   passes a grayscale image with ``multichannel=True``, so that scikit-image treats its
   columns as channels and returns the mean of the 1-D SSIMs of the columns (each column a
   1-D signal, filtered vertically only). Tables must say which mode they use; the paper's
-  numbers come from the column mode.
+  numbers come from the column mode. (MindEye2's identical call runs under scikit-image
+  0.22, which ignores ``multichannel``: its numbers are the 2-D SSIM.)
+
+Every chain above is the ``"brain-diffuser"`` evaluation protocol (:mod:`nsdlib.protocols`),
+the default. ``protocol="mindeye"`` reproduces MindEye2's evaluation code instead: every
+image resized to 256 (bilinear, no antialiasing, unrounded floats), PixCorr and 2-D SSIM at
+425 in float32 pixels, each network's own input size and 2-way identification on float64
+correlations. A :class:`MetricReport` names its protocol; :func:`compare_reports` refuses
+two reports of different protocols.
 
 High-level metrics extract features from both image sets, resized to 224 x 224 (bilinear
 with antialiasing, like torchvision's resize of a PIL image in Brain-Diffuser's code; also
@@ -50,8 +58,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .images import check_images, resize
+from .images import check_images, resize, to_tensor
 from .names import IDENTIFICATION_METRICS, IMAGE_METRICS, SSIM_MODES
+from .protocols import DEFAULT_PROTOCOL, Protocol, ProtocolCard, check_same_protocol, get_protocol
 
 __all__ = [
     "BootstrapDifference",
@@ -165,7 +174,8 @@ def _ssim_batch(x, y, mode: str):
     vxy = _filter_valid(x * y, axes) - ux * uy
     c1, c2 = _K1**2, _K2**2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return s.reshape(s.shape[0], -1).mean(1)
+    s = s.reshape(s.shape[0], -1)
+    return s.mean(1, dtype=np.float64) if isinstance(s, np.ndarray) else s.double().mean(1)
 
 
 def _pixcorr_batch(a, b):
@@ -177,19 +187,37 @@ def _pixcorr_batch(a, b):
         return (a * b).sum(1) / ((a * a).sum(1) * (b * b).sum(1)) ** 0.5
 
 
-def _low_level(gt, rec, *, size, pixcorr: bool = False, ssim_modes: Sequence[str] = (), batch_size: int = 16,
-               device=None, progress: bool = False) -> dict[str, np.ndarray]:
-    """PixCorr and SSIM (any modes) in one pass over the image pairs.
+def _pixels(images, size: int, protocol: Protocol):
+    """A uint8 batch as the protocol's pixel-metric input: NHWC floats in 0-1, numpy.
 
-    Runs in numpy/scipy on the CPU (``device`` None or CPU) and in torch on a GPU, both
-    in float64. Returns ``{"pixcorr": ..., "ssim:2d": ..., "ssim:columns": ...}``
+    ``"brain-diffuser"``: resized as uint8 with Pillow's bicubic filter, then float64.
+    ``"mindeye"``: float32 from the start, through the common resize and the pixel resize
+    (torch, unrounded).
+    """
+    images = np.asarray(images)
+    if not protocol.common and protocol.pixel.filter == "pil-bicubic":
+        return resize(images, size, filter="pil-bicubic").astype(protocol.pixel_dtype) / 255.0
+    x = to_tensor(images)
+    for step in (*protocol.common, protocol.pixel):
+        x = resize(x, size if step is protocol.pixel else step.size, filter=step.filter)
+    return x.permute(0, 2, 3, 1).numpy().astype(protocol.pixel_dtype, copy=False)
+
+
+def _low_level(gt, rec, *, size, pixcorr: bool = False, ssim_modes: Sequence[str] = (), batch_size: int = 16,
+               device=None, progress: bool = False, protocol=None) -> dict[str, np.ndarray]:
+    """PixCorr and SSIM (any modes) in one pass over the image pairs, under ``protocol``.
+
+    Runs in numpy/scipy on the CPU (``device`` None or CPU) and in torch on a GPU, in the
+    protocol's precision (float64; MindEye's float32). ``size`` None: the protocol's size,
+    else the ground truth's. Returns ``{"pixcorr": ..., "ssim:2d": ..., "ssim:columns": ...}``
     (those asked for), each of shape (n_images,).
     """
+    protocol = get_protocol(protocol)
     for mode in ssim_modes:
         if mode not in SSIM_MODES:
             raise ValueError(f"ssim_mode must be one of {', '.join(SSIM_MODES)}; found {mode!r}")
     _check_pair(gt, rec)
-    size = int(size or gt.shape[1])
+    size = int(size or protocol.pixel.size or gt.shape[1])
     keys = (["pixcorr"] if pixcorr else []) + [f"ssim:{m}" for m in ssim_modes]
     out = {k: np.empty(len(gt)) for k in keys}
     use_torch = device is not None and str(device) != "cpu"
@@ -199,18 +227,13 @@ def _low_level(gt, rec, *, size, pixcorr: bool = False, ssim_modes: Sequence[str
         dev = torch.device(device)
     n_batches = math.ceil(len(gt) / batch_size)
     for sl in _progress(_batches(len(gt), batch_size), n_batches, "pixel metrics", progress):
-        g = resize(np.asarray(gt[sl]), size, filter="pil-bicubic")
-        r = resize(np.asarray(rec[sl]), size, filter="pil-bicubic")
+        g = _pixels(gt[sl], size, protocol)
+        r = _pixels(rec[sl], size, protocol)
+        gray = _GRAY.astype(protocol.pixel_dtype)  # skimage's rgb2gray keeps float32
         if use_torch:
-            g = torch.from_numpy(g).to(dev, torch.float64) / 255.0
-            r = torch.from_numpy(r).to(dev, torch.float64) / 255.0
-            gray = torch.tensor(_GRAY, dtype=torch.float64, device=dev)
-        else:
-            g = g.astype(np.float64) / 255.0
-            r = r.astype(np.float64) / 255.0
-            gray = _GRAY
-        if pixcorr:
-            out["pixcorr"][sl] = _as_numpy(_pixcorr_batch(g, r))
+            g, r, gray = (torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in (g, r, gray))
+        if pixcorr:  # in float64 (np.corrcoef's precision in MindEye's code)
+            out["pixcorr"][sl] = _as_numpy(_pixcorr_batch(*(_float64(a) for a in (g, r))))
         if ssim_modes:
             gg, rg = g @ gray, r @ gray
             for mode in ssim_modes:
@@ -218,12 +241,17 @@ def _low_level(gt, rec, *, size, pixcorr: bool = False, ssim_modes: Sequence[str
     return out
 
 
+def _float64(x):
+    """``x`` in float64 (numpy or torch); itself when it is already."""
+    return x.astype(np.float64, copy=False) if isinstance(x, np.ndarray) else x.double()
+
+
 def _as_numpy(x) -> np.ndarray:
     return x if isinstance(x, np.ndarray) else x.cpu().numpy()
 
 
 def pixcorr(ground_truth, reconstructions, *, size: int | None = None, batch_size: int = 16,
-            device=None, progress: bool = False) -> np.ndarray:
+            device=None, progress: bool = False, protocol: str | None = None) -> np.ndarray:
     """Pixel correlation: Pearson r over all RGB values, one value per image pair.
 
     Parameters
@@ -232,10 +260,13 @@ def pixcorr(ground_truth, reconstructions, *, size: int | None = None, batch_siz
         Any array that slices like numpy (an ``h5py`` dataset, a memmap) works; only one
         batch is converted to floating point at a time.
     size : int, optional
-        Comparison size; default the ground truth's height. Images of another size are
-        resized with Pillow's bicubic filter.
+        Comparison size; default the protocol's (``"brain-diffuser"``: the ground truth's
+        height, images of another size resized with Pillow's bicubic filter; ``"mindeye"``:
+        425 after 256).
     batch_size : int
     device : torch device, optional
+    protocol : {"brain-diffuser", "mindeye"}, optional
+        The evaluation protocol (:mod:`nsdlib.protocols`); default ``"brain-diffuser"``.
 
     Returns
     -------
@@ -243,11 +274,11 @@ def pixcorr(ground_truth, reconstructions, *, size: int | None = None, batch_siz
         NaN for an image pair where one image is constant.
     """
     return _low_level(ground_truth, reconstructions, size=size, pixcorr=True, batch_size=batch_size,
-                      device=device, progress=progress)["pixcorr"]
+                      device=device, progress=progress, protocol=protocol)["pixcorr"]
 
 
 def ssim(ground_truth, reconstructions, *, mode: str = "2d", size: int | None = None, batch_size: int = 16,
-         device=None, progress: bool = False) -> np.ndarray:
+         device=None, progress: bool = False, protocol: str | None = None) -> np.ndarray:
     """Grayscale SSIM per image pair (Gaussian weights, sigma 1.5, data range 1).
 
     Parameters
@@ -258,14 +289,16 @@ def ssim(ground_truth, reconstructions, *, mode: str = "2d", size: int | None = 
         the mean over image columns of 1-D SSIMs along the rows (what scikit-image
         computes for a grayscale image passed with ``channel_axis=-1``).
     size : int, optional
-        Comparison size; default the ground truth's height.
+        Comparison size; default the protocol's (see :func:`pixcorr`).
+    protocol : {"brain-diffuser", "mindeye"}, optional
+        How the pixels are prepared (:func:`pixcorr`); ``"mindeye"`` also computes in float32.
 
     Returns
     -------
     ndarray of float64, shape (n_images,)
     """
     return _low_level(ground_truth, reconstructions, size=size, ssim_modes=(mode,), batch_size=batch_size,
-                      device=device, progress=progress)[f"ssim:{mode}"]
+                      device=device, progress=progress, protocol=protocol)[f"ssim:{mode}"]
 
 
 # ------------------------------------------------------------------ features
@@ -466,6 +499,10 @@ class FeatureNetwork:
         mechanics). A report flags its metrics ``"random-weights"`` and never averages
         them into a metric. Trained weights that are not the published ones (the small
         CLIP of mini-NSD) count as trained; ``description`` says which they are.
+    protocol : str, optional
+        The evaluation protocol whose input it takes (:mod:`nsdlib.protocols`); None for a
+        network that takes its own input under any (a callable, the mini stand-ins).
+        :class:`ImageEvaluator` refuses a network of another protocol than its own.
     """
 
     name: str
@@ -473,6 +510,7 @@ class FeatureNetwork:
     metrics: tuple[str, ...]
     description: str
     trained: bool = True
+    protocol: str | None = None
 
     def features(self, images) -> dict[str, np.ndarray]:
         out = self.extract(np.asarray(images))
@@ -497,6 +535,11 @@ class MetricReport:
     size : int
         Comparison size of the low-level metrics.
     ssim_mode : str
+    protocol : str
+        The evaluation protocol that computed it (:mod:`nsdlib.protocols`).
+    card : ProtocolCard, optional
+        The whole card (image set, ids, repeats, seed...), where the caller knows it
+        (:func:`nsdlib.pipeline.evaluation.score` attaches it).
     """
 
     per_image: dict
@@ -504,6 +547,8 @@ class MetricReport:
     status: dict
     size: int
     ssim_mode: str
+    protocol: str = DEFAULT_PROTOCOL
+    card: ProtocolCard | None = None
 
     @property
     def n_images(self) -> int:
@@ -522,14 +567,23 @@ class MetricReport:
         return pd.DataFrame({m: v for m, v in self.per_image.items()})
 
     def to_dict(self) -> dict:
-        return {"per_image": {m: [float(x) for x in v] for m, v in self.per_image.items()},
-                "sources": dict(self.sources), "status": dict(self.status), "size": int(self.size),
-                "ssim_mode": self.ssim_mode}
+        out = {"per_image": {m: [float(x) for x in v] for m, v in self.per_image.items()},
+               "sources": dict(self.sources), "status": dict(self.status), "size": int(self.size),
+               "ssim_mode": self.ssim_mode, "protocol": self.protocol}
+        return out if self.card is None else {**out, "card": self.card.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> MetricReport:
+        """The report of :meth:`to_dict`; one saved before protocols existed is ``"brain-diffuser"``'s
+        (the only chain then)."""
+        card = ProtocolCard.from_dict(d["card"]) if d.get("card") else None
         return cls({m: np.asarray(v, dtype=np.float64) for m, v in d["per_image"].items()}, dict(d["sources"]),
-                   dict(d["status"]), int(d["size"]), d["ssim_mode"])
+                   dict(d["status"]), int(d["size"]), d["ssim_mode"], d.get("protocol", DEFAULT_PROTOCOL), card)
+
+    def with_card(self, card: ProtocolCard) -> MetricReport:
+        """This report with its card attached (the card must name the report's protocol)."""
+        check_same_protocol([self, card], "a report and its card")
+        return dataclasses.replace(self, card=card)
 
 
 # ----------------------------------------------------------------- evaluator
@@ -550,8 +604,14 @@ class ImageEvaluator:
     unavailable : dict, optional
         Metric -> reason, from :func:`nsdlib.features.feature_networks`; those metrics come out NaN.
     size : int, optional
-        Comparison size of PixCorr and SSIM; default the ground truth's height.
+        Comparison size of PixCorr and SSIM; default the protocol's (``"brain-diffuser"``:
+        the ground truth's height; ``"mindeye"``: 425).
     ssim_mode : {"2d", "columns"}
+        ``"columns"`` only under a protocol that has it (``"brain-diffuser"``).
+    protocol : {"brain-diffuser", "mindeye"}, optional
+        The evaluation protocol (:mod:`nsdlib.protocols`): how the pixels are prepared and
+        in which precision identification correlates. The networks must be built for the same
+        protocol (:func:`nsdlib.features.feature_networks`). Default ``"brain-diffuser"``.
     batch_size : int
         Images per batch for pixels and features.
     device : torch device, optional
@@ -565,20 +625,29 @@ class ImageEvaluator:
 
     def __init__(self, ground_truth, *, networks: Sequence[FeatureNetwork] = (), unavailable: dict | None = None,
                  size: int | None = None, ssim_mode: str = "2d", batch_size: int = 32, device=None,
-                 progress: bool = True, also_ssim_2d: bool = False):
+                 progress: bool = True, also_ssim_2d: bool = False, protocol: str | Protocol | None = None):
         check_images(ground_truth, "ground truth")
         if ssim_mode not in SSIM_MODES:
             raise ValueError(f"ssim_mode must be one of {', '.join(SSIM_MODES)}; found {ssim_mode!r}")
+        self.protocol = get_protocol(protocol)
+        if ssim_mode != self.protocol.ssim_mode and self.protocol.ssim_mode == "2d":
+            raise ValueError(f"protocol {self.protocol.name!r} computes the 2-D SSIM only; "
+                             f"found ssim_mode={ssim_mode!r}")
         self.ground_truth = ground_truth
         self.networks = list(networks)
         self.unavailable = dict(unavailable or {})
-        self.size = int(size or ground_truth.shape[1])
+        self.size = int(size or self.protocol.pixel.size or ground_truth.shape[1])
+        self._std = _standardize64 if self.protocol.identification_dtype == "float64" else _standardize
         self.ssim_mode = ssim_mode
         self.batch_size = int(batch_size)
         self.device = device
         self.progress = progress
         self.also_ssim_2d = also_ssim_2d
         self._gt_features: dict[str, np.ndarray] = {}
+        for net in self.networks:
+            if net.protocol is not None and net.protocol != self.protocol.name:
+                raise ValueError(f"network {net.name!r} takes the {net.protocol!r} protocol's input; this evaluator "
+                                 f"scores under {self.protocol.name!r} (build the networks with the same protocol)")
         served = [m for net in self.networks for m in net.metrics]
         if len(served) != len(set(served)):
             raise ValueError(f"two networks serve the same metric: {sorted(served)}")
@@ -592,7 +661,7 @@ class ImageEvaluator:
         n_batches = math.ceil(len(images) / self.batch_size)
         for sl in _progress(_batches(len(images), self.batch_size), n_batches, desc, self.progress):
             for m, f in net.features(np.asarray(images[sl])).items():
-                parts[m].append(_standardize(f))
+                parts[m].append(self._std(f))
         return {m: np.concatenate(p) for m, p in parts.items()}
 
     def _ensure_gt(self, net: FeatureNetwork):
@@ -625,8 +694,11 @@ class ImageEvaluator:
                 modes.append("2d")
             vals = _low_level(self.ground_truth, reconstructions, size=self.size, pixcorr="pixcorr" in metrics,
                               ssim_modes=modes, batch_size=min(self.batch_size, 16), device=self.device,
-                              progress=self.progress)
+                              progress=self.progress, protocol=self.protocol)
             at = f"at {self.size}x{self.size}"
+            if self.protocol.common:
+                steps = " -> ".join(r.describe() for r in self.protocol.common)
+                at += f" after {steps} ({self.protocol.name} protocol)"
             if "pixcorr" in metrics:
                 per_image["pixcorr"], status["pixcorr"] = vals["pixcorr"], "ok"
                 sources["pixcorr"] = f"Pearson r over RGB values {at}"
@@ -635,6 +707,8 @@ class ImageEvaluator:
                 kind = "true 2-D SSIM" if mode == "2d" else "Brain-Diffuser column SSIM (mean of 1-D SSIMs)"
                 per_image[key], status[key] = vals[f"ssim:{mode}"], "ok"
                 sources[key] = f"{kind}, grayscale, Gaussian sigma 1.5, {at}"
+            if modes and self.also_ssim_2d and self.ssim_mode == "2d":  # the 2-D SSIM is the ssim column itself
+                per_image["ssim_2d"], status["ssim_2d"], sources["ssim_2d"] = per_image["ssim"], "ok", sources["ssim"]
         by_metric = {m: net for net in self.networks for m in net.metrics}
         for net in self.networks:
             todo = [m for m in net.metrics if m in metrics]
@@ -649,7 +723,7 @@ class ImageEvaluator:
                 feats = net.features(np.asarray(reconstructions[sl]))
                 cols = np.arange(sl.start, sl.stop)
                 for m in todo:
-                    block = _standardize(feats[m])
+                    block = self._std(feats[m])
                     g = self._gt_features[m]
                     if block.shape[1] != g.shape[1]:
                         raise ValueError(f"{m}: reconstructions give {block.shape[1]} features, ground truth "
@@ -675,7 +749,7 @@ class ImageEvaluator:
                 sources[m] = "not available: no network was given for this metric"
         order = [m for m in (*IMAGE_METRICS, "ssim_2d") if m in per_image]
         return MetricReport({m: per_image[m] for m in order}, {m: sources[m] for m in order},
-                            {m: status[m] for m in order}, self.size, self.ssim_mode)
+                            {m: status[m] for m in order}, self.size, self.ssim_mode, self.protocol.name)
 
 
 # ------------------------------------------------------------ differences
@@ -796,7 +870,8 @@ def compare_reports(a: MetricReport, b: MetricReport, metrics: Sequence[str] | N
     Parameters
     ----------
     a, b : MetricReport
-        Two sets of reconstructions of the same test images, in the same order.
+        Two sets of reconstructions of the same test images, in the same order, scored under
+        one protocol (:class:`~nsdlib.protocols.ProtocolMismatchError` otherwise).
     metrics : sequence of str, optional
         Default: every metric of ``a``.
     **options
@@ -808,6 +883,7 @@ def compare_reports(a: MetricReport, b: MetricReport, metrics: Sequence[str] | N
         Metric -> BootstrapDifference of ``a`` minus ``b``; metrics either report could
         not compute are left out.
     """
+    check_same_protocol([a, b], "the two reports")
     if a.n_images != b.n_images:
         raise ValueError(f"the two reports score different numbers of images: {a.n_images} and {b.n_images}")
     keys = list(a.per_image) if metrics is None else list(metrics)

@@ -16,6 +16,9 @@ Conventions
 - Identification scores that a source prints in percent (e.g. 94.2) are stored as
   fractions (0.942), the way the paper's own tables print them.
 - A value the source does not report is ``None``.
+- Each row of Tables 4-6 and of the other systems names the evaluation protocol it claims
+  (``protocol``; :mod:`nsdlib.protocols`), so that a table never puts numbers of two
+  protocols side by side without saying so.
 - The book's column headers are :data:`nsdlib.names.METRIC_HEADERS`; the paper prints
   "EfficientNet-B" where the book prints the network's full name, "EfficientNet-B1".
 
@@ -31,6 +34,8 @@ from .names import REGRESSOR_PAPER_LABELS as _LABELS
 
 __all__ = [
     "OTHER_SYSTEMS",
+    "OWN_PROTOCOL",
+    "PAPER_PROTOCOL",
     "TABLE2",
     "TABLE3",
     "TABLE4",
@@ -41,10 +46,17 @@ __all__ = [
 ]
 
 
-def _row(values, **keys) -> dict:
+#: The evaluation protocol the paper's own rows claim (:mod:`nsdlib.protocols`): its Section 3.5
+#: computes the metrics "as described in" Brain-Diffuser [21]; its evaluation code is not published.
+PAPER_PROTOCOL = "brain-diffuser (claimed)"
+#: The protocol a row of another system claims: its own evaluation, not stated in the paper.
+OWN_PROTOCOL = "own (not stated)"
+
+
+def _row(values, *, protocol: str = PAPER_PROTOCOL, **keys) -> dict:
     if len(values) != len(IMAGE_METRICS):
         raise ValueError(f"expected {len(IMAGE_METRICS)} metric values, found {len(values)}")
-    return {**keys, **dict(zip(IMAGE_METRICS, values))}
+    return {**keys, "protocol": protocol, **dict(zip(IMAGE_METRICS, values))}
 
 
 #: Table 2: stage-1 latents (VDVAE, 15 layers), subject 1, MSE and MAE.
@@ -84,11 +96,11 @@ TABLE4 = [
 #: paper lists (their numbers as the paper prints them; None where it prints a dash).
 TABLE5 = [
     _row((None, None, None, None, .782, None, None, None), regressor=None, label="Lin et al. [14]",
-         n_layers=None, subjects="1,2,5,7"),
+         n_layers=None, protocol=OWN_PROTOCOL, subjects="1,2,5,7"),
     _row((None, None, .830, .830, .760, .770, None, None), regressor=None, label="Takagi et al. [35]",
-         n_layers=None, subjects="1,2,5,7"),
+         n_layers=None, protocol=OWN_PROTOCOL, subjects="1,2,5,7"),
     _row((.150, .325, None, None, None, None, .862, .465), regressor=None, label="Gu et al. [9]",
-         n_layers=None, subjects="1,2,5,7"),
+         n_layers=None, protocol=OWN_PROTOCOL, subjects="1,2,5,7"),
     _row((.356, .254, .942, .962, .872, .915, .775, .423), regressor="ridge", label=_LABELS["ridge"], n_layers=31,
          subjects="1,2,5,7"),
     _row((.361, .202, .878, .931, .862, .914, .786, .434), regressor="gru", label=_LABELS["gru"], n_layers=15,
@@ -110,9 +122,9 @@ TABLE6 = [
 #: Other systems on the same eight metrics, mean of subjects 1, 2, 5, 7 (identification as fractions).
 OTHER_SYSTEMS = [
     _row((.356, .254, .942, .962, .872, .915, .775, .423), label="Brain-Diffuser (Ozcelik & VanRullen 2023)",
-         subjects="1,2,5,7"),
+         subjects="1,2,5,7", protocol="brain-diffuser (its own code)"),
     _row((.431, .322, .961, .986, .954, .930, .619, .344), label="MindEye2, 40 sessions (Scotti et al. 2024)",
-         subjects="1,2,5,7"),
+         subjects="1,2,5,7", protocol="mindeye (its own code)"),
 ]
 
 _TABLES = {"2": TABLE2, "3": TABLE3, "4": TABLE4, "5": TABLE5, "6": TABLE6, "other": OTHER_SYSTEMS}

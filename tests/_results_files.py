@@ -20,10 +20,11 @@ MEANS = {"ssim": 0.3, "pixcorr": 0.1, "alexnet2": 0.8, "alexnet5": 0.85, "incept
 
 
 def variant(regressor: str = "gru", n_layers: int = 15, noise: str = "none", *, models: str = "mini",
-            quick: bool = False, **means) -> dict:
-    """One row to write: the model variant, the run's ``models`` and ``quick``, and metric means."""
+            quick: bool = False, protocol: str = "brain-diffuser", **means) -> dict:
+    """One row to write: the model variant, the run's ``models`` and ``quick``, the evaluation protocol
+    and metric means."""
     return {"regressor": regressor, "n_layers": n_layers, "noise": noise, "models": models, "quick": quick,
-            "means": {**MEANS, **means}}
+            "protocol": protocol, "means": {**MEANS, **means}}
 
 
 def write_subject_results(workdir, subject: int, variants: list[dict], *, csv_only: bool = False) -> Path:
@@ -31,7 +32,8 @@ def write_subject_results(workdir, subject: int, variants: list[dict], *, csv_on
     cfg = RunConfig(dataset="mini", subject=subject, workdir=str(workdir))
     rows = []
     for v in variants:
-        report = SimpleNamespace(means=v["means"], n_images=10, size=32, ssim_mode="columns")
+        report = SimpleNamespace(means=v["means"], n_images=10, size=32, protocol=v["protocol"], card=None,
+                                 ssim_mode="columns" if v["protocol"] == "brain-diffuser" else "2d")
         run = cfg.replace(models=v["models"], quick=v["quick"])
         rows.append(result_row(run, v["regressor"], v["n_layers"], v["noise"], report))
     path = write_results(cfg, rows)

@@ -85,3 +85,62 @@ def test_installed_layout_uses_the_book_of_the_working_directory(capsys, tmp_pat
     monkeypatch.chdir(other)
     code, err = run(capsys, "book", "--book-root", str(book))
     assert code == 2 and "lacks executed notebooks 01_only" in err
+
+
+# ------------------------------------------------------------------- score
+@pytest.fixture(scope="module")
+def world(request, tmp_path_factory):
+    from _mini_worlds import truth_world
+
+    return truth_world(request, tmp_path_factory)
+
+
+def _score_args(world, workdir, *extra):
+    return ["score", *extra, "--dataset", "mini", "--subject", "1", "--root", str(world), "--workdir", str(workdir),
+            "--param", "quick=true"]
+
+
+def test_score_prints_the_pipelines_scores_and_writes_the_row(capsys, world, tmp_path):
+    import numpy as np
+
+    from nsdlib import RunConfig
+    from nsdlib.pipeline import context, results
+    from nsdlib.pipeline import evaluation as E
+
+    cfg = RunConfig(dataset="mini", subject=1, quick=True, workdir=str(tmp_path / "pipeline"), nsd_root=str(world))
+    gt = E.ground_truth(cfg)
+    recs = (gt // 2 + 64).astype(np.uint8)
+    rows, _ = E.evaluate(cfg, reconstructions={("gru", 15, "none"): recs}, progress=False, write=False)
+    ids = np.asarray(context.get(cfg).subject().test_ids)
+    np.save(tmp_path / "theirs.npy", np.moveaxis(recs[::-1], 3, 1))
+    np.savetxt(tmp_path / "order.txt", ids[::-1], fmt="%d")
+    code = main(_score_args(world, tmp_path / "work", str(tmp_path / "theirs.npy"),
+                            "--ids", str(tmp_path / "order.txt")))
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"file:theirs.npy: {len(ids)} test images of mini subject 1 (mini models), compared at 128 px, " \
+           "protocol brain-diffuser" in out
+    assert "SSIM ↑" in out and f"{rows.iloc[0]['ssim']:.4f}" in out and f"{rows.iloc[0]['pixcorr']:.4f}" in out
+    assert "CLIP ↑                   n/a [" in out
+    assert "] not available: the mini model zoo has not trained a small CLIP" in out
+    written = results.read_results(tmp_path / "work" / "mini" / "subj01" / "results.json")[1].iloc[0]
+    assert written["regressor"] == "file:theirs.npy" and written["ssim"] == rows.iloc[0]["ssim"]
+    assert "row 'file:theirs.npy' written to" in out
+
+
+def test_score_refuses_an_unknown_protocol(capsys, tmp_path):
+    code, err = run(capsys, "score", str(tmp_path / "recons.pt"), "--protocol", "mindeye2", "--workdir", str(tmp_path))
+    assert code == 2 and "unknown evaluation protocol 'mindeye2'; known protocols: brain-diffuser, mindeye" in err
+
+
+def test_score_of_a_bad_file_is_one_sentence(capsys, world, tmp_path):
+    import numpy as np
+
+    x = np.full((3, 3, 16, 16), 0.5, np.float32)
+    x[1, 0, 2, 2] = np.nan
+    np.save(tmp_path / "recons.npy", x)
+    (tmp_path / "recons.ids.txt").write_text("3 13 34")
+    code, err = run(capsys, *_score_args(world, tmp_path / "work", str(tmp_path / "recons.npy")))
+    assert code == 2
+    assert err.strip() == (f"nsdlib: error: {tmp_path / 'recons.npy'}: expected finite pixels; found 1 NaN or "
+                           "infinite values in 1 of 3 images")

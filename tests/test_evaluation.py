@@ -9,6 +9,7 @@ import pytest
 
 from nsdlib import RunConfig
 from nsdlib import noise as N
+from nsdlib import protocols as P
 from nsdlib.mini import Scene, SceneObject
 from nsdlib.mini.scene import ATTRIBUTES, CLASSES, SceneNetworksMissing
 from nsdlib.pipeline import context, results
@@ -90,6 +91,48 @@ def test_evaluate_writes_and_merges_the_results_file(run):
     assert df.set_index(["regressor", "n_layers"]).loc[("gru", 15), "ssim"] == pytest.approx(ridge["ssim"])
     json.loads(results.results_path(cfg).read_text())  # strict JSON: no NaN tokens
     assert "NaN" not in results.results_path(cfg).read_text()
+
+
+def test_rows_record_their_protocol_and_card(run):
+    cfg, gt, first, _ = run
+    bd, bd_reports = E.evaluate(cfg, reconstructions={("gru", 15, "none"): first}, progress=False)
+    me, me_reports = E.evaluate(cfg, reconstructions={("gru", 15, "none"): first}, progress=False, protocol="mindeye")
+    assert bd["protocol"].tolist() == ["brain-diffuser"] and me["protocol"].tolist() == ["mindeye"]
+    assert bd["ssim_mode"].tolist() == ["columns"] and me["ssim_mode"].tolist() == ["2d"]
+    assert me["size"].tolist() == [425] and me["ssim"].iloc[0] == pytest.approx(me["ssim_2d"].iloc[0])
+    assert me["ssim"].iloc[0] != pytest.approx(bd["ssim"].iloc[0])
+    card = me_reports[("gru", 15, "none")].card
+    assert card.protocol == "mindeye" and card.ids_digest == P.ids_digest(np.arange(100, 110)) and card.seed == cfg.seed
+    assert me["card"].iloc[0] == card.key != bd["card"].iloc[0]
+    # one file holds both protocols' rows (the protocol is part of a row's key) and both cards
+    doc, df = results.read_results(cfg)
+    assert sorted(df["protocol"]) == ["brain-diffuser", "mindeye"] and set(doc["cards"]) == set(df["card"])
+    assert doc["cards"][card.key]["chain"]["inceptionv3"] == "256 torch-bilinear-plain -> 342 torch-bilinear-plain"
+    with pytest.raises(P.ProtocolMismatchError, match="'brain-diffuser' and 'mindeye'"):
+        P.check_same_protocol(doc["rows"], "rows of one table")
+    # a subset of the test images: its own ids on the card
+    _, sub = E.evaluate(cfg, reconstructions={("gru", 15, "none"): first[[2, 5]]}, indices=[2, 5], progress=False)
+    sub_card = sub[("gru", 15, "none")].card
+    assert sub_card.ids_digest == P.ids_digest([102, 105]) and "(2 chosen)" in sub_card.image_set
+    # score() alone attaches the run's card
+    rep = E.score(cfg, first, progress=False)
+    assert rep.protocol == "brain-diffuser" and rep.card.ids_digest == card.ids_digest
+    with pytest.raises(ValueError, match="protocol must be one of brain-diffuser, mindeye; found 'mind-eye'"):
+        E.score(cfg, first, protocol="mind-eye", progress=False)
+
+
+def test_old_results_rows_read_as_brain_diffusers(run):
+    cfg, gt, first, _ = run
+    E.evaluate(cfg, reconstructions={("gru", 15, "none"): first}, progress=False)
+    path = results.results_path(cfg)
+    doc = json.loads(path.read_text())
+    for row in doc["rows"]:  # a file written before protocols existed
+        del row["protocol"], row["card"]
+    path.write_text(json.dumps(doc))
+    assert results.read_results(cfg)[1]["protocol"].tolist() == ["brain-diffuser"]
+    E.evaluate(cfg, reconstructions={("gru", 15, "none"): gt}, progress=False)  # replaces the old row
+    _, df = results.read_results(cfg)
+    assert df["protocol"].tolist() == ["brain-diffuser"] and df["ssim"].iloc[0] == pytest.approx(1.0)
 
 
 def test_results_file_is_read_by_the_cross_subject_report(run):

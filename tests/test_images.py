@@ -56,18 +56,19 @@ def test_pil_bicubic_is_pillow():
         np.testing.assert_array_equal(got, np.asarray(Image.fromarray(im).resize((13, 13), Image.BICUBIC)))
 
 
-@pytest.mark.parametrize("filter,mode", [("torch-bilinear", "bilinear"), ("torch-bicubic", "bicubic")])
-def test_torch_filters_are_torch_interpolate(filter, mode):
+@pytest.mark.parametrize("filter,mode,aa", [("torch-bilinear", "bilinear", True), ("torch-bicubic", "bicubic", True),
+                                            ("torch-bilinear-plain", "bilinear", False)])
+def test_torch_filters_are_torch_interpolate(filter, mode, aa):
     x = _images(5, 24, 24)
     # uint8 in: resized as 0-255 floats, rounded back to uint8, in batches
     out = resize(x, 11, filter=filter, batch_size=2)
     ref = torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2).float(), size=(11, 11),
-                                          mode=mode, antialias=True, align_corners=False)
+                                          mode=mode, antialias=aa, align_corners=False)
     ref = ref.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     np.testing.assert_array_equal(out, ref)
     # tensor in: unrounded, bicubic clamped to 0-1
     t = to_tensor(x)
-    ref_t = torch.nn.functional.interpolate(t, size=(37, 37), mode=mode, antialias=True, align_corners=False)
+    ref_t = torch.nn.functional.interpolate(t, size=(37, 37), mode=mode, antialias=aa, align_corners=False)
     if mode == "bicubic":
         assert ref_t.min() < 0 or ref_t.max() > 1  # bicubic overshoots on random pixels...
         ref_t = ref_t.clamp(0, 1)  # ...and is clamped
@@ -81,8 +82,8 @@ def test_resize_keeps_a_constant_image():
 
 
 def test_resize_refuses_what_it_cannot_do():
-    with pytest.raises(ValueError, match="filter must be one of pil-bicubic, torch-bicubic, torch-bilinear; "
-                                         "found 'bicubic'"):
+    with pytest.raises(ValueError, match="filter must be one of pil-bicubic, torch-bicubic, torch-bilinear, "
+                                         "torch-bilinear-plain; found 'bicubic'"):
         resize(_images(), 8, filter="bicubic")
     with pytest.raises(ValueError, match="not tensors"):
         resize(to_tensor(_images()), 8, filter="pil-bicubic")

@@ -214,6 +214,8 @@ def test_control_rows_land_in_the_results_file_beside_the_pipelines(run):
     # the file holds the pipeline's row and the two controls, the controls last
     doc, df = results.read_results(run.cfg)
     assert list(df["regressor"]) == ["gru", controls.RETRIEVAL, controls.SHUFFLED]
+    assert df["card"].notna().all() and set(df["card"]) <= set(doc["cards"])  # each row's protocol card is there
+    assert (df["protocol"] == "brain-diffuser").all()
     # a rerun reuses everything, the recorded seconds included
     n_events = len(Store.for_config(run.cfg).events())
     again = controls.evaluate_controls(run.cfg, progress=False)

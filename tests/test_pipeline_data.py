@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import shutil
 
-import nibabel as nib
 import numpy as np
 import pytest
 import scipy.io
+from _mini_worlds import truth_world, write_truth_betas
 from _synthetic_nsd import write_synthetic_nsd
 
 from nsdlib import RunConfig, mini, nsd
@@ -22,34 +22,10 @@ from nsdlib.pipeline import data, dataset
 L = nsd.NSDLayout
 
 
-def _write_truth_betas(root, subject: int) -> None:
-    """Betas files in NSD's format holding the simulation's true amplitudes (a perfect GLM)."""
-    t = mini.truth(root, subject)
-    shape = tuple(t.settings["volume_shape"])
-    ijk = t.voxel_ijk
-    for s in np.unique(t.trial_session):
-        sel = t.trial_session == s
-        vol = np.zeros((*shape, int(sel.sum())), np.int16)
-        vol[ijk[:, 0], ijk[:, 1], ijk[:, 2], :] = np.rint(t.amplitudes[sel] * 300).astype(np.int16).T
-        path = root / L.betas_file(subject, int(s))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        nib.save(nib.Nifti1Image(vol, np.diag([1.8, 1.8, 1.8, 1])), path)
-
-
 @pytest.fixture(scope="module")
 def world(request, tmp_path_factory):
     """A private copy of the small mini-NSD world (seed 0) with truth betas for subject 1."""
-    try:
-        src = request.getfixturevalue("mini_small_root")
-        if (mini.read_manifest(src) or {}).get("seed") != dataset.MINI_WORLD_SEED:
-            raise LookupError
-    except (pytest.FixtureLookupError, LookupError):
-        src = mini.generate(tmp_path_factory.mktemp("gen") / "mini-nsd", seed=dataset.MINI_WORLD_SEED,
-                            size="small", progress=False)
-    root = tmp_path_factory.mktemp("world") / "mini-nsd"
-    shutil.copytree(src, root)
-    _write_truth_betas(root, 1)
-    return root
+    return truth_world(request, tmp_path_factory)
 
 
 def _cfg(world, tmp_path, **kw):
@@ -152,7 +128,7 @@ def test_missing_betas_are_written_by_the_glm_step(world, tmp_path, monkeypatch)
 
     def write_betas(cfg):
         calls.append(cfg.subject)
-        _write_truth_betas(root, cfg.subject)
+        write_truth_betas(root, cfg.subject)
         return root / L.betas_dir(cfg.subject)
 
     monkeypatch.setattr(data, "write_betas", write_betas)

@@ -23,7 +23,8 @@ from nsdlib.report import cross_subject
 def _report(ssim, alexnet2=float("nan")):
     means = {"ssim": ssim, "pixcorr": 0.25, "alexnet2": alexnet2, "alexnet5": 0.9, "inceptionv3": 0.8,
              "clip": 0.75, "efficientnet": 0.85, "swav": 0.5, "ssim_2d": ssim / 2}
-    return types.SimpleNamespace(means=means, n_images=10, size=32, ssim_mode="columns")
+    return types.SimpleNamespace(means=means, n_images=10, size=32, ssim_mode="columns", protocol="brain-diffuser",
+                                 card=None)
 
 
 @pytest.fixture
@@ -64,6 +65,16 @@ def test_a_row_with_the_same_key_replaces_the_old_one(cfg):
     with pytest.raises(ValueError, match="a results row needs the columns dataset, .*; found it without seed"):
         write_results(cfg, [{k: v for k, v in result_row(cfg, "gru", 15, "none", _report(0.3)).items()
                              if k != "seed"}])
+
+
+def test_rows_can_go_to_another_results_file(cfg, tmp_path):
+    out = tmp_path / "elsewhere" / "rescored.json"
+    assert write_results(cfg, [result_row(cfg, "file:recons.pt", 0, "none", _report(0.3))], path=out) == out
+    _, df = read_results(out)
+    assert list(df["regressor"]) == ["file:recons.pt"] and list(df["n_layers"]) == [0]
+    assert out.with_suffix(".csv").is_file() and not results_path(cfg).exists()
+    with pytest.raises(ValueError, match="a results file is written as .json .*; found rescored.csv"):
+        write_results(cfg, [result_row(cfg, "gru", 15, "none", _report(0.3))], path=out.with_suffix(".csv"))
 
 
 def test_the_cross_subject_report_reads_through_the_same_reader(cfg):

@@ -94,6 +94,27 @@ def test_mean_over_subjects_is_chapter_09s_table_5_input(tmp_path):
     assert empty.empty and none == []
 
 
+def test_protocols_are_never_averaged_together_nor_set_beside_the_papers(tmp_path):
+    w = tmp_path / "w"
+    write_subject_results(w, 1, [variant(ssim=0.30), variant(ssim=0.50, protocol="mindeye")])
+    write_subject_results(w, 2, [variant(ssim=0.40), variant(ssim=0.70, protocol="mindeye")])
+    res = collect_results(w, "mini")
+    mean, _ = mean_over_subjects(res, models="mini")
+    assert mean["ssim"].tolist() == pytest.approx([0.35])  # Brain-Diffuser's rows only (the default)
+    mean, _ = mean_over_subjects(res, models="mini", protocol="mindeye")
+    assert mean["ssim"].tolist() == pytest.approx([0.60])
+    table = cross_subject_table(res)
+    ours = table[(table["source"] == "ours") & (table["subject"] == "mean")]
+    assert sorted(ours["protocol"]) == ["brain-diffuser", "mindeye"]
+    _, md = write_report(res, tmp_path / "runs" / "mini", dataset="mini")
+    text = md.read_text()
+    head = "## Mean over subjects: mini-NSD (simulated), models=mini, protocol="
+    bd, me = text.split(head + "brain-diffuser")[1], text.split(head + "mindeye")[1]
+    me = me.split("## Mean over subjects")[0]
+    assert "| paper (Table 5) |" in bd.split(head)[0] and "| paper (Table 5) |" not in me
+    assert "computed under the brain-diffuser protocol, these under mindeye" in me
+
+
 def test_sphinx_hook_looks_in_the_setting_then_nsdlib_runs_then_the_book(tmp_path, monkeypatch):
     def report(root, dataset):
         (root / dataset).mkdir(parents=True)

@@ -10,6 +10,7 @@ import pytest
 
 from nsdlib import names, nsd, paper, vdvae
 from nsdlib.metrics import MetricReport
+from nsdlib.protocols import protocol_card
 from nsdlib.report import tables as T
 
 METRICS = names.IMAGE_METRICS
@@ -41,8 +42,12 @@ def test_noise_table_puts_ours_above_the_papers_at_each_level():
         assert table.loc[(lab, "paper (Table 6, subject 1, NSD)"), list(METRICS)].tolist() == \
             [published[m] for m in METRICS]
     assert table.loc[("256", "paper (Table 6, subject 1, NSD)"), "ssim"] == 0.140
-    assert list(table.columns) == list(METRICS)
+    assert list(table.columns) == ["protocol", *METRICS]
+    assert set(table.xs("ours (test)", level="source")["protocol"]) == {"brain-diffuser"}  # rows before protocols
+    assert set(table.xs("paper (Table 6, subject 1, NSD)", level="source")["protocol"]) == {paper.PAPER_PROTOCOL}
     assert len(T.noise_table(rows, with_paper=False)) == 3
+    rows["protocol"] = "mindeye"
+    assert set(T.noise_table(rows, with_paper=False)["protocol"]) == {"mindeye"}
 
 
 def test_noise_change_is_relative_to_no_noise():
@@ -71,7 +76,25 @@ def test_comparison_table_labels_models_and_keeps_the_published_numbers():
     assert p4[(p4["model"] == gru31["label"]) & (p4["n_layers"] == 31)]["swav"].item() == gru31["swav"]
     t5 = T.comparison_table(rows, table=5, ours_label="mean")
     assert (t5["source"] == "paper (Table 5, mean of subjects 1, 2, 5, 7, NSD)").sum() == len(paper.TABLE5)
-    assert list(t5.columns) == ["source", "model", "n_layers", *METRICS]
+    assert list(t5.columns) == ["source", "protocol", "model", "n_layers", *METRICS]
+    others = t5[t5["model"].isin(["Lin et al. [14]", "Takagi et al. [35]", "Gu et al. [9]"])]
+    assert len(others) == 3 and set(others["protocol"]) == {paper.OWN_PROTOCOL}
+    assert set(t5[t5["source"] == "mean"]["protocol"]) == {"brain-diffuser"}
+
+
+def test_row_cards_and_the_card_caption():
+    card = protocol_card("mindeye", image_set="mini-NSD test set of subject 1", ids=[3, 1, 2],
+                         repeats="betas averaged", seed=0)
+    rows = pd.DataFrame({"card": [card.key, card.key, None]})
+    doc = {"cards": {card.key: card.to_dict()}}
+    assert T.row_cards(doc, rows) == [card]
+    caption = T.card_caption("Full pipeline", [card])
+    assert caption.startswith("Full pipeline<br>Protocol card 1: protocol: mindeye") and card.ids_digest in caption
+    assert "selection: none" in caption and "repeats: betas averaged" in caption
+    reports = {"a": SimpleNamespace(card=card), "b": SimpleNamespace(card=None), "c": SimpleNamespace(card=card)}
+    assert T.report_cards(reports) == [card] == T.report_cards(list(reports.values()))
+    with pytest.raises(KeyError, match=f"protocol card\\(s\\) {card.key} that the results file lacks"):
+        T.row_cards({"cards": {}}, rows)
 
 
 def test_latent_table_beside_table_3_or_none():

@@ -18,6 +18,8 @@ is kept in one place, the run's context. Each module imports only those listed a
 - ``controls``: the retrieval baseline, the shuffled-betas null and the train-test overlap,
   scored beside the pipeline's rows (chapter 09)
 - ``zoo``: the mini model zoo, trained or reused, and its held-out evaluation (chapter 00)
+- ``rescore``: reconstructions published elsewhere (files read by ``nsdlib.reconstructions``)
+  scored like the run's own, one row of the results file each (``nsdlib score``)
 
 Tables, figures and the explorer that show these results live in :mod:`nsdlib.report`.
 """

@@ -44,7 +44,7 @@ __all__ = ["MODEL_NAMES", "RANDOM_CLIP", "RANDOM_VD", "ModelSource", "RunContext
 #: The models a run may use: stage 1's VDVAE, stage 2's CLIP and Versatile Diffusion ("vd"),
 #: the two assets of the metrics' feature networks, and mini-NSD's scene networks ("scene":
 #: the scene score's probe, and the stand-ins of those assets for ``models="mini"``).
-MODEL_NAMES = ("vdvae", "clip", "vd", "torchvision-metrics", "swav", "scene")
+MODEL_NAMES = ("vdvae", "clip", "vd", "torchvision-metrics", "torchvision-efficientnet-v2", "swav", "scene")
 #: Settings of stage 2's randomly initialised CLIP stand-in (:func:`nsdlib.clip.random_clip`).
 RANDOM_CLIP = dict(projection_dim=64, hidden_size=64, n_layers=2, n_heads=2, image_size=64, patch_size=4, seed=0)
 #: Settings of stage 2's randomly initialised diffusion stand-in (:func:`nsdlib.diffusion.random_components`).

@@ -334,7 +334,8 @@ def evaluate_controls(cfg: RunConfig, *, vector: str = "class", seed: int | None
             result_row(cfg, SHUFFLED, cfg.n_layers, "none", s_rep,
                        M.latent_errors(lat["true"], lat["pred"][s["permutation"]]))]
     if write:
-        write_results(cfg, rows, {**r_rep.sources, **s_rep.sources})
+        cards = {rep.card.key: rep.card.to_dict() for rep in (r_rep, s_rep) if rep.card is not None}
+        write_results(cfg, rows, {**r_rep.sources, **s_rep.sources}, cards)
     return {"rows": pd.DataFrame(rows, columns=list(RESULT_COLUMNS)), "reports": {RETRIEVAL: r_rep, SHUFFLED: s_rep},
             "retrieval": r, "shuffled": s, "overlap": ov,
             "seconds": {RETRIEVAL: r_s, SHUFFLED: s_s, "overlap": o_s}}

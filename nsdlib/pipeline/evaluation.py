@@ -5,7 +5,9 @@
   from each noised version (``nsdlib.pipeline.stage2.stage2_images``).
 - :func:`score`: one set of reconstructions against the run's test stimuli, every metric
   per image, cached in the run's store (keyed by a hash of both image sets, the metric
-  settings and which networks could be used, so fetching weights later recomputes).
+  settings and which networks could be used, so fetching weights later recomputes), under
+  one evaluation protocol (:mod:`nsdlib.protocols`: ``"brain-diffuser"``, the default, or
+  ``"mindeye"``) whose card (:func:`run_card`) goes on the report and on the results rows.
 - :func:`scene_scores`: mini-NSD's ground-truth scene score (:mod:`nsdlib.mini.scene`: the
   main object's colour, shape and position read by the scene probe, beside chance) for each
   stage of a reconstruction (:func:`scene_stages`: chapter 05 stage 1, chapter 07 stage 2).
@@ -33,9 +35,10 @@ from ..images import check_images
 from ..mini import read_scenes
 from ..mini import scene as S
 from ..names import DATASET_LABELS, MODEL_SET_LABELS, NOISE_LEVELS
+from ..protocols import DEFAULT_PROTOCOL, ProtocolCard, get_protocol, protocol_card
 from ..store import array_key
 from . import context, data, stage1, stage2
-from .results import RESULT_COLUMNS, RESULTS_SSIM_MODE, result_row, write_results
+from .results import RESULT_COLUMNS, result_row, write_results
 
 __all__ = [
     "QUICK_NOISE_IMAGES",
@@ -49,6 +52,7 @@ __all__ = [
     "metric_plan",
     "noise_sensitivity",
     "noised_first_guesses",
+    "run_card",
     "run_label",
     "scene_probe_info",
     "scene_scores",
@@ -74,6 +78,32 @@ def ground_truth(cfg: RunConfig) -> np.ndarray:
 
 def _test_ids(cfg: RunConfig) -> np.ndarray:
     return np.asarray(context.get(cfg).subject().test_ids)
+
+
+def run_card(cfg: RunConfig, protocol: str | None = None, *, indices=None, n_images: int | None = None
+             ) -> ProtocolCard:
+    """The protocol card of scores of the run's test images (all, or the positions ``indices``).
+
+    The image set is the run's test set (NSD: the shared images the subject saw; mini-NSD: its
+    test images), in the order of its test ids, whose digest the card carries; each image's
+    repeats averaged (the run's betas); one sample per image, no selection; the run's seed.
+    Without subject data (or when ``n_images``, the number scored, differs from the number of
+    test ids) the digest is of the positions, and the image set says so.
+    """
+    try:
+        ids = _test_ids(cfg)
+    except Exception:  # noqa: BLE001 (no subject data: positions stand in for the ids)
+        ids = None
+    known = ids is not None and (n_images is None or len(ids) == n_images)
+    if not known:
+        ids = np.arange(n_images if n_images is not None else len(ground_truth(cfg)))
+    which = "all" if indices is None else f"{len(indices)} chosen"
+    if indices is not None:
+        ids = ids[np.asarray(indices, dtype=np.int64)]
+    image_set = (f"{DATASET_LABELS[cfg.dataset]} test set of subject {cfg.subject} ({which})"
+                 + ("" if known else "; ids unknown, positions digested"))
+    return protocol_card(protocol, image_set=image_set, ids=ids, repeats="betas averaged over each image's repeats",
+                         seed=cfg.seed)
 
 
 def first_guesses(cfg: RunConfig) -> np.ndarray:
@@ -160,17 +190,18 @@ def noise_sensitivity(cfg: RunConfig, levels: Sequence = NOISE_LEVELS, *, guesse
 
 
 # ------------------------------------------------------------------ scoring
-def metric_plan(cfg: RunConfig, clip=None) -> dict[str, str]:
+def metric_plan(cfg: RunConfig, clip=None, protocol: str | None = None) -> dict[str, str]:
     """What each feature metric will be computed with in this run, without loading anything.
 
     Returns metric -> ``"real"``, ``"mini"`` (the mini scene networks of :mod:`nsdlib.mini.scene`,
     with their fingerprint), ``"small-clip"`` or ``"unavailable: <reason>"``. With
     ``models="pretrained"`` every metric is ``"real"`` (a missing asset raises when the
-    networks are built).
+    networks are built). ``protocol``: whose weights (MindEye's EfficientNet-B1: IMAGENET1K_V2).
     """
     ctx = context.get(cfg)
     plan = {}
-    for metric, asset in F.METRIC_ASSETS.items():
+    for metric in F.METRIC_ASSETS:
+        asset = F.metric_asset(metric, protocol)
         src = ctx.source(asset)
         plan[metric] = {"pretrained": "real", "mini": f"mini {src.fingerprint}"}.get(
             src.kind, f"unavailable: asset {asset!r} absent")
@@ -210,27 +241,30 @@ def _mini_models(cfg: RunConfig):
 
 
 class _Scorer:
-    """One ImageEvaluator per run, built on the first cache miss (loading networks is slow)."""
+    """One ImageEvaluator per run and protocol, built on the first cache miss (loading networks is slow)."""
 
-    def __init__(self, cfg: RunConfig, gt, clip, batch_size: int, progress: bool):
+    def __init__(self, cfg: RunConfig, gt, clip, batch_size: int, progress: bool, protocol=None):
         self.cfg, self.gt, self.clip, self.batch_size, self.progress = cfg, gt, clip, batch_size, progress
+        self.protocol = get_protocol(protocol)
         self._ev = None
 
     def evaluator(self) -> M.ImageEvaluator:
         if self._ev is None:
             reason = self.clip if isinstance(self.clip, str) else None
             nets, unavailable = F.feature_networks(self.cfg.models, clip=None if reason else self.clip,
-                                                   device=self.cfg.torch_device(), mini_models=_mini_models(self.cfg))
+                                                   device=self.cfg.torch_device(), mini_models=_mini_models(self.cfg),
+                                                   protocol=self.protocol)
             if reason:
                 unavailable["clip"] = reason
             self._ev = M.ImageEvaluator(self.gt, networks=nets, unavailable=unavailable,
-                                        ssim_mode=RESULTS_SSIM_MODE, batch_size=self.batch_size,
+                                        ssim_mode=self.protocol.ssim_mode, batch_size=self.batch_size,
                                         device=self.cfg.torch_device(), progress=self.progress,
-                                        also_ssim_2d=True)
+                                        also_ssim_2d=True, protocol=self.protocol)
         return self._ev
 
 
 def score(cfg: RunConfig, reconstructions, *, gt=None, clip=None, batch_size: int = 32, progress: bool = True,
+          protocol: str | None = None, card: ProtocolCard | None = None,
           _scorer: _Scorer | None = None) -> M.MetricReport:
     """Every image metric of one set of reconstructions against the run's test stimuli, cached.
 
@@ -243,26 +277,40 @@ def score(cfg: RunConfig, reconstructions, *, gt=None, clip=None, batch_size: in
     clip : callable or model, optional
         For the CLIP metric (default: ViT-L/14 for pretrained models, the run's small CLIP
         for mini models).
+    protocol : {"brain-diffuser", "mindeye"}, optional
+        The evaluation protocol (:mod:`nsdlib.protocols`); default ``"brain-diffuser"``.
+    card : ProtocolCard, optional
+        Attached to the report; default :func:`run_card` when ``gt`` is the run's own.
 
     Returns
     -------
     MetricReport
         With an extra per-image entry ``"ssim_2d"`` (the true 2-D SSIM) beside ``"ssim"``
-        (Brain-Diffuser's column mode).
+        (Brain-Diffuser's column mode; under ``"mindeye"`` both are the 2-D SSIM), naming
+        its protocol.
     """
+    own_gt = gt is None
     gt = ground_truth(cfg) if gt is None else gt
     M._check_pair(gt, reconstructions)
     if clip is None and _scorer is None:
         clip = _default_clip(cfg)
-    scorer = _scorer or _Scorer(cfg, gt, clip, batch_size, progress)
+    if _scorer is not None and protocol is not None and get_protocol(protocol) != _scorer.protocol:
+        raise ValueError(f"score: protocol {protocol!r} differs from its scorer's {_scorer.protocol.name!r}")
+    scorer = _scorer or _Scorer(cfg, gt, clip, batch_size, progress, protocol)
+    proto = scorer.protocol
     params = {"v": _VERSION, "metrics_v": 1, "gt": array_key(gt), "rec": array_key(reconstructions),
-              "models": cfg.models, "plan": metric_plan(cfg, scorer.clip), "size": int(gt.shape[1]),
-              "ssim_mode": RESULTS_SSIM_MODE, "clip": _clip_fingerprint(scorer.clip, gt)}
+              "models": cfg.models, "plan": metric_plan(cfg, scorer.clip, proto.name), "size": int(gt.shape[1]),
+              "ssim_mode": proto.ssim_mode, "clip": _clip_fingerprint(scorer.clip, gt)}
+    if proto.name != DEFAULT_PROTOCOL:  # the default's key stays as before protocols, so its cached scores still hit
+        params["protocol"] = proto.name
 
     def compute():
         return scorer.evaluator().evaluate(reconstructions).to_dict()
 
-    return M.MetricReport.from_dict(context.get(cfg).store.json("metrics", params, compute))
+    report = M.MetricReport.from_dict(context.get(cfg).store.json("metrics", params, compute))
+    if card is None and own_gt:
+        card = run_card(cfg, proto.name, n_images=len(gt))
+    return report if card is None else report.with_card(card)
 
 
 def _clip_fingerprint(clip, gt) -> str | None:
@@ -297,7 +345,7 @@ def _variants(cfg: RunConfig, variants) -> list[tuple[str, int]]:
 
 def evaluate(cfg: RunConfig, *, variants: Sequence[tuple[str, int]] | None = None,
              reconstructions: dict | None = None, noise_levels: Sequence = (), indices=None, clip=None,
-             batch_size: int = 32, progress: bool = True, write: bool = True):
+             batch_size: int = 32, progress: bool = True, write: bool = True, protocol: str | None = None):
     """Score the run's stage-2 reconstructions and write the run's results file.
 
     Parameters
@@ -319,6 +367,9 @@ def evaluate(cfg: RunConfig, *, variants: Sequence[tuple[str, int]] | None = Non
         See :func:`score`.
     write : bool
         Merge the rows into ``<run_dir>/results.json`` / ``.csv``.
+    protocol : {"brain-diffuser", "mindeye"}, optional
+        The evaluation protocol (:mod:`nsdlib.protocols`); default ``"brain-diffuser"``. Each
+        row names it and its card's key; the cards go into the results file.
 
     Returns
     -------
@@ -328,12 +379,14 @@ def evaluate(cfg: RunConfig, *, variants: Sequence[tuple[str, int]] | None = Non
         ``(regressor, n_layers, noise) -> MetricReport`` (per-image values for the chapters).
     """
     gt = ground_truth(cfg)
+    n_test = len(gt)
     idx = None if indices is None else np.asarray(indices, dtype=np.int64)
     if idx is not None:
         gt = gt[idx]
     if clip is None:
         clip = _default_clip(cfg)
-    scorer = _Scorer(cfg, gt, clip, batch_size, progress)
+    scorer = _Scorer(cfg, gt, clip, batch_size, progress, protocol)
+    card = run_card(cfg, scorer.protocol.name, indices=idx, n_images=n_test)
     todo: dict[tuple[str, int, str], Callable[[], np.ndarray]] = {}
     if reconstructions is not None:
         for (r, n, lab), ims in reconstructions.items():
@@ -353,7 +406,7 @@ def evaluate(cfg: RunConfig, *, variants: Sequence[tuple[str, int]] | None = Non
                 todo[(cfg.regressor, cfg.n_layers, lab)] = noisy(lab)
     rows, reports, sources = [], {}, {}
     for (r, n, lab), get in todo.items():
-        rep = score(cfg, get(), gt=gt, batch_size=batch_size, progress=progress, _scorer=scorer)
+        rep = score(cfg, get(), gt=gt, batch_size=batch_size, progress=progress, card=card, _scorer=scorer)
         lat = None
         if reconstructions is None and lab == "none":
             lat = M.latent_errors(*_latents(cfg.replace(regressor=r, n_layers=n)))
@@ -361,7 +414,7 @@ def evaluate(cfg: RunConfig, *, variants: Sequence[tuple[str, int]] | None = Non
         reports[(r, n, lab)] = rep
         sources.update(rep.sources)
     if write and rows and idx is None:
-        write_results(cfg, rows, sources)
+        write_results(cfg, rows, sources, {card.key: card.to_dict()})
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS)), reports
 
 

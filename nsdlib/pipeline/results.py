@@ -6,13 +6,23 @@ and ``results.csv`` beside it with the same rows; the cross-subject report
 
     {"schema": 1, "dataset": ..., "models": ..., "subject": ..., "updated": <UTC time>,
      "ssim_mode": "columns", "sources": {metric: what computed it, or why it could not be},
-     "rows": [row, ...]}
+     "cards": {card key: protocol card}, "rows": [row, ...]}
 
-with one row per (regressor, n_layers, noise), its keys :data:`RESULT_COLUMNS`::
+with one row per (regressor, n_layers, noise, protocol), its keys :data:`RESULT_COLUMNS`::
 
     dataset, models, subject, regressor, n_layers, noise, n_images, size, ssim_mode,
-    ssim, pixcorr, alexnet2, alexnet5, inceptionv3, clip, efficientnet, swav,
+    protocol, card, ssim, pixcorr, alexnet2, alexnet5, inceptionv3, clip, efficientnet, swav,
     ssim_2d, latent_mse, latent_mae, seed, quick
+
+``protocol`` names the evaluation chain (:mod:`nsdlib.protocols`: ``"brain-diffuser"``, the
+default, or ``"mindeye"``); ``card`` is the key of the row's protocol card
+(:class:`~nsdlib.protocols.ProtocolCard`: image set and ids digest, repeats, chain, seed,
+samples, selection), written out under ``"cards"``. Rows written before protocols existed
+read as ``"brain-diffuser"``, the only chain nsdlib had; rows of other origin as ``"unknown"``.
+
+A file of reconstructions scored by ``nsdlib score`` (:mod:`nsdlib.pipeline.rescore`) has a
+row of its own: ``regressor`` ``"file:<name>"`` (or the label given), ``n_layers`` 0, ``noise``
+"none", no latent errors.
 
 ``ssim`` is Brain-Diffuser's column SSIM (the mode behind the paper's numbers, so that
 the column compares with theirs); ``ssim_2d`` is the true 2-D SSIM. Identification scores
@@ -41,6 +51,7 @@ from ..config import RunConfig
 from ..metrics import MetricReport
 from ..names import IDENTIFICATION_METRICS, IMAGE_METRICS, NOISE_LEVELS, REGRESSORS
 from ..noise import noise_label
+from ..protocols import DEFAULT_PROTOCOL
 from ..store import atomic_write
 
 __all__ = [
@@ -56,11 +67,12 @@ __all__ = [
 
 SCHEMA = 1
 #: The columns that tell the rows of one run apart (a new row with the same replaces the old).
-KEY_COLUMNS = ("regressor", "n_layers", "noise")
+KEY_COLUMNS = ("regressor", "n_layers", "noise", "protocol")
 #: Every column of a results row, in the file's order.
 RESULT_COLUMNS = ("dataset", "models", "subject", "regressor", "n_layers", "noise", "n_images", "size", "ssim_mode",
-                  *IMAGE_METRICS, "ssim_2d", "latent_mse", "latent_mae", "seed", "quick")
-#: The SSIM mode of the ``ssim`` column: Brain-Diffuser's, as behind the paper's numbers.
+                  "protocol", "card", *IMAGE_METRICS, "ssim_2d", "latent_mse", "latent_mae", "seed", "quick")
+#: The SSIM mode of the ``ssim`` column under the default protocol: Brain-Diffuser's, as behind the paper's numbers
+#: (``"mindeye"`` rows: the 2-D SSIM, their ``ssim_mode`` column says so).
 RESULTS_SSIM_MODE = "columns"
 #: The order of a file's rows: by noise level, then regressor (ridge first, as the paper's tables), then n_layers.
 _REGRESSOR_ORDER = {r: i for i, r in enumerate(("ridge", *(r for r in REGRESSORS if r != "ridge")))}
@@ -95,7 +107,8 @@ def result_row(cfg: RunConfig, regressor: str, n_layers: int, noise: str, report
     regressor, n_layers, noise
         The variant scored (``noise``: a label of :func:`nsdlib.noise.noise_label`).
     report : MetricReport
-        Per-image scores of its reconstructions (with ``ssim_2d``).
+        Per-image scores of its reconstructions (with ``ssim_2d``); its protocol and card
+        (when attached) go on the row.
     latents : dict, optional
         ``mse`` and ``mae`` of stage 1's predicted test latents (:func:`nsdlib.metrics.latent_errors`).
 
@@ -107,14 +120,17 @@ def result_row(cfg: RunConfig, regressor: str, n_layers: int, noise: str, report
     means = report.means
     row = {"dataset": cfg.dataset, "models": cfg.models, "subject": cfg.subject, "regressor": regressor,
            "n_layers": int(n_layers), "noise": noise, "n_images": report.n_images, "size": report.size,
-           "ssim_mode": report.ssim_mode, **{m: means.get(m, float("nan")) for m in IMAGE_METRICS},
+           "ssim_mode": report.ssim_mode, "protocol": report.protocol,
+           "card": report.card.key if report.card is not None else None,
+           **{m: means.get(m, float("nan")) for m in IMAGE_METRICS},
            "ssim_2d": means.get("ssim_2d", float("nan")),
            "latent_mse": latents["mse"] if latents else float("nan"),
            "latent_mae": latents["mae"] if latents else float("nan"), "seed": cfg.seed, "quick": cfg.quick}
     return {k: _clean(row[k]) for k in RESULT_COLUMNS}
 
 
-def write_results(cfg: RunConfig, rows: Sequence[dict], sources: dict | None = None) -> Path:
+def write_results(cfg: RunConfig, rows: Sequence[dict], sources: dict | None = None,
+                  cards: dict | None = None, *, path: str | os.PathLike | None = None) -> Path:
     """Merge ``rows`` into the run's results file and write it (JSON and CSV) atomically.
 
     A row replaces an earlier one with the same :data:`KEY_COLUMNS`; rows are sorted by
@@ -126,14 +142,23 @@ def write_results(cfg: RunConfig, rows: Sequence[dict], sources: dict | None = N
         Each with every column of :data:`RESULT_COLUMNS` (see :func:`result_row`).
     sources : dict, optional
         Metric -> what computed it or why it could not be, merged into the file's ``sources``.
+    cards : dict, optional
+        Card key -> :meth:`~nsdlib.protocols.ProtocolCard.to_dict`, merged into the file's ``cards``.
+    path : str or Path, optional
+        The ``.json`` file to merge into and write (default :func:`results_path`); the
+        ``.csv`` goes beside it.
 
     Returns
     -------
-    Path of ``results.json``.
+    Path of the ``.json`` file.
     """
-    path = results_path(cfg)
+    path = results_path(cfg) if path is None else Path(path)
+    if path.suffix != ".json":
+        raise ValueError(f"a results file is written as .json (with .csv beside it); found {path.name}")
     old = _read_document(path) if path.is_file() else {}
-    keep = {tuple(r[k] for k in KEY_COLUMNS): r for r in old.get("rows", [])}
+    # rows written before protocols existed were Brain-Diffuser's chain, the only one then
+    olds = [{"protocol": DEFAULT_PROTOCOL, "card": None, **r} for r in old.get("rows", [])]
+    keep = {tuple(r[k] for k in KEY_COLUMNS): r for r in olds}
     for r in rows:
         missing = [c for c in RESULT_COLUMNS if c not in r]
         if missing:
@@ -146,10 +171,10 @@ def write_results(cfg: RunConfig, rows: Sequence[dict], sources: dict | None = N
     doc = {"schema": SCHEMA, "dataset": cfg.dataset, "models": cfg.models, "subject": cfg.subject,
            "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "ssim_mode": RESULTS_SSIM_MODE, "sources": {**old.get("sources", {}), **(sources or {})},
-           "rows": merged}
+           "cards": {**old.get("cards", {}), **(cards or {})}, "rows": merged}
     with atomic_write(path, "w") as fh:
         json.dump(doc, fh, indent=1)
-    with atomic_write(results_path(cfg, ".csv"), "w") as fh:
+    with atomic_write(path.with_suffix(".csv"), "w") as fh:
         pd.DataFrame(merged, columns=list(RESULT_COLUMNS)).to_csv(fh, index=False)
     return path
 
@@ -160,7 +185,8 @@ def read_results(source: RunConfig | str | os.PathLike) -> tuple[dict, pd.DataFr
     Besides what :func:`write_results` writes, it reads a JSON list of rows and rows that
     lack the run's columns (files written by hand or by earlier versions): column names are
     matched case-insensitively; a missing ``subject`` comes from a ``subjNN`` folder,
-    ``dataset`` from the folder above it; ``models`` and ``ssim_mode`` become "unknown",
+    ``dataset`` from the folder above it; ``models``, ``ssim_mode`` and ``protocol`` become "unknown"
+    (``protocol``: "brain-diffuser" in a file nsdlib wrote before protocols existed),
     ``noise`` "none", ``quick`` False, and every other missing column NaN.
 
     Returns
@@ -187,6 +213,8 @@ def read_results(source: RunConfig | str | os.PathLike) -> tuple[dict, pd.DataFr
         raise FileNotFoundError(f"no results file at {path}; run chapter 09 (or evaluation.evaluate) for this run")
     doc = _read_document(path)
     df = pd.DataFrame(doc["rows"])
+    if "schema" in doc and "protocol" not in df.columns:  # written by nsdlib before protocols: Brain-Diffuser's chain
+        df["protocol"] = DEFAULT_PROTOCOL
     if df.empty:
         raise ResultsFormatError(f"{path}: expected result rows; found a results file with no rows")
     lower = {c: c.lower() for c in df.columns if isinstance(c, str) and c.lower() in RESULT_COLUMNS}
@@ -226,11 +254,13 @@ def _normalise(df: pd.DataFrame, path: Path) -> pd.DataFrame:
             raise ResultsFormatError(f"{path}: expected a 'subject' column or a folder named subjNN; found neither")
         df["subject"] = int(m.group(1))
     defaults = {"dataset": path.parent.parent.name, "models": "unknown", "ssim_mode": "unknown", "noise": "none",
-                "quick": False}
+                "quick": False, "protocol": "unknown", "card": None}
     for col in RESULT_COLUMNS:
         if col not in df.columns:
             df[col] = defaults.get(col, float("nan"))
     df["ssim_mode"] = df["ssim_mode"].fillna("unknown").astype(str)
+    df["protocol"] = df["protocol"].fillna("unknown").astype(str)
+    df["card"] = pd.Series([None if pd.isna(v) else str(v) for v in df["card"]], index=df.index, dtype=object)
     df["quick"] = [str(v).strip().lower() in ("true", "1", "1.0") for v in df["quick"]]
     df["noise"] = [_noise(v, path) for v in df["noise"]]
     df["subject"] = df["subject"].astype(int)

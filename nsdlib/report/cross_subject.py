@@ -30,6 +30,7 @@ from ..names import IMAGE_METRICS
 from ..names import METRIC_SHORT_HEADERS as _HEADERS
 from ..names import REGRESSOR_LABELS as _REGRESSOR_LABELS
 from ..pipeline.results import read_results
+from ..protocols import DEFAULT_PROTOCOL
 from ..store import atomic_write
 
 __all__ = [
@@ -47,7 +48,8 @@ __all__ = [
 ]
 
 #: The columns that name a result row.
-IDENTITY_COLUMNS = ("dataset", "models", "quick", "ssim_mode", "subject", "regressor", "n_layers", "noise")
+IDENTITY_COLUMNS = ("dataset", "models", "quick", "ssim_mode", "protocol", "subject", "regressor", "n_layers",
+                    "noise")
 
 _SSIM_MODES = {"columns": "Brain-Diffuser's column SSIM (as in the paper)", "2d": "the true 2-D SSIM",
                "unknown": "of an unrecorded variant"}
@@ -189,13 +191,14 @@ def cross_subject_table(results, *, with_paper: bool = True):
     -------
     pandas.DataFrame
         Columns ``source`` (``"ours"`` or ``"paper (Table N)"``), ``dataset``, ``models``,
-        ``quick``, ``ssim_mode``, ``model`` (display name), ``regressor``, ``n_layers``, ``noise``, ``subject`` (a
+        ``quick``, ``ssim_mode``, ``protocol`` (the evaluation chain, :mod:`nsdlib.protocols`;
+        empty for the paper's rows), ``model`` (display name), ``regressor``, ``n_layers``, ``noise``, ``subject`` (a
         subject number, or ``"mean"``), ``subjects`` (those averaged), ``n_subjects`` and
         the eight metrics. A subject that has the same row twice counts once (the last).
     """
     import pandas as pd
 
-    keys = ["dataset", "models", "quick", "ssim_mode", "regressor", "n_layers", "noise"]
+    keys = ["dataset", "models", "quick", "ssim_mode", "protocol", "regressor", "n_layers", "noise"]
     rows = []
     if len(results):
         res = results.drop_duplicates(subset=keys + ["subject"], keep="last")
@@ -211,14 +214,14 @@ def cross_subject_table(results, *, with_paper: bool = True):
                          "n_subjects": len(grp), **{m: grp[m].mean() for m in IMAGE_METRICS}})
     if with_paper:
         rows += _paper_rows(5) + _paper_rows(4)
-    cols = ["source", "dataset", "models", "quick", "ssim_mode", "model", "regressor", "n_layers", "noise",
-            "subject", "subjects", "n_subjects", *IMAGE_METRICS]
+    cols = ["source", "dataset", "models", "quick", "ssim_mode", "protocol", "model", "regressor", "n_layers",
+            "noise", "subject", "subjects", "n_subjects", *IMAGE_METRICS]
     table = pd.DataFrame(rows, columns=cols)
     table["n_layers"] = table["n_layers"].astype("Int64")  # None for the other systems
     return table
 
 
-def mean_over_subjects(results, *, models: str, noise: str = "none"):
+def mean_over_subjects(results, *, models: str, noise: str = "none", protocol: str = DEFAULT_PROTOCOL):
     """Each model's scores averaged over the subjects that have a results row for it.
 
     What chapter 09 puts beside the paper's Table 5 (a mean of subjects 1, 2, 5 and 7).
@@ -231,6 +234,9 @@ def mean_over_subjects(results, *, models: str, noise: str = "none"):
         Only the rows computed with these models.
     noise : str
         Only the rows at this noise level (default: none added).
+    protocol : str
+        Only the rows scored under this evaluation protocol (default ``"brain-diffuser"``):
+        scores of different protocols are never averaged together.
 
     Returns
     -------
@@ -240,7 +246,7 @@ def mean_over_subjects(results, *, models: str, noise: str = "none"):
     subjects : list of int
         The subjects that have at least one of the rows averaged.
     """
-    sel = results[(results["models"] == models) & (results["noise"] == noise)]
+    sel = results[(results["models"] == models) & (results["noise"] == noise) & (results["protocol"] == protocol)]
     subjects = sorted(int(s) for s in sel["subject"].unique())
     mean = sel.groupby(["regressor", "n_layers"], as_index=False)[list(IMAGE_METRICS)].mean()
     mean["noise"] = noise
@@ -294,16 +300,22 @@ def render_markdown(table, *, title: str, note: str = "", timings=None) -> str:
     if ours.empty:
         out += ["No results file was found for this dataset: the runs have not reached chapter 09 "
                 "(evaluation) yet, so there is nothing of ours to show.", ""]
-    for (dataset, models, quick, ssim_mode), grp in ours.groupby(["dataset", "models", "quick", "ssim_mode"],
-                                                                 sort=True):
-        label = f"{_DATASET_LABELS.get(dataset, dataset)}, models={models}" + (", quick=True" if quick else "")
+    for (dataset, models, quick, ssim_mode, protocol), grp in ours.groupby(
+            ["dataset", "models", "quick", "ssim_mode", "protocol"], sort=True):
+        label = (f"{_DATASET_LABELS.get(dataset, dataset)}, models={models}" + (", quick=True" if quick else "")
+                 + f", protocol={protocol}")
         out += [f"## Mean over subjects: {label}", ""]
         out += [f"SSIM in our rows: {_SSIM_MODES.get(ssim_mode, ssim_mode)}."
                 + ("" if ssim_mode == "columns" else " The paper's rows use Brain-Diffuser's column SSIM.")
                 + (" A quick run: a small, fast variant of every step, for smoke tests, "
                                   "not for comparison." if quick else ""), ""]
         mean = grp[grp["subject"] == "mean"]
-        paper5 = papers[papers["source"] == "paper (Table 5)"]
+        # the paper's numbers are Brain-Diffuser's chain: they stand beside rows of that protocol only
+        same = papers if protocol == DEFAULT_PROTOCOL else papers.iloc[:0]
+        if protocol != DEFAULT_PROTOCOL:
+            out += [f"The paper's rows are left out here: they were computed under the {DEFAULT_PROTOCOL} "
+                    f"protocol, these under {protocol}.", ""]
+        paper5 = same[same["source"] == "paper (Table 5)"]
         out += _md_table(mean, [("source", "source"), ("model", "model"), ("n_layers", "layers"),
                                 ("subjects", "subjects")])
         out += _md_table(paper5, [("source", "source"), ("model", "model"), ("n_layers", "layers"),
@@ -311,7 +323,7 @@ def render_markdown(table, *, title: str, note: str = "", timings=None) -> str:
         out += [""]
         out += [f"## Per subject: {label}", ""]
         per = grp[grp["subject"] != "mean"].sort_values(["subject", "regressor", "n_layers"], kind="stable")
-        paper4 = papers[papers["source"] == "paper (Table 4)"]
+        paper4 = same[same["source"] == "paper (Table 4)"]
         out += _md_table(per, [("source", "source"), ("subject", "subject"), ("model", "model"),
                                ("n_layers", "layers")])
         out += _md_table(paper4, [("source", "source"), ("subject", "subject"), ("model", "model"),

@@ -40,6 +40,7 @@ from ..names import (
 )
 from ..pipeline import stage2
 from ..pipeline.controls import CONTROLS
+from ..protocols import DEFAULT_PROTOCOL, ProtocolCard
 
 __all__ = [
     "COMPARISON_COLUMNS",
@@ -48,6 +49,7 @@ __all__ = [
     "PAPER_PAIRS",
     "alpha_table",
     "baseline_row",
+    "card_caption",
     "comparison_differences",
     "comparison_table",
     "control_differences",
@@ -64,7 +66,9 @@ __all__ = [
     "noise_table",
     "overlap_summary",
     "regressor_summary",
+    "report_cards",
     "ridge_raw_row",
+    "row_cards",
     "scene_score_summary",
     "scene_score_table",
     "split_table",
@@ -91,6 +95,49 @@ def styled(table, caption: str | None = None, precision: int = 3):
     return sty.set_caption(caption) if caption else sty
 
 
+# ------------------------------------------------------------- protocol cards
+def _protocols(rows) -> list[str]:
+    """Each results row's evaluation protocol (rows written before protocols existed: the default)."""
+    return list(rows["protocol"]) if "protocol" in rows else [DEFAULT_PROTOCOL] * len(rows)
+
+
+def row_cards(doc: Mapping, rows) -> list[ProtocolCard]:
+    """The distinct protocol cards of results ``rows``, in their order, from the results file's ``doc``.
+
+    Parameters
+    ----------
+    doc : mapping
+        The results document (``nsdlib.pipeline.results.read_results(...)[0]``), its ``"cards"``.
+    rows : pandas.DataFrame
+        Results rows with a ``card`` column (the card's key); rows without one are skipped.
+    """
+    cards = doc.get("cards", {}) if doc else {}
+    keys = [k for k in dict.fromkeys(rows["card"]) if isinstance(k, str)] if "card" in rows else []
+    missing = [k for k in keys if k not in cards]
+    if missing:
+        raise KeyError(f"results rows name protocol card(s) {', '.join(missing)} that the results file lacks; "
+                       f"it has {', '.join(cards) or 'none'}")
+    return [ProtocolCard.from_dict(cards[k]) for k in keys]
+
+
+def report_cards(reports) -> list[ProtocolCard]:
+    """The distinct protocol cards of metric reports (a mapping's values or a sequence), in order."""
+    items = reports.values() if isinstance(reports, Mapping) else reports
+    return list(dict.fromkeys(r.card for r in items if getattr(r, "card", None) is not None))
+
+
+def card_caption(caption: str, cards: Sequence[ProtocolCard]) -> str:
+    """``caption`` followed by each protocol card of its numbers, one line each (HTML line breaks).
+
+    Each card says the protocol, the image set with the digest of its ids, how repeats were
+    combined, and the samples, selection and seed; cards whose protocols differ are all
+    shown (the table's ``protocol`` column then says which row is which).
+    """
+    lines = [caption] + [f"Protocol card {k}: " + " · ".join(c.lines()[:4]) for k, c in
+                         enumerate(cards, 1)]
+    return "<br>".join(lines)
+
+
 # ------------------------------------------------------------- full pipeline
 def noise_table(rows, *, ours_label: str = "ours", with_paper: bool = True):
     """The layout of the paper's Table 6: one row per noise level, ours beside the paper's.
@@ -104,13 +151,15 @@ def noise_table(rows, *, ours_label: str = "ours", with_paper: bool = True):
 
     Returns
     -------
-    pandas.DataFrame indexed by (noise, source) with the eight metrics.
+    pandas.DataFrame indexed by (noise, source): the evaluation ``protocol`` of each row (the
+    paper's: the one it claims) and the eight metrics.
     """
     ours = rows[["noise", *IMAGE_METRICS]].copy()
     ours.insert(1, "source", ours_label)
+    ours.insert(2, "protocol", _protocols(rows))
     parts = [ours]
     if with_paper:
-        p = paper.table(6)[["noise", *IMAGE_METRICS]].copy()
+        p = paper.table(6)[["noise", "protocol", *IMAGE_METRICS]].copy()
         p.insert(1, "source", "paper (Table 6, subject 1, NSD)")
         parts.append(p)
     out = pd.concat(parts, ignore_index=True)
@@ -160,17 +209,20 @@ def comparison_table(rows, *, table: int = 4, ours_label: str = "ours", with_pap
 
     Returns
     -------
-    pandas.DataFrame with columns source, model, n_layers and the eight metrics.
+    pandas.DataFrame with columns source, protocol (the evaluation chain; the paper's rows: the
+    one they claim), model, n_layers and the eight metrics.
     """
     ours = rows[rows["noise"] == "none"].copy()
-    ours = pd.DataFrame({"source": ours_label, "model": [REGRESSOR_LABELS.get(r, r) for r in ours["regressor"]],
+    ours = pd.DataFrame({"source": ours_label, "protocol": _protocols(ours),
+                         "model": [REGRESSOR_LABELS.get(r, r) for r in ours["regressor"]],
                          "n_layers": ours["n_layers"].astype("Int64"),
                          **{m: ours[m].to_numpy() for m in (*IMAGE_METRICS, *extra_columns)}})
     parts = [ours]
     if with_paper:
         src = {4: "paper (Table 4, subject 1, NSD)", 5: "paper (Table 5, mean of subjects 1, 2, 5, 7, NSD)"}[table]
         p = paper.table(table)
-        parts.append(pd.DataFrame({"source": src, "model": p["label"], "n_layers": p["n_layers"].astype("Int64"),
+        parts.append(pd.DataFrame({"source": src, "protocol": p["protocol"], "model": p["label"],
+                                   "n_layers": p["n_layers"].astype("Int64"),
                                    **{m: p[m].astype(float) for m in IMAGE_METRICS}}))
     return pd.concat(parts, ignore_index=True)
 
