@@ -195,3 +195,26 @@ def test_mini_runs_regress_on_posterior_means_and_measure_the_noise_of_samples(r
     share = stage1.posterior_noise_share(run.cfg, 15)
     assert share == pytest.approx(float(want), rel=1e-5)
     assert 0.0 < share < 1.5  # a random VDVAE: its posteriors are wide, the share near 1
+
+
+def test_first_guesses_of_permuted_betas_decode_the_permuted_predictions(run, monkeypatch):
+    """The shuffled-betas control (nsdlib.pipeline.controls): position i decodes image perm[i]'s prediction."""
+    perm = np.array([1, 2, 3, 4, 5, 0])
+    decoded = []
+
+    def decode(model, latents, n_blocks, **kw):
+        decoded.append((latents.copy(), kw["seed"]))
+        return np.repeat(latents[:, :1, None, None], 3, axis=3).astype(np.uint8)  # one "image" per row
+
+    monkeypatch.setattr(stage1, "decode_latents", decode)
+    pred = stage1.fit_regressor(run.cfg, "ridge", 15)["test_pred"]
+    plain = stage1.first_guesses(run.cfg, "ridge", 15)
+    shuffled = stage1.first_guesses(run.cfg, "ridge", 15, permutation=perm)
+    np.testing.assert_array_equal(decoded[0][0], pred)
+    np.testing.assert_array_equal(decoded[1][0], pred[perm])
+    assert decoded[0][1] == decoded[1][1]  # each position keeps its own prior streams
+    np.testing.assert_array_equal(shuffled, plain[perm])  # here: the stand-in decoder has no prior samples
+    np.testing.assert_array_equal(stage1.first_guesses(run.cfg, "ridge", 15), plain)  # the unpermuted key is intact
+    assert len(decoded) == 2
+    with pytest.raises(ValueError, match="permutation must reorder the 6 test images"):
+        stage1.first_guesses(run.cfg, "ridge", 15, permutation=[0, 0, 1, 2, 3, 4])

@@ -69,3 +69,19 @@ def test_noise_sentences_read_the_table():
     assert ("Over all 4 (level, metric) cells: ours moves the same way as the paper's Table 6 in 1, the opposite "
             "way in 1, and shows no change in 2.") in text
     assert names.METRIC_LABELS["ssim"] in text
+
+
+def test_overlap_sentences_read_the_numbers():
+    ov = {"cosine": np.array([0.8, 0.9, 1.0]), "train_cosine": np.array([0.5, 0.6, 0.7, 0.99])}
+    dep = pd.DataFrame({"rho": [0.9, 0.8, 0.1, np.nan], "p": [0.001, 0.01, 0.6, np.nan], "n": 3},
+                       index=pd.Index(["clip", "swav", "ssim", "pixcorr"], name="metric"))
+    text = S.overlap_sentences(ov, dep)
+    assert "cosine 0.900" in text and "0.650" in text and "closer to the training set" in text
+    assert "1 of 3 test images have a training image at cosine 0.99 or more" in text
+    assert "better it scores on CLIP (rho +0.90, p 0.001)" in text
+    assert "the closer, the worse on SwAV-ResNet50 (rho +0.80" in text  # a distance: rising is worse
+    assert "no dependence this run can see (p ≥ 0.05 or a constant score) on SSIM and PixCorr" in text
+    same = S.overlap_sentences({"cosine": np.array([0.9999]), "train_cosine": np.array([0.99992, 0.5])}, dep)
+    assert "as close to the training set as" not in same  # medians 1.000 and 0.750
+    same = S.overlap_sentences({"cosine": np.array([0.9999]), "train_cosine": np.array([0.99992])}, dep)
+    assert "as close to the training set as the training images" in same  # equal as printed: 1.000

@@ -354,3 +354,27 @@ def test_scene_score_table_two_columns_per_attribute_in_stage_order():
     assert t.loc["first guess, gru 31", ("shape", "× chance ↑")] == pytest.approx(2.5)
     html = sty.to_html()
     assert "2.5×" in html and "0.25" in html and "100 test images" in html and "the probe" in html
+
+
+def test_control_differences_pipeline_minus_each_control():
+    own = _report({"ssim": [0.9, 0.8, 0.85, 0.95], "pixcorr": [0.5, 0.4, 0.6, 0.5]})
+    ctrl = {"control: retrieval": _report({"ssim": [0.1, 0.2, 0.15, 0.05], "pixcorr": [0.5, 0.4, 0.6, 0.5]}),
+            "control: shuffled betas": _report({"ssim": [0.95, 0.9, 0.9, 1.0], "pixcorr": [0.1, 0.0, 0.2, 0.1]})}
+    d = T.control_differences(own, ctrl, ("gru", 15), n_resamples=200, seed=0)
+    assert list(d.index.get_level_values("comparison").unique()) == ["pipeline vs control: retrieval",
+                                                                     "pipeline vs control: shuffled betas"]
+    r = d.loc[("pipeline vs control: retrieval", "GRU-15 stage 2 − control: retrieval")]
+    assert r.loc["ssim", "difference"] == pytest.approx(0.75) and r.loc["ssim", "better"] == "GRU-15 stage 2"
+    assert r.loc["pixcorr", "difference"] == pytest.approx(0) and r.loc["pixcorr", "verdict"] == "not seen"
+    s = d.loc[("pipeline vs control: shuffled betas", "GRU-15 stage 2 − control: shuffled betas")]
+    assert s.loc["ssim", "better"] == "control: shuffled betas" and s.loc["pixcorr", "better"] == "GRU-15 stage 2"
+    assert d["paper: difference"].isna().all()  # the paper has no controls
+
+
+def test_overlap_summary_quartiles_and_duplicates():
+    ov = {"cosine": np.array([0.5, 0.7, 0.9, 1.0]), "train_cosine": np.array([0.2, 0.4, 0.6])}
+    t = T.overlap_summary(ov, duplicate=0.95)
+    test, train = t.iloc[0], t.iloc[1]
+    assert test["n"] == 4 and test["median"] == pytest.approx(0.8) and test["max"] == 1.0
+    assert test["share ≥ 0.95"] == pytest.approx(0.25) and train["share ≥ 0.95"] == 0
+    assert train["median"] == pytest.approx(0.4) and train["min"] == pytest.approx(0.2)

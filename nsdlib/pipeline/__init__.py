@@ -15,6 +15,8 @@ is kept in one place, the run's context. Each module imports only those listed a
 - ``stage1``: VDVAE latents, stage-1 regressors, first guesses (chapters 03-05)
 - ``stage2``: CLIP embeddings and their regressions, Versatile Diffusion (chapters 06-07)
 - ``evaluation``: noise sensitivity, the metrics, and the rows of the results file (chapters 08-10)
+- ``controls``: the retrieval baseline, the shuffled-betas null and the train-test overlap,
+  scored beside the pipeline's rows (chapter 09)
 - ``zoo``: the mini model zoo, trained or reused, and its held-out evaluation (chapter 00)
 - ``rescore``: reconstructions published elsewhere (files read by ``nsdlib.reconstructions``)
   scored like the run's own, one row of the results file each (``nsdlib score``)

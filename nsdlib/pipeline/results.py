@@ -29,6 +29,10 @@ the column compares with theirs); ``ssim_2d`` is the true 2-D SSIM. Identificati
 are fractions in 0-1; ``efficientnet`` and ``swav`` are mean correlation distances. A
 metric that could not be computed is null (JSON) / empty (CSV), with the reason under
 ``"sources"`` in the JSON file.
+
+Chapter 09's controls (:mod:`nsdlib.pipeline.controls`) add two rows whose ``regressor`` says
+what they are, ``"control: retrieval"`` (``n_layers`` 0: no VDVAE blocks predicted) and
+``"control: shuffled betas"`` (the run's ``n_layers``); they sort after the models' rows.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ __all__ = [
     "LATENT_POSTERIOR",
     "QUICK_TRAIN_IMAGES",
     "baseline_metrics",
+    "check_permutation",
     "first_guesses",
     "fit_regressor",
     "latents",
@@ -369,13 +370,29 @@ def test_latents(cfg: RunConfig) -> dict[str, np.ndarray]:
 test_latents.__test__ = False  # not a pytest test despite its name
 
 
+def check_permutation(permutation, n: int) -> np.ndarray:
+    """``permutation`` as int64 after checking that it permutes ``n`` test images."""
+    perm = np.asarray(permutation)
+    if perm.shape != (n,) or not np.issubdtype(perm.dtype, np.integer) or \
+            not np.array_equal(np.sort(perm), np.arange(n)):
+        raise ValueError(f"permutation must reorder the {n} test images (a permutation of 0 to {n - 1}); "
+                         f"found {perm.dtype} of shape {perm.shape}")
+    return perm.astype(np.int64)
+
+
 def first_guesses(cfg: RunConfig, regressor: str | None = None, n_layers: int | None = None, *,
-                  temperature: float = 1.0) -> np.ndarray:
+                  temperature: float = 1.0, permutation=None) -> np.ndarray:
     """Stage 1's output: the test images decoded from predicted latents.
 
     The first ``n_layers`` decoder blocks take the regressor's predicted latents; the rest
     are sampled from the prior at ``temperature`` (1: the prior itself), one seeded random
-    stream per image, so the result is deterministic.
+    stream per image (per position in the test set), so the result is deterministic.
+
+    ``permutation`` (int array of shape (n_test,)): the test betas permuted across images,
+    position ``i`` decoded from the betas of test image ``permutation[i]`` (the shuffled-betas
+    control, :mod:`nsdlib.pipeline.controls`). Every regressor predicts row by row and ridge's
+    re-standardisation uses statistics of the whole set, which a permutation leaves unchanged,
+    so the fitted regressor's predictions are permuted instead of predicted again.
 
     Returns
     -------
@@ -386,9 +403,13 @@ def first_guesses(cfg: RunConfig, regressor: str | None = None, n_layers: int | 
     fit_params, _ = _fit_params(cfg, reg_name, n)
     params = {"v": _VERSION, "fit": params_key(fit_params), "vdvae": vdvae_info(cfg).fingerprint, "n_layers": n,
               "temperature": float(temperature), "seed": cfg.seed}
+    perm = None if permutation is None else check_permutation(permutation, len(_subject(cfg).test_ids))
+    if perm is not None:  # only then in the key: the unpermuted first guesses keep their cached key
+        params["permutation"] = params_key({"p": perm.tolist()})
 
     def compute():
         pred = fit_regressor(cfg, reg_name, n)["test_pred"]
+        pred = pred if perm is None else pred[perm]
         model = vdvae_model(cfg)
         return {"images": decode_latents(model, pred, n, temperature=temperature,
                                          seed=_split_seed(cfg.seed, "test"))}

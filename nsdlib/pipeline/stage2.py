@@ -194,7 +194,8 @@ def clip_predictions(cfg: RunConfig, *, alpha="auto", normalize: str | None = "t
 
 def stage2_images(cfg: RunConfig, first_guesses: np.ndarray | None = None, noise=None, *,
                   embeddings: str = "predicted", indices=None, alpha="auto", normalize: str | None = "test",
-                  batch_size: int | None = None, progress: bool = True, **settings) -> np.ndarray:
+                  batch_size: int | None = None, progress: bool = True, permutation=None,
+                  **settings) -> np.ndarray:
     """Stage-2 reconstructions of the test images (cached per parameter set).
 
     Parameters
@@ -215,6 +216,13 @@ def stage2_images(cfg: RunConfig, first_guesses: np.ndarray | None = None, noise
         Of the CLIP regressions (:func:`clip_predictions`).
     batch_size : int, optional
         Images per UNet call (default 8 on CUDA, 4 on the CPU).
+    permutation : int array of shape (n_test,), optional
+        The test betas permuted across images (the shuffled-betas control,
+        :mod:`nsdlib.pipeline.controls`): position ``i`` is guided by the CLIP predictions
+        from the betas of test image ``permutation[i]`` (the ridge predicts row by row and its
+        re-standardisation is unchanged by a permutation) and keeps its own noise seed; pass
+        the first guesses made from the same permutation
+        (``stage1.first_guesses(cfg, permutation=...)``). Only with ``embeddings="predicted"``.
     **settings
         ``strength``, ``num_steps``, ``guidance_scale``, ``text_weight``, ``noise_at``
         (``"first-step"`` or ``"brain-diffuser"``); default :data:`DIFFUSION_SETTINGS`
@@ -246,6 +254,10 @@ def stage2_images(cfg: RunConfig, first_guesses: np.ndarray | None = None, noise
     idx = np.arange(n_test) if indices is None else np.asarray(indices, np.int64)
     if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= n_test)):
         raise ValueError(f"indices must be positions in the test set (0 to {n_test - 1}); found {indices!r}")
+    perm = None if permutation is None else stage1.check_permutation(permutation, n_test)
+    if perm is not None and embeddings != "predicted":
+        raise ValueError("permutation permutes the betas, so it needs embeddings='predicted'; "
+                         f"found embeddings={embeddings!r}")
     sources = model_sources(cfg)
     emb_key = ("true", sources["clip"].fingerprint) if embeddings == "true" else \
         ("predicted", sources["clip"].fingerprint, resolve_alphas(cfg, alpha)[0], normalize)
@@ -253,12 +265,16 @@ def stage2_images(cfg: RunConfig, first_guesses: np.ndarray | None = None, noise
               "first_guesses": array_key(first_guesses), "noise": None if noise is None else str(noise),
               "indices": None if indices is None else params_key({"i": idx.tolist()}), "seed": cfg.seed,
               **run}
+    if perm is not None:  # only then in the key: the unpermuted images keep their cached key
+        params["permutation"] = params_key({"p": perm.tolist()})
 
     def compute():
         if embeddings == "true":
             cond = clip_embeddings(cfg, "test", progress=progress)
         else:
             cond = clip_predictions(cfg, alpha=alpha, normalize=normalize, progress=progress)
+        if perm is not None:
+            cond = {part: cond[part][perm] for part in ("text", "vision")}
         emb = clip_embedder(cfg)
         vd = diffusion_model(cfg)
         u_text, u_vision = emb.unconditional()

@@ -8,6 +8,8 @@ they read: whatever a rerun measures, the sentence says it.
   metrics (the difference and its bootstrap interval), where no difference can be seen,
   and whether the paper's Table 4 points the same way.
 - :func:`verdict_summary`: one sentence counting the real differences of each comparison.
+- :func:`overlap_sentences`: how close the test images are to the training set and whether
+  the per-image scores follow it (:func:`nsdlib.pipeline.controls.overlap_dependence`).
 - :func:`noise_sentences`: per metric of :func:`nsdlib.report.tables.noise_directions`,
   which way it moves at each noise level, beside the paper's Table 6.
 """
@@ -18,9 +20,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..names import DISTANCE_METRICS, METRIC_LABELS, PURE_NOISE_AMPLITUDE
+from ..names import DISTANCE_METRICS, HIGHER_IS_BETTER, METRIC_LABELS, PURE_NOISE_AMPLITUDE
 
-__all__ = ["comparison_sentences", "noise_sentences", "protocol_sentence", "verdict_summary"]
+__all__ = ["comparison_sentences", "noise_sentences", "overlap_sentences", "protocol_sentence", "verdict_summary"]
 
 
 def _join(items: list[str]) -> str:
@@ -162,3 +164,44 @@ def noise_sentences(table, labels: Mapping[str, str] = METRIC_LABELS) -> str:
               f"{int((agree == 'yes').sum())}, the opposite way in {int((agree == 'no').sum())}, and shows no change "
               f"in {int((table['ours: moves'] == 'no change seen').sum())}."]
     return "\n".join(lines)
+
+
+def overlap_sentences(overlap: Mapping, dependence, labels: Mapping[str, str] = METRIC_LABELS, *,
+                      alpha: float = 0.05, duplicate: float = 0.99) -> str:
+    """How close the test images are to the training set, and whether the scores follow it, read aloud.
+
+    Parameters
+    ----------
+    overlap : dict
+        From :func:`nsdlib.pipeline.controls.overlap` (``cosine``, ``train_cosine``).
+    dependence : pandas.DataFrame
+        From :func:`nsdlib.pipeline.controls.overlap_dependence` (index metric; ``rho``, ``p``).
+    alpha : float
+        A correlation is called seen when its p-value is below ``alpha`` (no correction for
+        the several metrics: a hint to look, not a finding).
+    duplicate : float
+        Cosine at or above which a neighbour counts as a near-duplicate.
+    """
+    test, train = np.asarray(overlap["cosine"], float), np.asarray(overlap["train_cosine"], float)
+    mt, mr = round(float(np.median(test)), 3), round(float(np.median(train)), 3)  # compared as printed
+    way = ("closer to the training set than" if mt > mr else "farther from the training set than" if mt < mr
+           else "as close to the training set as")
+    text = (f"The median test image's nearest training image has cosine {mt:.3f}; the median training image's "
+            f"nearest other training image, {mr:.3f}: the test images sit {way} the training images sit to each "
+            f"other. {int((test >= duplicate).sum())} of {len(test)} test images have "
+            f"a training image at cosine {duplicate:g} or more.")
+    better, worse, unseen = [], [], []
+    for m, r in dependence.iterrows():
+        if not np.isfinite(r["rho"]) or not r["p"] < alpha:
+            unseen.append(labels.get(m, m))
+            continue
+        good = (r["rho"] > 0) == HIGHER_IS_BETTER.get(m, True)
+        (better if good else worse).append(f"{labels.get(m, m)} (rho {r['rho']:+.2f}, p {r['p']:.2g})")
+    parts = []
+    if better:
+        parts.append("the closer a test image's nearest training image, the better it scores on " + _join(better))
+    if worse:
+        parts.append("the closer, the worse on " + _join(worse))
+    if unseen:
+        parts.append(f"no dependence this run can see (p ≥ {alpha:g} or a constant score) on {_join(unseen)}")
+    return text + " Per image, against that similarity (Spearman): " + "; ".join(parts) + "."

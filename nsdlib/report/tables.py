@@ -14,6 +14,8 @@
 - Whether a difference is real (chapters 08-09): :func:`variant_label`, :func:`comparison_differences`
   (the paper's comparisons with paired-bootstrap intervals), :func:`noise_directions` (which way
   each metric moves with noise, beside Table 6); :mod:`nsdlib.report.sentences` reads them out.
+- Controls (chapter 09, :mod:`nsdlib.pipeline.controls`): :func:`control_differences` (the
+  pipeline against the retrieval baseline and the shuffled-betas null), :func:`overlap_summary`.
 - mini-NSD's scene score (chapters 05 and 07): :func:`scene_score_table`, :func:`scene_score_summary`.
 - :func:`styled`: three decimals, "n/a" for missing values, a caption.
 
@@ -39,6 +41,7 @@ from ..names import (
     REGRESSOR_PAPER_LABELS,
 )
 from ..pipeline import stage2
+from ..pipeline.controls import CONTROLS
 from ..protocols import DEFAULT_PROTOCOL, ProtocolCard
 
 __all__ = [
@@ -51,6 +54,7 @@ __all__ = [
     "card_caption",
     "comparison_differences",
     "comparison_table",
+    "control_differences",
     "diffusion_settings",
     "glm_accuracy_table",
     "image_scores",
@@ -64,6 +68,7 @@ __all__ = [
     "noise_directions",
     "noise_placement_table",
     "noise_table",
+    "overlap_summary",
     "regressor_summary",
     "report_cards",
     "ridge_raw_row",
@@ -315,6 +320,8 @@ def variant_label(variant) -> str:
     """A variant's name in tables: ``("gru", 31, "final")`` -> ``"GRU-31 stage 2"``,
     ``("ridge", 15, "first guess")`` -> ``"Ridge-15 first guess"``."""
     r, n, stage = variant
+    if r in CONTROLS:  # "control: retrieval", whatever its n_layers
+        return r
     return f"{REGRESSOR_LABELS.get(r, r)}-{int(n)} {_STAGE_LABELS.get(stage, stage)}"
 
 
@@ -383,6 +390,58 @@ def comparison_differences(reports: Mapping, pairs: Sequence = PAPER_PAIRS,
             index.append((comparison, f"{la} − {lb}", m))
     idx = pd.MultiIndex.from_tuples(index, names=["comparison", "pair", "metric"])
     return _with_protocol(pd.DataFrame(rows, index=idx, columns=list(COMPARISON_COLUMNS)), reports, boot)
+
+
+def control_differences(own, controls: Mapping, variant: tuple[str, int], **bootstrap):
+    """The run's own stage-2 scores against each control, with paired-bootstrap intervals.
+
+    Parameters
+    ----------
+    own : MetricReport
+        The run's reconstructions (its regressor and n_layers).
+    controls : dict
+        Control label (``nsdlib.pipeline.controls.CONTROLS``) -> MetricReport of the same test images.
+    variant : (regressor, n_layers)
+        The run's.
+    **bootstrap
+        ``n_resamples``, ``confidence``, ``seed`` of :func:`comparison_differences`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`comparison_differences`, one comparison ``"pipeline vs <control>"`` per
+        control (difference: pipeline minus control).
+    """
+    mine = (variant[0], int(variant[1]), "final")
+    reports = {mine: own, **{(label, 0, "final"): rep for label, rep in controls.items()}}
+    pairs = [(f"pipeline vs {label}", mine, (label, 0, "final")) for label in controls]
+    return comparison_differences(reports, pairs, **bootstrap)
+
+
+def overlap_summary(overlap: Mapping, *, duplicate: float = 0.99):
+    """How close test images are to the training set, beside how close training images are to each other.
+
+    Parameters
+    ----------
+    overlap : dict
+        From :func:`nsdlib.pipeline.controls.overlap` (``cosine``, ``train_cosine``).
+    duplicate : float
+        Cosine at or above which a neighbour is counted as a near-duplicate.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Two rows (test -> nearest training image; training -> nearest other training image),
+        columns ``n``, quartiles, ``median``, ``max`` and the share at or above ``duplicate``.
+    """
+    out = {}
+    for label, key in (("test image → nearest training image", "cosine"),
+                       ("training image → nearest other training image", "train_cosine")):
+        c = np.asarray(overlap[key], np.float64)
+        q = np.quantile(c, [0.0, 0.25, 0.5, 0.75, 1.0])
+        out[label] = {"n": len(c), "min": q[0], "25 %": q[1], "median": q[2], "75 %": q[3], "max": q[4],
+                      f"share ≥ {duplicate:g}": float((c >= duplicate).mean())}
+    return pd.DataFrame.from_dict(out, orient="index")
 
 
 def _moves(sign: int) -> str:
