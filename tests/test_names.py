@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from nsdlib import config, names, noise, paper
+from nsdlib.protocols import PROTOCOLS
 from nsdlib.report import cross_subject
 
 
@@ -72,8 +73,10 @@ def test_paper_tables_use_only_names_keys():
             assert set(df["n_layers"].dropna().astype(int)) <= set(names.N_LAYERS)
         metric_columns = [c for c in df.columns if c in names.METRICS or c.endswith(("_mse", "_mae"))]
         assert metric_columns, name
-        known = {"source", "label", "regressor", "n_layers", "subject", "subjects", "noise"}
+        known = {"source", "label", "regressor", "n_layers", "subject", "subjects", "noise", "protocol"}
         assert set(df.columns) - known - set(metric_columns) == set(), name
+        if "protocol" in df:  # each published row names the protocol it claims, one of nsdlib's or "own"
+            assert all(p == paper.OWN_PROTOCOL or p.split(" ")[0] in PROTOCOLS for p in df["protocol"]), name
     t6 = paper.table(6)
     assert list(t6["noise"]) == list(names.NOISE_LEVELS)
     assert list(t6["label"]) == [names.NOISE_LABELS[k] for k in names.NOISE_LEVELS]
