@@ -35,16 +35,16 @@ def test_noise_table_puts_ours_above_the_papers_at_each_level():
     rows = _results(noise=("none", "8", "64"))
     table = T.noise_table(rows, ours_label="ours (test)")
     assert table.index.get_level_values("noise").tolist()[:4] == ["none", "none", "8", "8"]
-    assert table.index.get_level_values("source").tolist()[:2] == ["ours (test)", "paper (Table 6, subject 1, NSD)"]
+    assert table.index.get_level_values("source").tolist()[:2] == ["ours (test)", "paper"]
     assert table.loc[("64", "ours (test)"), "pixcorr"] == pytest.approx(0.1 + 0.2 + 0.01)
     for lab in names.NOISE_LEVELS:  # every published level is there, with its published values
         published = _paper_row(6, noise=lab)
-        assert table.loc[(lab, "paper (Table 6, subject 1, NSD)"), list(METRICS)].tolist() == \
+        assert table.loc[(lab, "paper"), list(METRICS)].tolist() == \
             [published[m] for m in METRICS]
-    assert table.loc[("256", "paper (Table 6, subject 1, NSD)"), "ssim"] == 0.140
+    assert table.loc[("256", "paper"), "ssim"] == 0.140
     assert list(table.columns) == ["protocol", *METRICS]
     assert set(table.xs("ours (test)", level="source")["protocol"]) == {"brain-diffuser"}  # rows before protocols
-    assert set(table.xs("paper (Table 6, subject 1, NSD)", level="source")["protocol"]) == {paper.PAPER_PROTOCOL}
+    assert set(table.xs("paper", level="source")["protocol"]) == {paper.PAPER_PROTOCOL}
     assert len(T.noise_table(rows, with_paper=False)) == 3
     rows["protocol"] = "mindeye"
     assert set(T.noise_table(rows, with_paper=False)["protocol"]) == {"mindeye"}
@@ -57,13 +57,14 @@ def test_noise_placement_table_shows_each_placement_and_the_paper():
     table = T.noise_placement_table(pd.concat([first, up], ignore_index=True), ours_label="ours (test)")
     on_fg = "ours (test); noise added on the first guess, 32 px"
     after = "ours (test); noise added after upscaling, 64 px"
-    paper_label = "paper (Table 6, subject 1, NSD; placement not stated)"
+    paper_label = "paper (placement not stated)"
     assert table.index.tolist()[:9] == [("none", "ours (test); no noise"), ("none", paper_label),
                                         ("8", on_fg), ("8", after), ("8", paper_label), ("16", paper_label),
                                         ("32", paper_label), ("64", on_fg), ("64", after)]
     assert table.loc[("8", after), "pixcorr"] == pytest.approx(0.5 + 0.1 + 0.01)
     assert table.loc[("64", on_fg), "pixcorr"] == pytest.approx(0.1 + 0.2 + 0.01)
     assert table.loc[("64", paper_label), "ssim"] == _paper_row(6, noise="64")["ssim"]
+    assert table.loc[("64", paper_label), "protocol"] == paper.PAPER_PROTOCOL
     assert len(T.noise_placement_table(first, with_paper=False)) == 3
     with pytest.raises(ValueError, match="placement and noise_size"):
         T.noise_placement_table(_results())
@@ -89,12 +90,12 @@ def test_comparison_table_labels_models_and_keeps_the_published_numbers():
     ours = t4[t4["source"] == "ours"]
     assert ours["model"].tolist() == ["Ridge", "GRU"] and ours["n_layers"].tolist() == [15, 31]  # noisy row left out
     assert ours["clip"].tolist() == pytest.approx([0.1 + 0.05, 0.2 + 0.05]) and "ssim_2d" in t4
-    p4 = t4[t4["source"] == "paper (Table 4, subject 1, NSD)"]
+    p4 = t4[t4["source"] == "paper"]
     assert len(p4) == len(paper.TABLE4) == 5 and p4["ssim_2d"].isna().all()
     gru31 = _paper_row(4, regressor="gru", n_layers=31)
     assert p4[(p4["model"] == gru31["label"]) & (p4["n_layers"] == 31)]["swav"].item() == gru31["swav"]
     t5 = T.comparison_table(rows, table=5, ours_label="mean")
-    assert (t5["source"] == "paper (Table 5, mean of subjects 1, 2, 5, 7, NSD)").sum() == len(paper.TABLE5)
+    assert (t5["source"] == "paper").sum() == len(paper.TABLE5)
     assert list(t5.columns) == ["source", "protocol", "model", "n_layers", *METRICS]
     others = t5[t5["model"].isin(["Lin et al. [14]", "Takagi et al. [35]", "Gu et al. [9]"])]
     assert len(others) == 3 and set(others["protocol"]) == {paper.OWN_PROTOCOL}

@@ -164,7 +164,7 @@ def noise_table(rows, *, ours_label: str = "ours", with_paper: bool = True):
     parts = [ours]
     if with_paper:
         p = paper.table(6)[["noise", "protocol", *IMAGE_METRICS]].copy()
-        p.insert(1, "source", "paper (Table 6, subject 1, NSD)")
+        p.insert(1, "source", "paper")
         parts.append(p)
     out = pd.concat(parts, ignore_index=True)
     order = {lab: i for i, lab in enumerate(NOISE_LEVELS)}
@@ -206,8 +206,8 @@ def noise_placement_table(rows, *, ours_label: str = "ours", with_paper: bool = 
     none = out["noise"] == "none"
     out = pd.concat([out[none].head(1).assign(source=f"{ours_label}; no noise"), out[~none]], ignore_index=True)
     if with_paper:
-        p = paper.table(6)[["noise", *IMAGE_METRICS]].copy()
-        p.insert(1, "source", "paper (Table 6, subject 1, NSD; placement not stated)")
+        p = paper.table(6)[["noise", "protocol", *IMAGE_METRICS]].copy()
+        p.insert(1, "source", "paper (placement not stated)")
         out = pd.concat([out, p], ignore_index=True)
     out["_o"] = out["noise"].map({lab: i for i, lab in enumerate(NOISE_LEVELS)})
     out = out.sort_values("_o", kind="stable").drop(columns="_o")
@@ -263,7 +263,7 @@ def comparison_table(rows, *, table: int = 4, ours_label: str = "ours", with_pap
                          **{m: ours[m].to_numpy() for m in (*IMAGE_METRICS, *extra_columns)}})
     parts = [ours]
     if with_paper:
-        src = {4: "paper (Table 4, subject 1, NSD)", 5: "paper (Table 5, mean of subjects 1, 2, 5, 7, NSD)"}[table]
+        src = "paper"  # the caption says which table, subjects and dataset
         p = paper.table(table)
         parts.append(pd.DataFrame({"source": src, "protocol": p["protocol"], "model": p["label"],
                                    "n_layers": p["n_layers"].astype("Int64"),
