@@ -5,6 +5,7 @@ import types
 import numpy as np
 import pytest
 import torch
+from _mini_worlds import write_truth_betas
 
 from nsdlib import RunConfig, assets, vdvae
 from nsdlib.pipeline import context, data, dataset, stage1
@@ -156,23 +157,11 @@ def test_gru_beats_predicting_the_mean_on_mini_nsd(mini_small_root, tmp_path):
     """
     import shutil
 
-    import nibabel as nib
-
-    from nsdlib import mini, nsd
     from nsdlib.regressors import NeuralRegressor, regression_metrics
 
     root = tmp_path / "mini-nsd"
     shutil.copytree(mini_small_root, root)
-    truth = mini.truth(root, 1)
-    shape = tuple(truth.settings["volume_shape"])
-    ijk = truth.voxel_ijk
-    for s in np.unique(truth.trial_session):
-        sel = truth.trial_session == s
-        vol = np.zeros((*shape, int(sel.sum())), np.int16)
-        vol[ijk[:, 0], ijk[:, 1], ijk[:, 2], :] = np.rint(truth.amplitudes[sel] * 300).astype(np.int16).T
-        path = root / nsd.NSDLayout.betas_file(1, int(s))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        nib.save(nib.Nifti1Image(vol, np.diag([1.8, 1.8, 1.8, 1])), path)
+    write_truth_betas(root, 1)
     cfg = RunConfig(quick=True, workdir=str(tmp_path / "work"), nsd_root=str(root), device="cpu")
     sd = data.subject_data(cfg, progress=False)
     y_train = data.stimuli(cfg, "train", 4, progress=False).reshape(len(sd.train_ids), -1) / 255.0
