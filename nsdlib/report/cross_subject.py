@@ -40,6 +40,7 @@ __all__ = [
     "collect_timings",
     "cross_subject_table",
     "fill_report_page",
+    "mean_card",
     "mean_over_subjects",
     "render_markdown",
     "report_rows",
@@ -221,6 +222,18 @@ def cross_subject_table(results, *, with_paper: bool = True):
     return table
 
 
+def mean_card(protocol: str = DEFAULT_PROTOCOL) -> str:
+    """The protocol card of a mean over subjects, in words (a table's caption or the report's line).
+
+    Each subject's own card, with the digest of its test images' ids, is in its results file.
+    """
+    known = PROTOCOLS[protocol].label if protocol in PROTOCOLS else "not known to nsdlib"
+    return (f"Protocol card: protocol {protocol} ({known}); images: each subject's own test set (its ids' "
+            "digest is in that subject's results file, under `cards`); repeats: betas averaged over each "
+            "image's repeats; one sample per image, no selection. The paper's rows claim "
+            f"{paper.PAPER_PROTOCOL.split(' ')[0]} (its metrics follow Brain-Diffuser's).")
+
+
 def mean_over_subjects(results, *, models: str, noise: str = "none", protocol: str = DEFAULT_PROTOCOL):
     """Each model's scores averaged over the subjects that have a results row for it.
 
@@ -309,11 +322,7 @@ def render_markdown(table, *, title: str, note: str = "", timings=None) -> str:
                 + ("" if ssim_mode == "columns" else " The paper's rows use Brain-Diffuser's column SSIM.")
                 + (" A quick run: a small, fast variant of every step, for smoke tests, "
                                   "not for comparison." if quick else ""), ""]
-        known = PROTOCOLS[protocol].label if protocol in PROTOCOLS else "not known to nsdlib"
-        out += [f"Protocol card: protocol {protocol} ({known}); images: each subject's own test set (its ids' "
-                "digest is in that subject's results file, under `cards`); repeats: betas averaged over each "
-                "image's repeats; one sample per image, no selection. The paper's rows claim "
-                f"{paper.PAPER_PROTOCOL.split(' ')[0]} (its metrics follow Brain-Diffuser's).", ""]
+        out += [mean_card(protocol), ""]
         mean = grp[grp["subject"] == "mean"]
         # the paper's numbers are Brain-Diffuser's chain: they stand beside rows of that protocol only
         same = papers if protocol == DEFAULT_PROTOCOL else papers.iloc[:0]
