@@ -65,7 +65,8 @@ def _cmd_run(args) -> int:
     book = _book_root(args, needed=not (args.notebooks_dir and args.runs))
     cfg = _config(args)
     result = run_chain(cfg, args.notebooks, book_root=book, notebooks_dir=_path(args.notebooks_dir),
-                       runs_root=_path(args.runs), resume=not args.no_resume, log_output=args.verbose)
+                       runs_root=_path(args.runs), resume=not args.no_resume, log_output=args.verbose,
+                       wait=args.wait)
     print(result.summary())
     return 0 if result.ok else 1
 
@@ -197,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of NN_name.md chapters (default: <book root>/notebooks)")
     p.add_argument("--no-resume", action="store_true", help="re-execute notebooks completed earlier")
     p.add_argument("--verbose", action="store_true", help="stream notebook output")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another run of the same run directory to finish (default 0: "
+                        "refuse at once, naming it; -1 waits for ever)")
     _book_arg(p)
     p.set_defaults(func=_cmd_run)
 

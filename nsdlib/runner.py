@@ -10,18 +10,22 @@ resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
+from filelock import FileLock, Timeout
 
 from .config import RunConfig
 from .store import atomic_write, params_key, path_key
@@ -29,6 +33,7 @@ from .store import atomic_write, params_key, path_key
 __all__ = [
     "ChainResult",
     "NotebookResult",
+    "RunLockedError",
     "RunnerError",
     "build_book",
     "list_notebooks",
@@ -40,6 +45,58 @@ __all__ = [
 
 class RunnerError(ValueError):
     """The chain could not be set up (no such notebook, bad selection)."""
+
+
+class RunLockedError(RunnerError):
+    """Another process holds the run directory's lock (the message names it)."""
+
+
+#: The lock of a run directory (``filelock``) and the record of who holds it.
+RUN_LOCK, RUN_HOLDER = ".run.lock", ".run.holder.json"
+
+
+def _holder_text(out_dir: Path) -> str:
+    try:
+        h = json.loads((out_dir / RUN_HOLDER).read_text())
+        return f"process {h['pid']} on {h['host']} (started {h['started']}: {h['command']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (its record is unreadable)"
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: Path, wait: float = 0.0) -> Iterator[None]:
+    """Hold ``out_dir``'s run lock while the body runs; one chain per run directory at a time.
+
+    Parameters
+    ----------
+    out_dir : path
+        The run directory (executed notebooks and their ``.done.json`` records).
+    wait : float
+        Seconds to wait for a holder to finish; 0 refuses at once, a negative value waits forever.
+
+    Raises
+    ------
+    RunLockedError
+        The lock stayed held for ``wait`` seconds; the message names the holder.
+    """
+    out_dir = Path(out_dir)
+    lock = FileLock(str(out_dir / RUN_LOCK))
+    try:
+        lock.acquire(timeout=wait)
+    except Timeout:
+        raise RunLockedError(f"run directory {out_dir} is in use by {_holder_text(out_dir)}; wait for it to "
+                             "finish (or pass --wait SECONDS), or use another --runs folder") from None
+    try:
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv[:8]),
+                  "started": _dt.datetime.now().isoformat(timespec="seconds")}
+        with atomic_write(out_dir / RUN_HOLDER, "w") as fh:
+            json.dump(holder, fh)
+        for stale in out_dir.glob(".*.running*.ipynb"):  # left by a killed run: the lock says none is live
+            stale.unlink(missing_ok=True)
+        yield
+    finally:
+        (out_dir / RUN_HOLDER).unlink(missing_ok=True)
+        lock.release()
 
 
 @dataclasses.dataclass
@@ -166,7 +223,7 @@ def _execute(md: Path, out_dir: Path, params: dict, *, kernel_name: str, cwd: Pa
     start = _dt.datetime.now()
     with tempfile.TemporaryDirectory(prefix="nsdlib-nb-") as tmp:
         src = Path(tmp) / f"{name}.ipynb"
-        partial = out_dir / f".{name}.running.ipynb"
+        partial = out_dir / f".{name}.running-{os.getpid()}.ipynb"  # this process's own name
         jupytext.write(jupytext.read(md), src)
         try:
             pm.execute_notebook(
@@ -197,6 +254,7 @@ def run_chain(
     cwd: Path | None = None,
     log_output: bool = False,
     cell_timeout: int = 3600,
+    wait: float = 0.0,
 ) -> ChainResult:
     """Execute the selected chapter notebooks for one run, in order.
 
@@ -219,6 +277,9 @@ def run_chain(
         of this chain had to run.
     cell_timeout : int
         Seconds one cell may run before the notebook fails (sized for CPU runs).
+    wait : float
+        Seconds to wait for another chain holding this run directory's lock (:func:`run_lock`);
+        0 (default) refuses at once with :class:`RunLockedError` naming the holder.
     """
     notebooks_dir, runs_root = book_folders(book_root, notebooks_dir, runs_root)
     selected = select_notebooks(notebooks, notebooks_dir)
@@ -227,23 +288,24 @@ def run_chain(
     params = cfg.params()
     results: list[NotebookResult] = []
     library = library_hash()
-    ran_one = False  # once a notebook runs again, the ones after it run too (they may read its work)
-    for md in selected:
-        out = out_dir / f"{md.stem}.ipynb"
-        done_marker = out_dir / f"{md.stem}.done.json"
-        stamp = {"params_key": params_key(params), "source": path_key(md, content=True), "library": library}
-        if resume and not ran_one and _completed_earlier(out, done_marker, stamp):
-            results.append(NotebookResult(md.stem, "skipped", out))
-            continue
-        done_marker.unlink(missing_ok=True)
-        ran_one = True
-        result = _execute(md, out_dir, params, kernel_name=kernel_name, cwd=cwd or md.parent,
-                          log_output=log_output, cell_timeout=cell_timeout)
-        results.append(result)
-        if result.status == "failed":
-            break
-        with atomic_write(done_marker, "w") as fh:
-            json.dump({**stamp, "seconds": round(result.seconds, 1), "params": params}, fh, indent=1)
+    with run_lock(out_dir, wait):
+        ran_one = False  # once a notebook runs again, the ones after it run too (they may read its work)
+        for md in selected:
+            out = out_dir / f"{md.stem}.ipynb"
+            done_marker = out_dir / f"{md.stem}.done.json"
+            stamp = {"params_key": params_key(params), "source": path_key(md, content=True), "library": library}
+            if resume and not ran_one and _completed_earlier(out, done_marker, stamp):
+                results.append(NotebookResult(md.stem, "skipped", out))
+                continue
+            done_marker.unlink(missing_ok=True)
+            ran_one = True
+            result = _execute(md, out_dir, params, kernel_name=kernel_name, cwd=cwd or md.parent,
+                              log_output=log_output, cell_timeout=cell_timeout)
+            results.append(result)
+            if result.status == "failed":
+                break
+            with atomic_write(done_marker, "w") as fh:
+                json.dump({**stamp, "seconds": round(result.seconds, 1), "params": params}, fh, indent=1)
     return ChainResult(cfg, results)
 
 

@@ -4,8 +4,10 @@ Every expensive step of the pipeline stores its result under
 ``<workdir>/<dataset>/subj0N/<name>/<key>.<ext>``, where ``key`` is a hash of the parameters
 that produced it. A rerun with the same parameters finds the file and reuses it; a changed
 parameter gives another key and recomputes. Files are written to a temporary name in the
-same folder and renamed into place, so an interrupted write never leaves a partial artifact
-and never damages the previous one. Each store keeps a log (``store.log``, JSON lines) of
+same folder (a unique name per writer) and renamed into place, so an interrupted write never
+leaves a partial artifact and never damages the previous one. Computing an artifact holds its
+own lock (``filelock``): two processes sharing a store never compute the same artifact at
+once; the second waits, then reuses what the first wrote. Each store keeps a log (``store.log``, JSON lines) of
 what it computed and what it reused, which is how tests prove a rerun computed nothing.
 """
 
@@ -23,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 __all__ = ["Store", "array_key", "atomic_write", "load_arrays", "package_versions", "params_key", "path_key",
            "save_arrays"]
@@ -223,6 +226,13 @@ class Store:
             json.dump(meta, fh, indent=1)
 
     # -------------------------------------------------------------- caching
+    @contextlib.contextmanager
+    def _computing(self, path: Path) -> Iterator[None]:
+        """Hold the lock of the artifact at ``path`` (one computing process at a time)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path.parent / f".{path.name}.lock")):
+            yield
+
     def file(self, name: str, params: dict, write: Callable[[Path], None], suffix: str) -> Path:
         """Return the artifact's path, calling ``write(tmp_path)`` first if it is missing.
 
@@ -232,11 +242,15 @@ class Store:
         if path.exists():
             self._log("reused", name, params)
             return path
-        self._write_meta(name, params)
-        with atomic_path(path) as tmp:
-            write(tmp)
-            if not tmp.exists():
-                raise RuntimeError(f"the writer of artifact {name!r} did not create its file")
+        with self._computing(path):
+            if path.exists():  # another process wrote it while this one waited
+                self._log("reused", name, params)
+                return path
+            self._write_meta(name, params)
+            with atomic_path(path) as tmp:
+                write(tmp)
+                if not tmp.exists():
+                    raise RuntimeError(f"the writer of artifact {name!r} did not create its file")
         self._log("computed", name, params)
         return path
 
@@ -246,9 +260,13 @@ class Store:
         if path.exists():
             self._log("reused", name, params)
             return load_arrays(path)
-        result = {k: np.asarray(v) for k, v in compute().items()}
-        self._write_meta(name, params)
-        save_arrays(path, result)
+        with self._computing(path):
+            if path.exists():  # another process wrote it while this one waited
+                self._log("reused", name, params)
+                return load_arrays(path)
+            result = {k: np.asarray(v) for k, v in compute().items()}
+            self._write_meta(name, params)
+            save_arrays(path, result)
         self._log("computed", name, params)
         return result
 
@@ -258,10 +276,14 @@ class Store:
         if path.exists():
             self._log("reused", name, params)
             return json.loads(path.read_text())
-        result = compute()
-        self._write_meta(name, params)
-        with atomic_write(path, "w") as fh:
-            json.dump(result, fh, indent=1, default=_json_default)
+        with self._computing(path):
+            if path.exists():  # another process wrote it while this one waited
+                self._log("reused", name, params)
+                return json.loads(path.read_text())
+            result = compute()
+            self._write_meta(name, params)
+            with atomic_write(path, "w") as fh:
+                json.dump(result, fh, indent=1, default=_json_default)
         self._log("computed", name, params)
         return json.loads(path.read_text())
 

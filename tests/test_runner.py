@@ -1,6 +1,7 @@
 """The papermill chain: injection, resume, cache reuse and the failure report."""
 
 import json
+import os
 
 import nbformat
 import pytest
@@ -8,7 +9,7 @@ from _notebooks import cell, chapter
 
 from nsdlib.cli import main
 from nsdlib.config import RunConfig
-from nsdlib.runner import RunnerError, run_chain, select_notebooks
+from nsdlib.runner import RUN_HOLDER, RunLockedError, RunnerError, run_chain, run_lock, select_notebooks
 from nsdlib.store import Store
 
 SETUP = "from nsdlib import Store"
@@ -116,3 +117,22 @@ def test_installed_layout_runs_the_book_of_the_working_directory(chapters, tmp_p
                  "--notebooks", "01"]) == 0
     assert "01_compute: done" in capsys.readouterr().out
     assert (tmp_path / "runs" / "mini" / "subj01" / "01_compute.ipynb").exists()
+
+
+def test_a_second_chain_on_a_locked_run_directory_refuses_naming_the_holder(chapters, tmp_path, capsys):
+    cfg = RunConfig(workdir=tmp_path / "w", subject=1)
+    out_dir = tmp_path / "runs" / "mini" / "subj01"
+    out_dir.mkdir(parents=True)
+    (out_dir / ".01_compute.running-999999.ipynb").write_text("{}")  # left by a run killed earlier
+    with run_lock(out_dir):
+        assert not list(out_dir.glob(".*.running*.ipynb"))  # no live run can own it: the lock was free
+        with pytest.raises(RunLockedError, match=f"in use by process {os.getpid()} on "):
+            run_chain(cfg, "01", notebooks_dir=chapters, runs_root=tmp_path / "runs")
+        argv = ["run", "--workdir", str(tmp_path / "w"), "--notebooks", "01", "--notebooks-dir", str(chapters),
+                "--runs", str(tmp_path / "runs")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is in use by process" in err[0] and "--wait" in err[0], err
+    with run_lock(out_dir):  # released: free again
+        pass
+    assert not (out_dir / RUN_HOLDER).exists()

@@ -1,5 +1,7 @@
 import json
+import multiprocessing as mp
 import os
+import time
 
 import numpy as np
 import pytest
@@ -114,3 +116,28 @@ def test_record_run_has_params_and_versions(tmp_path):
     rec = json.loads(store.record_run(cfg, note="x").read_text())
     assert rec["params"]["subject"] == 2 and rec["versions"]["numpy"] == np.__version__ and rec["note"] == "x"
     assert os.path.dirname(store.record_run(cfg)) == str(cfg.run_dir)
+
+
+def _slow_square(root, out):
+    """Compute one artifact slowly in a separate process; write what the store returned."""
+    def compute():
+        time.sleep(0.5)
+        return {"x": np.arange(4) ** 2}
+
+    res = Store(root).arrays("slow", {"p": 1}, compute)
+    np.save(out, res["x"])
+
+
+def test_two_processes_never_compute_the_same_artifact_at_once(tmp_path):
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_slow_square, args=(tmp_path / "store", tmp_path / f"out{i}.npy")) for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0, 0]
+    events = sorted(e["event"] for e in Store(tmp_path / "store").events())
+    assert events == ["computed", "reused"], events
+    for i in range(2):
+        np.testing.assert_array_equal(np.load(tmp_path / f"out{i}.npy"), [0, 1, 4, 9])
+    assert not list((tmp_path / "store").rglob("*.tmp-*"))
