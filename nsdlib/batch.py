@@ -38,7 +38,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, writable_folder
+from .guard import reading
 from .pipeline.results import ResultsFormatError
 from .report.cross_subject import collect_results, collect_timings, write_report
 from .runner import book_folders, run_chain, runs_dir, select_notebooks
@@ -476,7 +477,7 @@ def _prepare(base_params, subjects, executor, notebooks, notebooks_dir: Path, ro
              "notebooks": notebooks, "notebooks_dir": str(notebooks_dir), "runs_root": str(root),
              "subjects": {str(s): {"params": c.params()} for s, c in cfgs.items()}}
     batch = _Batch(cfgs, root / first.dataset, {s: runs_dir(c, root) for s, c in cfgs.items()}, specs, state, cwd)
-    batch.batch_dir.mkdir(parents=True, exist_ok=True)
+    writable_folder(batch.batch_dir, "--runs")
     return batch
 
 
@@ -613,7 +614,9 @@ def batch_status(dataset: str = "mini", runs_root: str | os.PathLike | None = No
     if not state_file.is_file():
         raise FileNotFoundError(f"no batch recorded for dataset {dataset!r}: {state_file} does not exist "
                                 "(start one with `nsdlib batch --subjects ...`)")
-    state = json.loads(state_file.read_text())
+    with reading(state_file, "the JSON state of a batch", "delete it and start the batch again with "
+                 "`nsdlib batch --subjects ...` (completed notebooks are skipped)"):
+        state = json.loads(state_file.read_text())
     cfgs = [RunConfig.from_params(v["params"]) for v in state["subjects"].values()]
     outcomes = []
     for cfg in cfgs:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import assets
 from .batch import batch_status, run_batch
-from .config import ConfigError, RunConfig, find_book_root
+from .config import ConfigError, RunConfig, find_book_root, writable_folder
 from .names import IMAGE_METRICS, METRIC_HEADERS
 from .nsd import fetch_subject
 from .pipeline.betas import write_betas
@@ -79,10 +79,18 @@ def _cmd_book(args) -> int:
 
 
 def _cmd_mini_generate(args) -> int:
-    from .mini import generate  # deferred: the simulation's imports take over a second
+    from .mini import generate, read_manifest, restore  # deferred: the simulation's imports take over a second
 
-    root = generate(args.root, seed=args.seed, size=args.size, overwrite=args.overwrite)
-    print(f"mini-NSD written to {root}")
+    writable_folder(Path(args.root).expanduser().absolute().parent, "--root's parent folder")
+    man = read_manifest(args.root) if Path(args.root).is_dir() else None
+    size = args.size or (man or {}).get("size", "default")  # by default, the root's own world
+    seed = args.seed if args.seed is not None else int((man or {}).get("seed", 0))
+    root = generate(args.root, seed=seed, size=size, overwrite=args.overwrite)
+    restored = restore(root)  # files deleted or damaged since it was written
+    if restored:
+        print(f"restored {len(restored)} damaged or missing file(s) of {root}: {', '.join(restored[:5])}"
+              + (" ..." if len(restored) > 5 else ""))
+    print(f"mini-NSD written to {root} ({size}, seed {seed}; every file checked)")
     return 0
 
 
@@ -213,8 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     msub = p.add_subparsers(dest="mini_command", required=True)
     g = msub.add_parser("generate", help="write mini-NSD in NSD's layout")
     g.add_argument("--root", required=True)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--size", choices=["small", "default"], default="default")
+    g.add_argument("--seed", type=int, default=None, help="default: the root's own seed, else 0")
+    g.add_argument("--size", choices=["small", "default"], default=None,
+                   help="default: the root's own size, else 'default'")
     g.add_argument("--overwrite", action="store_true", help="replace a mini-NSD made with another seed or size")
     g.set_defaults(func=_cmd_mini_generate)
     t = msub.add_parser("train-models", help="train the small VDVAE, CLIP and diffusion models on mini-NSD")
@@ -279,10 +288,25 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+#: Errors of the user's file system (a folder that cannot be written, a file where a folder
+#: should be): one line, exit 2, wherever they are raised.
+_PATH_ERRORS = (PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; user errors print one line and return 2, Ctrl-C returns 130."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("nsdlib: interrupted (completed notebooks and artifacts are kept; the same command resumes)",
+              file=sys.stderr)
+        return 130
+    except _PATH_ERRORS as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"nsdlib: error: cannot use{where}: {exc.strerror or exc}; choose a folder you can write",
+              file=sys.stderr)
+        return 2
     except (ConfigError, FileNotFoundError, ValueError) as exc:  # includes RunnerError, MissingAssetError
         if not _raised_by_nsdlib(exc):
             raise  # a crash inside a dependency is a bug to see in full, not a user's mistake

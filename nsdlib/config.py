@@ -21,6 +21,7 @@ __all__ = [
     "default_workdir",
     "find_book_root",
     "resolve_device",
+    "writable_folder",
 ]
 
 NSD_S3_ROOT = "s3://natural-scenes-dataset"
@@ -167,10 +168,13 @@ class RunConfig:
         if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; found {self.device!r}")
         set_("device", dev)
-        set_("seed", _as_int("seed", self.seed))
+        seed = _as_int("seed", self.seed)
+        if not 0 <= seed < 2**32:  # numpy and torch generators take seeds in this range
+            raise ConfigError(f"seed must be an integer in 0..{2**32 - 1}; found {self.seed!r}")
+        set_("seed", seed)
         set_("quick", _as_bool("quick", self.quick))
         workdir = Path(self.workdir).expanduser() if self.workdir not in (None, "") else default_workdir()
-        _check_writable(workdir)
+        writable_folder(workdir, "workdir")
         set_("workdir", str(workdir.resolve()))
         if self.nsd_root in (None, ""):
             set_("nsd_root", self._default_nsd_root())
@@ -219,10 +223,28 @@ class RunConfig:
         return resolve_device(self.device)
 
 
-def _check_writable(path: Path) -> None:
+def writable_folder(path, what: str) -> Path:
+    """Create ``path`` if needed and check that files can be written in it; return it.
+
+    Parameters
+    ----------
+    path : path
+    what : str
+        How the user named it in the error (``"workdir"``, ``"--runs"``...).
+
+    Raises
+    ------
+    ConfigError
+        One sentence naming ``what``, the path and why (not writable, under a file...).
+    """
+    path = Path(path).expanduser()
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as exc:
-        raise ConfigError(f"workdir {str(path)!r} is not writable: {exc.strerror or exc}") from None
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            reason += " (a file stands where a folder is needed)"
+        raise ConfigError(f"{what} {str(path)!r} is not a writable folder: {reason}") from None
+    return path

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from . import assets
+from .guard import TORCH_CHECKPOINT, reading
 from .images import resize, to_tensor
 from .metrics import FeatureNetwork, ImageEvaluator, MetricReport
 from .names import DISTANCE_METRICS, IDENTIFICATION_METRICS, IMAGE_METRICS, METRIC_LABELS
@@ -145,7 +146,8 @@ def _tv_state_dict(key: str, asset: str = "torchvision-metrics"):
     module, enum, member = _TV_FILES[key].split(".")
     weights = getattr(getattr(importlib.import_module(f"torchvision.models.{module}"), enum), member)
     path = Path(cache) / Path(weights.url).name
-    return torch.load(path, map_location="cpu", weights_only=True)
+    with reading(path, TORCH_CHECKPOINT, f"delete it and run `nsdlib fetch {asset}`"):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _weights_label(pretrained: bool) -> str:
@@ -209,7 +211,8 @@ def load_swav_state_dict(path) -> dict:
     import torch
     from torchvision.models import resnet50
 
-    raw = torch.load(path, map_location="cpu", weights_only=True)
+    with reading(path, TORCH_CHECKPOINT, "delete it and run `nsdlib fetch swav`"):
+        raw = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(raw, dict) and "state_dict" in raw and isinstance(raw["state_dict"], dict):
         raw = raw["state_dict"]
     state = {}

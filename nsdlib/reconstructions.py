@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .guard import reading
 from .images import check_images, to_uint8
 
 __all__ = [
@@ -222,7 +223,8 @@ def _read_folder(folder: Path) -> tuple[np.ndarray, np.ndarray]:
                                       f"are not, such as {unnamed[0]}")
     images, sizes = [], {}
     for p in files:
-        with Image.open(p) as im:
+        with reading(p, "an image file (PNG, JPEG...)", "replace the file, or leave it out of the folder"), \
+                Image.open(p) as im:
             images.append(np.asarray(im.convert("RGB")))
         sizes.setdefault(images[-1].shape[:2], p.name)
     if len(sizes) > 1:

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .guard import reading
 from .ridge import restandardize, ridge_predict, select_alpha
 from .store import array_key, atomic_path
 
@@ -540,7 +541,9 @@ class NeuralRegressor:
         self.resumed_from_epoch_ = None
         if ckpt is None or not ckpt.exists():
             return run
-        saved = torch.load(ckpt, map_location=dev, weights_only=True)
+        with reading(ckpt, "a training checkpoint written by this fit (torch.save, no pickled objects)",
+                     "delete it; the fit starts again from the first epoch"):
+            saved = torch.load(ckpt, map_location=dev, weights_only=True)
         if saved.get("signature") != signature:
             diff = sorted(k for k in signature if saved.get("signature", {}).get(k) != signature[k])
             raise ValueError(f"checkpoint {ckpt} was written by a fit with other settings or data "

@@ -54,6 +54,8 @@ import torch
 from sklearn.base import BaseEstimator
 from tqdm.auto import tqdm
 
+from .guard import reading
+
 __all__ = ["Ridge", "restandardize", "ridge_predict", "select_alpha"]
 
 ALPHA_PER = ("regression", "target", "token")
@@ -928,7 +930,8 @@ class Ridge(BaseEstimator):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no saved Ridge model at {path}")
-        with safe_open(str(path), framework="numpy") as fh:
+        with reading(path, "a safetensors file written by Ridge.save", "delete it and fit the model again"), \
+                safe_open(str(path), framework="numpy") as fh:
             header = (fh.metadata() or {}).get("nsdlib")
             meta = json.loads(header) if header else {}
             if meta.get("format") != _FORMAT:

@@ -5,7 +5,9 @@ executes it with papermill with the run's parameters injected, and writes the ex
 notebook to ``runs/<dataset>/subj0N/NN_name.ipynb``. It stops at the first notebook that
 fails and reports which one and why. A notebook already completed with the same
 parameters and the same source is skipped (``resume=True``), so an interrupted chain
-resumes where it stopped.
+resumes where it stopped; its ``.done.json`` record holds the SHA-256 of the executed
+notebook, and a notebook whose file no longer matches it (truncated, edited, replaced) is
+run again. One chain at a time holds a run directory (:func:`run_lock`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 import yaml
 from filelock import FileLock, Timeout
 
-from .config import RunConfig
+from .config import RunConfig, writable_folder
 from .store import atomic_write, params_key, path_key
 
 __all__ = [
@@ -150,13 +152,12 @@ def select_notebooks(spec: str | None, notebooks_dir: Path) -> list[Path]:
     for part in str(spec).split(","):
         part = part.strip()
         try:
-            if "-" in part:
-                a, b = (int(x) for x in part.split("-", 1))
-                wanted.extend(range(a, b + 1))
-            else:
-                wanted.append(int(part))
+            a, b = (int(x) for x in part.split("-", 1)) if "-" in part else (int(part), int(part))
         except ValueError:
             raise RunnerError(f"--notebooks takes numbers like 01-10 or 1,3,4; found {spec!r}") from None
+        if a > b:
+            raise RunnerError(f"--notebooks range {part!r} runs backwards; write it low-high, such as {b:02d}-{a:02d}")
+        wanted.extend(range(a, b + 1))
     missing = [n for n in wanted if n not in by_num]
     if missing:
         raise RunnerError(f"no notebook numbered {', '.join(f'{n:02d}' for n in missing)} in {notebooks_dir}; "
@@ -202,14 +203,24 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _completed_earlier(out: Path, done_marker: Path, stamp: dict) -> bool:
-    """Whether ``out`` was executed to the end with the same parameters, source and library."""
+    """Whether ``out`` was executed to the end with the same parameters, source and library,
+    and is still the very file the chain wrote (its digest matches the record's)."""
     if not (out.exists() and done_marker.exists()):
         return False
     try:
         prev = json.loads(done_marker.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return False
-    return all(prev.get(k) == v for k, v in stamp.items())
+    return all(prev.get(k) == v for k, v in stamp.items()) and prev.get("notebook_sha256") == notebook_digest(out)
+
+
+def notebook_digest(path: Path) -> str:
+    """SHA-256 of an executed notebook's bytes: what a ``.done.json`` record vouches for."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _execute(md: Path, out_dir: Path, params: dict, *, kernel_name: str, cwd: Path, log_output: bool,
@@ -283,8 +294,7 @@ def run_chain(
     """
     notebooks_dir, runs_root = book_folders(book_root, notebooks_dir, runs_root)
     selected = select_notebooks(notebooks, notebooks_dir)
-    out_dir = runs_dir(cfg, runs_root)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = writable_folder(runs_dir(cfg, runs_root), "the run directory (under --runs)")
     params = cfg.params()
     results: list[NotebookResult] = []
     library = library_hash()
@@ -305,7 +315,8 @@ def run_chain(
             if result.status == "failed":
                 break
             with atomic_write(done_marker, "w") as fh:
-                json.dump({**stamp, "seconds": round(result.seconds, 1), "params": params}, fh, indent=1)
+                json.dump({**stamp, "seconds": round(result.seconds, 1), "params": params,
+                           "notebook_sha256": notebook_digest(result.output)}, fh, indent=1)
     return ChainResult(cfg, results)
 
 

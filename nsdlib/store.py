@@ -9,6 +9,8 @@ leaves a partial artifact and never damages the previous one. Computing an artif
 own lock (``filelock``): two processes sharing a store never compute the same artifact at
 once; the second waits, then reuses what the first wrote. Each store keeps a log (``store.log``, JSON lines) of
 what it computed and what it reused, which is how tests prove a rerun computed nothing.
+An artifact that no longer decodes (a truncated ``.npz``) is never reused: the store warns
+(:class:`DamagedArtifactWarning`), deletes it and computes it again.
 """
 
 from __future__ import annotations
@@ -21,19 +23,31 @@ import json
 import os
 import platform
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 from filelock import FileLock
 
-__all__ = ["Store", "array_key", "atomic_write", "load_arrays", "package_versions", "params_key", "path_key",
-           "save_arrays"]
+from .guard import CorruptFileError, reading
+
+__all__ = ["DamagedArtifactWarning", "Store", "array_key", "atomic_write", "load_arrays", "package_versions",
+           "params_key", "path_key", "save_arrays"]
 
 KEY_PACKAGES = (
     "nsdlib", "numpy", "scipy", "torch", "torchvision", "transformers", "diffusers",
     "nibabel", "h5py", "fracridge", "scikit-image", "scikit-learn", "papermill", "jupytext",
 )
+
+
+#: What :func:`load_arrays` says repairs a damaged cache entry.
+CACHE_FIX = "delete it; the step that wrote it computes it again (the store does so by itself)"
+_MISSING = object()
+
+
+class DamagedArtifactWarning(UserWarning):
+    """A cached artifact could not be read; it was deleted and is computed again."""
 
 
 def package_versions() -> dict[str, str | None]:
@@ -173,8 +187,15 @@ def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read an ``.npz`` written by :func:`save_arrays` (pickles refused)."""
-    with np.load(path, allow_pickle=False) as z:
+    """Read an ``.npz`` written by :func:`save_arrays` (pickles refused).
+
+    Raises
+    ------
+    nsdlib.guard.CorruptFileError
+        The file does not decode (truncated, garbled, or holding pickled objects).
+    """
+    with reading(path, "an .npz of numeric arrays written by nsdlib's store (no pickles)", CACHE_FIX), \
+            np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
 
 
@@ -212,7 +233,7 @@ class Store:
             fh.write(json.dumps(rec) + "\n")
 
     def events(self) -> list[dict]:
-        """Every ``computed`` / ``reused`` event logged so far, oldest first."""
+        """Every ``computed`` / ``reused`` / ``damaged`` event logged so far, oldest first."""
         log = self.root / "store.log"
         if not log.exists():
             return []
@@ -232,6 +253,20 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path.parent / f".{path.name}.lock")):
             yield
+
+    def _reuse(self, path: Path, load: Callable[[Path], object], name: str, params: dict):
+        """The stored artifact, or ``_MISSING`` when absent or damaged (a damaged one is deleted)."""
+        if not path.exists():
+            return _MISSING
+        try:
+            value = load(path)
+        except CorruptFileError as exc:
+            warnings.warn(f"{exc}; computing it again", DamagedArtifactWarning, stacklevel=3)
+            path.unlink(missing_ok=True)
+            self._log("damaged", name, params)
+            return _MISSING
+        self._log("reused", name, params)
+        return value
 
     def file(self, name: str, params: dict, write: Callable[[Path], None], suffix: str) -> Path:
         """Return the artifact's path, calling ``write(tmp_path)`` first if it is missing.
@@ -257,13 +292,11 @@ class Store:
     def arrays(self, name: str, params: dict, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         """A dict of arrays, computed once per parameter set and reused after."""
         path = self.path(name, params, ".npz")
-        if path.exists():
-            self._log("reused", name, params)
-            return load_arrays(path)
+        if (hit := self._reuse(path, load_arrays, name, params)) is not _MISSING:
+            return hit
         with self._computing(path):
-            if path.exists():  # another process wrote it while this one waited
-                self._log("reused", name, params)
-                return load_arrays(path)
+            if (hit := self._reuse(path, load_arrays, name, params)) is not _MISSING:
+                return hit  # another process wrote it while this one waited
             result = {k: np.asarray(v) for k, v in compute().items()}
             self._write_meta(name, params)
             save_arrays(path, result)
@@ -273,13 +306,11 @@ class Store:
     def json(self, name: str, params: dict, compute: Callable[[], dict | list]) -> dict | list:
         """A JSON-serialisable result, computed once per parameter set and reused after."""
         path = self.path(name, params, ".json")
-        if path.exists():
-            self._log("reused", name, params)
-            return json.loads(path.read_text())
+        if (hit := self._reuse(path, _load_json, name, params)) is not _MISSING:
+            return hit
         with self._computing(path):
-            if path.exists():  # another process wrote it while this one waited
-                self._log("reused", name, params)
-                return json.loads(path.read_text())
+            if (hit := self._reuse(path, _load_json, name, params)) is not _MISSING:
+                return hit  # another process wrote it while this one waited
             result = compute()
             self._write_meta(name, params)
             with atomic_write(path, "w") as fh:
@@ -295,6 +326,11 @@ class Store:
         with atomic_write(path, "w") as fh:
             json.dump(rec, fh, indent=1, default=str)
         return path
+
+
+def _load_json(path: Path):
+    with reading(path, "a JSON artifact written by nsdlib's store", CACHE_FIX):
+        return json.loads(path.read_text())
 
 
 def _json_default(obj):

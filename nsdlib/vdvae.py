@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .guard import TORCH_CHECKPOINT, reading
 from .images import check_images
 from .store import atomic_path
 
@@ -670,7 +671,9 @@ def load_vdvae(path: str | Path, config: VDVAEConfig | None = None, *, device="c
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"VDVAE checkpoint {path} does not exist")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    with reading(path, TORCH_CHECKPOINT, "replace it: `nsdlib fetch vdvae` for the "
+                 "pretrained weights, `nsdlib mini train-models` (or a fresh install) for the mini model"):
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(obj, dict) and "state_dict" in obj and "config" in obj:
         stored = VDVAEConfig.from_dict(obj["config"])
         if config is not None and config != stored:

@@ -50,14 +50,14 @@ def test_unwritable_workdir(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
-    with pytest.raises(ConfigError, match="is not writable"):
+    with pytest.raises(ConfigError, match="is not a writable folder"):
         RunConfig(workdir=ro / "inner")
 
 
 def test_workdir_that_is_a_file_is_not_writable(tmp_path):
     f = tmp_path / "afile"
     f.write_text("x")
-    with pytest.raises(ConfigError, match=f"workdir '{f}' is not writable"):
+    with pytest.raises(ConfigError, match=f"workdir '{f}' is not a writable folder: File exists"):
         RunConfig(workdir=f)
 
 

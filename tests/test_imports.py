@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "nsdlib"
 
 # SPEC §4's floors, bottom up. A module may import its own floor or any floor below it.
 FLOORS = {
-    "nsdlib.names": 1, "nsdlib.config": 1, "nsdlib.store": 1, "nsdlib.images": 1, "nsdlib.hrf": 1,
+    "nsdlib.names": 1, "nsdlib.guard": 1, "nsdlib.config": 1, "nsdlib.store": 1, "nsdlib.images": 1, "nsdlib.hrf": 1,
     "nsdlib.paper": 1, "nsdlib.assets": 1, "nsdlib.protocols": 1, "nsdlib.reconstructions": 1,
     "nsdlib.glm": 2, "nsdlib.ridge": 2, "nsdlib.noise": 2, "nsdlib.vdvae": 2, "nsdlib.clip": 2,
     "nsdlib.regressors": 2, "nsdlib.diffusion": 2, "nsdlib.metrics": 2,

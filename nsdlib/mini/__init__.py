@@ -76,7 +76,7 @@ from .world import (
     scene_captions,
     semantic_features,
 )
-from .writer import ROI_VOLUMES, generate
+from .writer import ROI_VOLUMES, damaged_files, generate, restore
 
 __all__ = [
     "BACKGROUNDS",
@@ -103,11 +103,13 @@ __all__ = [
     "Truth",
     "draw_scene",
     "early_features",
+    "damaged_files",
     "generate",
     "main_object",
     "read_manifest",
     "read_scenes",
     "render_scene",
+    "restore",
     "scene_captions",
     "semantic_features",
     "spec_for",

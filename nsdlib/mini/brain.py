@@ -22,7 +22,9 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from scipy.signal import lfilter
 
+from ..guard import reading
 from ..nsd import check_subject
+from ..nsd.layout import mini_generate_command
 from .experiment import MANIFEST, TR, MiniSpec, read_manifest, rng_for, truth_dir
 from .world import FEATURE_GROUPS, SEMANTIC_FEATURES
 
@@ -445,11 +447,14 @@ def truth(root, subject: int) -> Truth:
     root = Path(root)
     if read_manifest(root) is None:
         raise FileNotFoundError(f"{root} is not a mini-NSD root (no {MANIFEST}); create it with "
-                                f"`nsdlib mini generate --root {root}`")
+                                f"{mini_generate_command(root)}")
     gdir = root / truth_dir(s)
-    with np.load(gdir / "truth.npz", allow_pickle=False) as z:
+    fix = f"restore it with {mini_generate_command(root)} (it rewrites damaged files)"
+    with reading(gdir / "truth.npz", "an .npz of the simulation's arrays (no pickles)", fix), \
+            np.load(gdir / "truth.npz", allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    settings = json.loads((gdir / "settings.json").read_text())
+    with reading(gdir / "settings.json", "a JSON file of the simulation's settings", fix):
+        settings = json.loads((gdir / "settings.json").read_text())
     fields = {f.name for f in dataclasses.fields(Truth)} - {"arrays", "settings"}
     return Truth(**{k: arrays[k] for k in fields}, arrays=arrays, settings=settings)
 

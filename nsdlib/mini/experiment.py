@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..guard import reading
 from ..names import SUBJECTS
 from ..nsd import NSDLayout, check_subject
+from ..nsd.layout import MINI_MANIFEST, mini_generate_command
 from .world import Scene
 
 __all__ = [
@@ -47,7 +49,7 @@ GENERATOR_VERSION = 3
 #: Repetition time (s), stimulus duration (s) and trial duration (s: 3 on, 1 off).
 TR, STIM_DUR, TRIAL_DUR = 1.0, 3.0, 4.0
 #: mini-NSD's manifest (seed, size, version, spec), at the root.
-MANIFEST = "mini_nsd.json"
+MANIFEST = MINI_MANIFEST
 #: Folder of the ground truth (what each image shows, what each subject's simulation used).
 GROUND_TRUTH = "ground_truth"
 
@@ -265,7 +267,9 @@ def read_manifest(root) -> dict | None:
     p = Path(root) / MANIFEST
     if not p.is_file():
         return None
-    return json.loads(p.read_text())
+    with reading(p, "mini-NSD's JSON manifest", f"delete it and write the world again with "
+                 f"`nsdlib mini generate --root {root} --overwrite`"):
+        return json.loads(p.read_text())
 
 
 def read_scenes(root) -> list[Scene]:
@@ -284,5 +288,6 @@ def read_scenes(root) -> list[Scene]:
     p = Path(root) / GROUND_TRUTH / "scenes.json"
     if not p.is_file():
         raise MiniRootError(f"{p} not found: {root} is not a complete mini-NSD root; generate it with "
-                            f"`nsdlib mini generate --root {root}`")
-    return [Scene.from_dict(d) for d in json.loads(p.read_text())]
+                            f"{mini_generate_command(root)}")
+    with reading(p, "a JSON list of scenes", f"restore it with {mini_generate_command(root)}"):
+        return [Scene.from_dict(d) for d in json.loads(p.read_text())]

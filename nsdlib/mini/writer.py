@@ -14,6 +14,7 @@ library versions.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -23,18 +24,20 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import h5py
 import nibabel as nib
 import numpy as np
+from filelock import FileLock
 from scipy.io import savemat
 from tqdm.auto import tqdm
 
 from ..hrf import hrf_library
 from ..names import SUBJECTS
 from ..nsd import NSDLayout
+from ..store import atomic_write
 from .brain import NOISE, PRF_LABELS, STREAM_LABELS, RunSimulator, make_brain, trial_amplitudes
 from .experiment import (
     GENERATOR_VERSION,
@@ -56,7 +59,7 @@ from .experiment import (
 )
 from .world import SEMANTIC_FEATURES, draw_scene, early_features, render_scene, scene_captions, semantic_features
 
-__all__ = ["ROI_VOLUMES", "generate"]
+__all__ = ["ROI_VOLUMES", "damaged_files", "generate", "restore"]
 
 #: The ROI volumes written for each subject: NSD's file name -> key of :func:`~nsdlib.mini.brain.make_brain`.
 ROI_VOLUMES = {"nsdgeneral": "nsdgeneral", "prf-visualrois": "prf", "streams": "streams"}
@@ -108,10 +111,84 @@ def _hrf_digest() -> str:
     return hashlib.sha256(np.round(hrf_library(tr=TR, stim_dur=STIM_DUR), 8).tobytes()).hexdigest()[:16]
 
 
-def _manifest(spec: MiniSpec, seed: int) -> dict:
+def _manifest(spec: MiniSpec, seed: int, files: dict) -> dict:
     return {"generator": "nsdlib.mini", "version": GENERATOR_VERSION, "seed": int(seed), "size": spec.size,
             "spec": spec.to_dict(), "hrf_library": {"tr": TR, "stim_dur": STIM_DUR, "digest": _hrf_digest()},
-            "note": "mini-NSD is a simulated world for teaching and testing, not a brain."}
+            "files": files, "note": "mini-NSD is a simulated world for teaching and testing, not a brain."}
+
+
+def _digest(path: Path) -> list | None:
+    """``[size, sha256]`` of a file, or None when it is absent."""
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return [path.stat().st_size, h.hexdigest()]
+
+
+def _file_digests(root: Path) -> dict[str, list]:
+    """``{relative path: [size, sha256]}`` of every file written under ``root`` (the manifest aside)."""
+    return {p.relative_to(root).as_posix(): _digest(p) for p in sorted(root.rglob("*"))
+            if p.is_file() and p != root / MANIFEST}
+
+
+def damaged_files(root) -> list[str] | None:
+    """The files of a mini-NSD root that are missing or differ from what was written.
+
+    Returns
+    -------
+    list of str or None
+        Relative paths, checked against the digests of the root's manifest; None when the
+        manifest keeps no digests (written by an older nsdlib), so nothing can be said.
+    """
+    root = Path(root)
+    expected = (read_manifest(root) or {}).get("files")
+    if expected is None:
+        return None
+    return [rel for rel, d in expected.items() if _digest(root / rel) != d]
+
+
+def restore(root, progress: bool = True) -> list[str]:
+    """Rewrite every missing or damaged file of the mini-NSD at ``root``; return their paths.
+
+    The world is deterministic: its own seed and size (read from the manifest) are drawn
+    again in a temporary folder, and only the files that differ are moved into ``root``
+    (betas written by the GLM, and anything else not generated, are left alone).
+
+    Raises
+    ------
+    MiniRootError
+        ``root`` holds no mini-NSD manifest.
+    """
+    root = Path(root).expanduser().absolute()
+    man = read_manifest(root)
+    if man is None:
+        raise MiniRootError(f"{root} is not a mini-NSD root (no {MANIFEST}); generate one with "
+                            f"`nsdlib mini generate --root {root}`")
+    with _generating(root):
+        if damaged_files(root) == []:
+            return []
+        return _rewrite_damaged(root, man, progress)
+
+
+def _rewrite_damaged(root: Path, man: dict, progress: bool) -> list[str]:
+    spec, seed = spec_for(man["size"]), int(man["seed"])
+    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.tmp-"))
+    try:
+        _write_all(tmp, spec, seed, progress)
+        fresh = _file_digests(tmp)
+        bad = [rel for rel, d in fresh.items() if _digest(root / rel) != d]
+        for rel in bad:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / rel, root / rel)
+        if man.get("files") != fresh:
+            with atomic_write(root / MANIFEST, "w") as fh:
+                fh.write(json.dumps(_manifest(spec, seed, fresh), indent=1, sort_keys=True) + "\n")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return bad
 
 
 def _same(man: dict | None, seed: int, size: str) -> bool:
@@ -124,7 +201,9 @@ def generate(root, seed: int = 0, size: str = "default", overwrite: bool = False
     """Write mini-NSD under ``root`` in NSD's layout (see the module docstring); return ``root``.
 
     The dataset is written into a temporary sibling folder and renamed into place, so
-    ``root`` is either absent, or complete. If ``root`` already holds mini-NSD made with
+    ``root`` is either absent, or complete. One process at a time writes a root (a lock
+    beside it); the temporary folder of a generation that was killed is removed by the next.
+    If ``root`` already holds mini-NSD made with
     the same seed, size, generator version and HRF library, nothing is done. If it holds another one,
     this refuses (``MiniRootError``) unless ``overwrite=True``, which replaces it. A
     non-empty folder that is not a mini-NSD root is never touched.
@@ -153,6 +232,26 @@ def generate(root, seed: int = 0, size: str = "default", overwrite: bool = False
         raise ValueError(f"seed must be a non-negative integer; found {seed!r}")
     seed = int(seed)
     root = Path(root).expanduser().absolute()
+    with _generating(root):
+        return _generate(root, spec, seed, size, overwrite, progress)
+
+
+@contextlib.contextmanager
+def _generating(root: Path) -> Iterator[None]:
+    """Hold the lock of writing ``root`` (``filelock``); remove what a killed writer left.
+
+    While the lock is held no other process writes this root, so a ``.<root>.tmp-*``
+    folder beside it can only be the temporary folder of a generation that was killed.
+    """
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root.parent / f".{root.name}.lock")):
+        for stale in root.parent.glob(f".{root.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        yield
+
+
+def _generate(root: Path, spec: MiniSpec, seed: int, size: str, overwrite: bool, progress: bool) -> Path:
+    """:func:`generate`'s work, with the root's lock held."""
     if root.exists():
         if not root.is_dir():
             raise MiniRootError(f"{root} exists and is not a folder")
@@ -172,7 +271,7 @@ def generate(root, seed: int = 0, size: str = "default", overwrite: bool = False
     tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.tmp-"))
     try:
         _write_all(tmp, spec, seed, progress)
-        _write_json(tmp / MANIFEST, _manifest(spec, seed))
+        _write_json(tmp / MANIFEST, _manifest(spec, seed, _file_digests(tmp)))
         _move_into_place(tmp, root, seed, size, overwrite)
     finally:
         if tmp.exists():

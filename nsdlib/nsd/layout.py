@@ -17,6 +17,7 @@ Paths are relative to the dataset root; both the real NSD and mini-NSD (which
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ __all__ = [
     "NSDLayout",
     "check_sessions",
     "check_subject",
+    "mini_generate_command",
 ]
 
 #: Betas are stored as int16 percent signal change multiplied by this factor.
@@ -51,6 +53,26 @@ PAPER_COUNTS = {
     "train_images": 8859, "test_images": 982, "train_trials": 24980, "test_trials": 2770,
     "nsdgeneral_voxels": {1: 15724, 2: 14278, 5: 13039, 7: 12682},
 }
+
+
+#: mini-NSD's manifest (seed, size, version, spec, file digests), at the root of a mini-NSD.
+MINI_MANIFEST = "mini_nsd.json"
+
+
+def _mini_world(root) -> tuple[str, int]:
+    """The size and seed of the mini-NSD at ``root`` (from its manifest), else the defaults."""
+    try:
+        man = json.loads((Path(root) / MINI_MANIFEST).read_text())
+        return str(man["size"]), int(man["seed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "default", 0
+
+
+def mini_generate_command(root) -> str:
+    """The command that writes, or restores, the mini-NSD at ``root`` with its own size and seed
+    (a "small" world needs ``--size small``)."""
+    size, seed = _mini_world(root)
+    return f"`nsdlib mini generate --root {root} --size {size} --seed {seed}`"
 
 
 class NSDFileError(FileNotFoundError):
@@ -177,14 +199,22 @@ class NSDLayout:
         root = self.root
         if self.dataset == "mini":
             if rel.startswith("nsddata_betas/") and subject is not None:
+                quick = " --param quick=true" if _mini_world(root)[0] == "small" else ""  # quick runs' world
                 return (f"write the GLM betas with `nsdlib betas --dataset mini --subject {subject} "
-                        f"--nsd-root {root}`")
-            return f"generate mini-NSD with `nsdlib mini generate --root {root}`"
+                        f"--nsd-root {root}{quick}`")
+            return f"generate (or restore) mini-NSD with {mini_generate_command(root)}"
         if not self.is_local:
             return (f"it is not in {root}; check the path, or download NSD with "
                     f"`nsdlib fetch nsd --subject {subject or 1} --root DIR` and use nsd_root=DIR")
         extra = f" --sessions {session}" if session is not None and session > PUBLIC_SESSIONS else ""
         return f"fetch it with `nsdlib fetch nsd --subject {subject or 1} --root {root}{extra}`"
+
+    def repair_hint(self, rel: str, subject: int | None = None, session: int | None = None) -> str:
+        """What repairs a damaged (truncated, garbled) copy of ``rel``."""
+        if self.dataset == "mini" and not rel.startswith("nsddata_betas/"):
+            return f"restore it with {mini_generate_command(self.root)} (it rewrites damaged files)"
+        where = self.display(rel) if self.is_local else str(self.cache_dir / rel)
+        return f"delete {where}, then {self.fetch_hint(rel, subject, session)}"
 
     def missing(self, rel: str, what: str, subject: int | None = None, session: int | None = None) -> NSDFileError:
         return NSDFileError(f"{what} not found: expected {self.display(rel)}; "
@@ -237,6 +267,8 @@ class NSDLayout:
             return [self.root, *rels]
         out = []
         for rel in rels:
+            if not os.path.isfile(self.url(rel)):
+                raise self.missing(rel, f"NSD file {Path(rel).name}")
             st = os.stat(self.url(rel))
             out.append([rel, st.st_size, st.st_mtime_ns])
         return out

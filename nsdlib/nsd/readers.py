@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..guard import reading
 from ..images import resize
 from .layout import BETA_SCALE, NSDDataError, NSDLayout, check_subject
 
@@ -60,10 +61,8 @@ def read_expdesign(layout: NSDLayout) -> ExpDesign:
     import scipy.io
 
     path = layout.local_path(layout.EXPDESIGN, "experimental design (nsd_expdesign.mat)")
-    try:
+    with reading(path, "a MATLAB 5 file (nsd_expdesign.mat)", layout.repair_hint(layout.EXPDESIGN)):
         mat = scipy.io.loadmat(path)
-    except (ValueError, NotImplementedError) as exc:
-        raise NSDDataError(f"{path} is not a readable MATLAB file: {exc}") from None
     missing = [k for k in ("masterordering", "subjectim", "sharedix") if k not in mat]
     if missing:
         found = ", ".join(k for k in mat if not k.startswith("__"))
@@ -126,9 +125,10 @@ def read_roi(layout: NSDLayout, subject: int, name: str = "nsdgeneral") -> np.nd
     """The ROI volume (X, Y, Z) of a subject, as int (nsdgeneral: -1 outside the brain, 0, 1)."""
     import nibabel as nib
 
-    path = layout.local_path(layout.roi_file(subject, name), f"{name} ROI of subject {subject}", subject)
-    img = nib.load(str(path))
-    data = np.asarray(img.dataobj)
+    rel = layout.roi_file(subject, name)
+    path = layout.local_path(rel, f"{name} ROI of subject {subject}", subject)
+    with reading(path, "a gzipped NIfTI-1 ROI volume", layout.repair_hint(rel, subject)):
+        data = np.asarray(nib.load(str(path)).dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -163,13 +163,11 @@ def _open_stream(path: Path):
     return gzip.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw
 
 
-def _read_header(fh, path: Path) -> BetaHeader:
+def _read_header(fh, path: Path, fix: str) -> BetaHeader:
     import nibabel as nib
 
-    try:
+    with reading(path, "a NIfTI-1 betas file (X, Y, Z, trials)", fix):
         hdr = nib.Nifti1Header.from_fileobj(fh)
-    except Exception as exc:  # nibabel raises several types for a bad header
-        raise NSDDataError(f"{path} is not a NIfTI-1 file: {exc}") from None
     shape = tuple(int(x) for x in hdr.get_data_shape())
     if len(shape) == 3:
         shape = (*shape, 1)
@@ -182,10 +180,10 @@ def _read_header(fh, path: Path) -> BetaHeader:
 
 def read_beta_header(layout: NSDLayout, subject: int, session: int) -> BetaHeader:
     """The header of one session's betas file (downloading it first for a remote root)."""
-    path = layout.local_path(layout.betas_file(subject, session),
-                             f"betas of subject {subject} session {session}", subject, session)
+    rel = layout.betas_file(subject, session)
+    path = layout.local_path(rel, f"betas of subject {subject} session {session}", subject, session)
     with _open_stream(path) as fh:
-        return _read_header(fh, path)
+        return _read_header(fh, path, layout.repair_hint(rel, subject, session))
 
 
 def _readinto_full(fh, view: memoryview, piece: int = 4 << 20) -> int:
@@ -227,10 +225,11 @@ def iter_session_betas(layout: NSDLayout, subject: int, session: int, voxels: np
         Stored values (int16 betas are percent signal change x 300) with the NIfTI
         scaling applied if the header sets one.
     """
-    path = layout.local_path(layout.betas_file(subject, session),
-                             f"betas of subject {subject} session {session}", subject, session)
+    rel = layout.betas_file(subject, session)
+    path = layout.local_path(rel, f"betas of subject {subject} session {session}", subject, session)
+    fix = layout.repair_hint(rel, subject, session)
     with _open_stream(path) as fh:
-        h = _read_header(fh, path)
+        h = _read_header(fh, path, fix)
         n_vox = int(np.prod(h.grid))
         frame = n_vox * h.dtype.itemsize
         stop = h.n_trials if stop is None else min(stop, h.n_trials)
@@ -240,10 +239,11 @@ def iter_session_betas(layout: NSDLayout, subject: int, session: int, voxels: np
         t = start
         while t < stop:
             k = min(per, stop - t)
-            got = _readinto_full(fh, memoryview(buf)[: k * frame])
+            with reading(path, f"{h.n_trials} trials of {h.grid} voxels", fix):
+                got = _readinto_full(fh, memoryview(buf)[: k * frame])
             if got != k * frame:
                 raise NSDDataError(f"{path} ends early: trial {t + got // frame} of {h.n_trials} "
-                                   "is incomplete (a truncated download? fetch it again)")
+                                   f"is incomplete (a truncated download?). Fix: {fix}")
             raw = np.frombuffer(buf, dtype=h.dtype, count=k * n_vox).reshape(k, n_vox)
             vals = (raw if voxels is None else raw[:, voxels]).astype(np.float32)
             if h.slope is not None:
@@ -275,7 +275,8 @@ def read_stim_info(layout: NSDLayout):
     import pandas as pd
 
     path = layout.local_path(layout.STIM_INFO, "stimulus information (nsd_stim_info_merged.csv)")
-    df = pd.read_csv(path)
+    with reading(path, "a CSV table (nsd_stim_info_merged.csv)", layout.repair_hint(layout.STIM_INFO)):
+        df = pd.read_csv(path)
     missing = [c for c in ("nsdId", "cocoId", "cocoSplit") if c not in df.columns]
     if missing:
         raise NSDDataError(f"{path} lacks column(s) {', '.join(missing)}")
@@ -303,7 +304,9 @@ def read_stimuli(layout: NSDLayout, ids: Sequence[int], size: int | None = None,
 
     ids = np.asarray(ids, dtype=np.int64)
     uniq, inverse = np.unique(ids, return_inverse=True)
-    with layout.open_random_access(layout.STIMULI, "stimuli (nsd_stimuli.hdf5)") as fobj, h5py.File(fobj, "r") as f:
+    fix = layout.repair_hint(layout.STIMULI)
+    with layout.open_random_access(layout.STIMULI, "stimuli (nsd_stimuli.hdf5)") as fobj, \
+            reading(layout.display(layout.STIMULI), "an HDF5 file holding imgBrick", fix), h5py.File(fobj, "r") as f:
         if "imgBrick" not in f:
             raise NSDDataError(f"{layout.display(layout.STIMULI)} has no dataset 'imgBrick'; found {list(f)}")
         brick = f["imgBrick"]
@@ -340,7 +343,7 @@ def read_captions(layout: NSDLayout, ids: Sequence[int], max_captions: int = 5) 
     for split, coco_ids in wanted.items():
         rel = layout.captions_file(split)
         path = layout.local_path(rel, f"COCO captions ({Path(rel).name})")
-        with open(path) as fh:
+        with open(path) as fh, reading(path, "a COCO captions JSON file", layout.repair_hint(rel)):
             anns = json.load(fh).get("annotations", [])
         for a in anns:
             if a["image_id"] in coco_ids:

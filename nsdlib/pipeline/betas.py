@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ..config import ConfigError, RunConfig
 from ..glm import FRACTIONS, GLMSingle, TrialDesign
+from ..guard import reading
 from ..metrics import columnwise_r
 from ..nsd import read_roi
 from ..store import Store, atomic_path, params_key
@@ -89,14 +90,18 @@ def _fit_session(cfg: RunConfig, manifest: dict, session: int, roi: np.ndarray, 
     runs, designs = [], []
     for r in range(1, n_runs + 1):
         ts_rel = layout.timeseries_file(cfg.subject, session, r)
-        img = nib.load(str(layout.local_path(ts_rel, f"time series of session {session} run {r}", cfg.subject)))
-        if img.shape[:3] != roi.shape:
-            raise ValueError(f"{layout.display(ts_rel)} has a {img.shape[:3]} grid; the nsdgeneral ROI has {roi.shape}")
-        data = np.asarray(img.dataobj)
+        ts_path = layout.local_path(ts_rel, f"time series of session {session} run {r}", cfg.subject)
+        with reading(ts_path, "a gzipped NIfTI-1 time series (X, Y, Z, T)", layout.repair_hint(ts_rel, cfg.subject)):
+            img = nib.load(str(ts_path))
+            if img.shape[:3] != roi.shape:
+                raise ValueError(f"{ts_path} has a {img.shape[:3]} grid; the nsdgeneral ROI has {roi.shape}")
+            data = np.asarray(img.dataobj)
         runs.append(data[brain].T.astype(np.float32))  # (n_time, n_brain)
         d_path = layout.local_path(layout.design_file(cfg.subject, session, r), f"design of session {session} run {r}",
                                    cfg.subject)
-        vec = np.loadtxt(d_path, dtype=np.int64, ndmin=1)
+        with reading(d_path, "a design file of one integer per volume", layout.repair_hint(
+                layout.design_file(cfg.subject, session, r), cfg.subject)):
+            vec = np.loadtxt(d_path, dtype=np.int64, ndmin=1)
         if vec.size != data.shape[3]:
             raise ValueError(f"{d_path} has {vec.size} rows; its run has {data.shape[3]} volumes (one row per volume)")
         designs.append(TrialDesign.from_volumes(vec, tr))

@@ -24,9 +24,12 @@ The decoders ask for the subject through the run's context
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from ..config import RunConfig
+from ..guard import CorruptFileError, reading
 from ..nsd import (
     PUBLIC_SESSIONS,
     NSDDataError,
@@ -43,7 +46,7 @@ from ..nsd import (
     resolve_sessions,
     trial_schedule,
 )
-from ..store import Store, params_key
+from ..store import CACHE_FIX, Store, params_key
 from .betas import write_betas
 from .dataset import dataset_layout, ensure_mini_world
 
@@ -145,7 +148,8 @@ def _ids(cfg: RunConfig, split: str, opts: dict) -> tuple[NSDLayout, np.ndarray]
     path = Store.for_config(cfg).path("subject_data", _params(cfg, layout, **{**defaults, **{
         k: v for k, v in opts.items() if k in keys}}))
     if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
+        with contextlib.suppress(CorruptFileError), reading(path, "the cached subject data (.npz)", CACHE_FIX), \
+                np.load(path, allow_pickle=False) as z:  # a damaged entry: subject_data computes it again
             return layout, z[f"{split}_ids"]
     d = subject_data(cfg, **opts)
     return layout, (d.train_ids if split == "train" else d.test_ids)
