@@ -146,7 +146,21 @@ def test_a_missing_mathjax_package_names_the_install(monkeypatch):
 def test_launch_links_open_the_chapter_source():
     buttons = [{"type": "group", "buttons": [
         {"url": "https://hub/hub/user-redirect/git-pull?repo=r&urlpath=lab/tree/r/notebooks/05_x.ipynb"},
-        {"url": "https://hub/other/notebooks/06_y.ipynb"}]}, {"label": "no url"}]
+        {"url": "https://hub/other/notebooks/06_y.ipynb"}]}, {"label": "no url"},
+               {"url": "../_sources/notebooks/05_x.ipynb"}]
     assert R.launch_to_source(buttons, "notebooks/05_x") == 1
     assert buttons[0]["buttons"][0]["url"].endswith("urlpath=lab/tree/r/notebooks/05_x.md")
     assert buttons[0]["buttons"][1]["url"].endswith("06_y.ipynb")
+    assert buttons[2]["url"] == "../_sources/notebooks/05_x.ipynb", "the download link is the executed notebook"
+
+
+def test_repeated_scripts_are_left_out():
+    class JS(str):
+        def __new__(cls, name, **attributes):
+            obj = super().__new__(cls, name)
+            obj.attributes = attributes
+            return obj
+
+    scripts = [JS("", body="const A = 1"), JS("a.js"), JS("", body="const A = 1"), JS("", body="const B = 2"),
+               JS("a.js", **{"async": "async"})]
+    assert R.unique_scripts(scripts) == [scripts[0], scripts[1], scripts[3], scripts[4]]

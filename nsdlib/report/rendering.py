@@ -38,11 +38,12 @@ __all__ = [
     "merge_parameters",
     "prepare_for_book",
     "setup",
+    "unique_scripts",
 ]
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
-PARAMETERS_CAPTION = "# Parameters of this run: the values it used (the chapter's defaults where the run set none)"
+PARAMETERS_CAPTION = "# The values this run used (the defaults where it set none)"
 MATHJAX_DIST = "sphinx-mathjax-offline"
 MATHJAX_SCRIPT = "mathjax/tex-chtml.js"
 # what tex-chtml.js loads at run time: its fonts and the TeX extensions it may autoload
@@ -257,7 +258,7 @@ def cost_header(nb: dict, seconds: float | None, needs: str | None, *, machine: 
                      "by earlier runs, if any, were reused)")
     if needs:
         parts.append(f"**Needs:** {needs}")
-    text = " \n".join(parts) or "**Run time:** not recorded for the run shown here"
+    text = "\n\n".join(parts) or "**Run time:** not recorded for the run shown here"
     note = {"cell_type": "markdown", "id": "chapter-cost", "metadata": {"tags": ["chapter-cost"]},
             "source": f":::{{note}}\n{text}\n:::"}
     first = next((i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown"), -1)
@@ -344,14 +345,32 @@ def launch_to_source(buttons, pagename: str, suffix: str = ".md") -> int:
         if not isinstance(item, dict):
             continue
         url = item.get("url")
-        if isinstance(url, str) and f"{pagename}.ipynb" in url:
+        launch = isinstance(url, str) and url.startswith(("http://", "https://"))  # not the download links
+        if launch and f"{pagename}.ipynb" in url:
             item["url"] = url.replace(f"{pagename}.ipynb", f"{pagename}{suffix}")
             n += 1
         n += launch_to_source(item.get("buttons", []), pagename, suffix)
     return n
 
 
-def _launch_from_sources(app, pagename, templatename, context, doctree) -> None:
+def unique_scripts(scripts: list) -> list:
+    """The page's scripts with exact repeats left out (same file, same inline body), in order.
+
+    sphinx-thebe, as Jupyter Book 1 loads it, registers its inline configuration twice
+    (``const THEBE_JS_URL = ...``): the second copy throws a SyntaxError on every page.
+    """
+    seen, out = set(), []
+    for js in scripts:
+        key = (str(js), repr(sorted(getattr(js, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            out.append(js)
+    return out
+
+
+def _page_context(app, pagename, templatename, context, doctree) -> None:
+    if "script_files" in context:
+        context["script_files"] = unique_scripts(context["script_files"])
     if pagename.startswith("notebooks/") and "header_buttons" in context:
         launch_to_source(context["header_buttons"], pagename)
 
@@ -360,5 +379,5 @@ def setup(app):
     """Sphinx extension: MathJax from the built book (no CDN); launch links to the chapters' sources."""
     app.connect("config-inited", _use_local_mathjax)
     app.connect("build-finished", _copy_mathjax)
-    app.connect("html-page-context", _launch_from_sources, priority=510)  # after the theme's buttons (501)
+    app.connect("html-page-context", _page_context, priority=510)  # after the theme's buttons (501)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
