@@ -155,12 +155,10 @@ def test_launch_links_open_the_chapter_source():
 
 
 def test_repeated_scripts_are_left_out():
-    class JS(str):
-        def __new__(cls, name, **attributes):
-            obj = super().__new__(cls, name)
-            obj.attributes = attributes
-            return obj
+    class JS:  # Sphinx's _JavaScript: a file name (None or "" for an inline script) and attributes
+        def __init__(self, filename, **attributes):
+            self.filename, self.attributes = filename, attributes
 
-    scripts = [JS("", body="const A = 1"), JS("a.js"), JS("", body="const A = 1"), JS("", body="const B = 2"),
+    scripts = [JS(None, body="const A = 1"), JS("a.js"), JS("", body="const A = 1"), JS(None, body="const B = 2"),
                JS("a.js", **{"async": "async"})]
     assert R.unique_scripts(scripts) == [scripts[0], scripts[1], scripts[3], scripts[4]]

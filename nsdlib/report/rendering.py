@@ -361,7 +361,8 @@ def unique_scripts(scripts: list) -> list:
     """
     seen, out = set(), []
     for js in scripts:
-        key = (str(js), repr(sorted(getattr(js, "attributes", {}).items())))
+        name = getattr(js, "filename", js) or ""  # an inline script's filename may be None or ""
+        key = (str(name), repr(sorted(getattr(js, "attributes", {}).items())))
         if key not in seen:
             seen.add(key)
             out.append(js)
