@@ -107,6 +107,10 @@ def test_cost_header_follows_the_title():
     assert "**Needs:** GPU; VD weights" in text
     assert book["cells"][2]["metadata"]["tags"] == ["chapter-cost"] and text in book["cells"][2]["source"]
     assert "not recorded" in R.cost_header(copy.deepcopy(book), None, None)
+    long = {"metadata": {}, "cells": [{"cell_type": "markdown", "metadata": {}, "source": "# T\n\nIntro.\n\n| a |"}]}
+    R.cost_header(long, 5, None)
+    assert [c["source"] for c in long["cells"]][0::2] == ["# T", "Intro.\n\n| a |"], "the note follows the title line"
+    assert long["cells"][1]["metadata"]["tags"] == ["chapter-cost"]
 
 
 @pytest.mark.parametrize("seconds, text", [(0.4, "0 s"), (59.6, "1 min 00 s"), (190, "3 min 10 s"),

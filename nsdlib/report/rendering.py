@@ -262,6 +262,12 @@ def cost_header(nb: dict, seconds: float | None, needs: str | None, *, machine: 
     note = {"cell_type": "markdown", "id": "chapter-cost", "metadata": {"tags": ["chapter-cost"]},
             "source": f":::{{note}}\n{text}\n:::"}
     first = next((i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown"), -1)
+    if first >= 0:  # the note goes right under the title line, before the rest of that cell
+        title, _, rest = _text(nb["cells"][first]["source"]).partition("\n")
+        if title.startswith("# ") and rest.strip():
+            nb["cells"][first]["source"] = title
+            nb["cells"].insert(first + 1, {"cell_type": "markdown", "id": "chapter-intro", "metadata": {},
+                                           "source": rest.strip("\n")})
     nb["cells"].insert(first + 1, note)
     return text
 
