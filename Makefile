@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 RUN    ?= runs/mini/subj01
 
-.PHONY: env book chain test bench lint clean
+.PHONY: env book check-book chain test bench lint clean
 
 env: $(STAMP)  ## a venv from the pinned requirements (once; again when they change)
 
@@ -19,6 +19,9 @@ $(STAMP): requirements.txt pyproject.toml
 book: env  ## run the chapters on mini-NSD (subject 1, mini models), then build _build/html
 	$(PY) -m nsdlib run --dataset mini --subject 1
 	$(PY) -m nsdlib book --run $(RUN)
+
+check-book: env  ## every built page in headless Chromium, offline (after `make book`; Debian: apt-get install chromium)
+	$(PY) -m nsdlib.bookcheck _build/html
 
 test: env  ## the pytest suite: unit, mini-NSD integration, notebook smoke runs
 	$(PY) -m pytest -q

@@ -30,6 +30,7 @@ import yaml
 from filelock import FileLock, Timeout
 
 from .config import RunConfig, writable_folder
+from .report import rendering
 from .store import atomic_write, params_key, path_key
 
 __all__ = [
@@ -342,11 +343,12 @@ def build_book(run_dir: Path, *, book_root: Path, output: Path | None = None) ->
     (stage / "notebooks").mkdir(parents=True)
     config = yaml.safe_load((book_root / "_config.yml").read_text())
     config.setdefault("execute", {})["execute_notebooks"] = "off"  # show what the run computed
+    _launch_settings(config)
     (stage / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     shutil.copy2(book_root / "_toc.yml", stage / "_toc.yml")
     shutil.copytree(book_root / "book", stage / "book")
     for p in chapters:
-        shutil.copy2(run_dir / f"{p.stem}.ipynb", stage / "notebooks" / f"{p.stem}.ipynb")
+        _stage_chapter(run_dir / f"{p.stem}.ipynb", stage / "notebooks" / f"{p.stem}.ipynb")
     for extra in sorted((book_root / "notebooks").glob("*.md")):
         if extra not in chapters:  # non-chapter pages kept as they are
             shutil.copy2(extra, stage / "notebooks" / extra.name)
@@ -362,3 +364,39 @@ def build_book(run_dir: Path, *, book_root: Path, output: Path | None = None) ->
     if not index.exists():
         raise RunnerError(f"jupyter-book finished without writing {index}")
     return index
+
+
+def _chapter_seconds(executed: Path) -> float | None:
+    """How long the run took for one chapter: its ``.done.json`` (the runner's timing), or None."""
+    marker = executed.with_name(executed.stem + ".done.json")
+    try:
+        return float(json.loads(marker.read_text())["seconds"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
+def _stage_chapter(executed: Path, dest: Path) -> dict:
+    """Write the book's copy of one executed chapter (``rendering.prepare_for_book``); the run's stays as it is."""
+    nb = json.loads(Path(executed).read_text())
+    machine = f"{os.cpu_count()} CPU cores" if os.cpu_count() else ""
+    counts = rendering.prepare_for_book(nb, seconds=_chapter_seconds(Path(executed)), machine=machine)
+    Path(dest).write_text(json.dumps(nb, indent=1, ensure_ascii=False))
+    return counts
+
+
+def _launch_settings(config: dict) -> dict:
+    """Switch on the repository button and the JupyterHub launch button only where their addresses are set.
+
+    ``repository.url`` and ``launch_buttons.jupyterhub_url`` of ``_config.yml`` (empty by
+    default) may also come from ``NSDLIB_REPOSITORY_URL`` and ``NSDLIB_HUB_URL``. With no
+    address, no button is shown (an empty address would give a broken one).
+    """
+    repo = config.setdefault("repository", {})
+    repo["url"] = os.environ.get("NSDLIB_REPOSITORY_URL") or repo.get("url") or ""
+    launch = config.setdefault("launch_buttons", {})
+    launch["jupyterhub_url"] = os.environ.get("NSDLIB_HUB_URL") or launch.get("jupyterhub_url") or ""
+    html_cfg = config.setdefault("html", {})
+    html_cfg["use_repository_button"] = bool(repo["url"])
+    if not (repo["url"] and launch["jupyterhub_url"]):  # the hub button needs both: nbgitpuller pulls the repository
+        launch["jupyterhub_url"] = ""
+    return config

@@ -21,7 +21,7 @@ FLOORS = {
     "nsdlib.nsd": 3, "nsdlib.mini": 3, "nsdlib.features": 3,
     "nsdlib.pipeline": 4,
     "nsdlib.report": 5,
-    "nsdlib.runner": 6, "nsdlib.batch": 6,
+    "nsdlib.runner": 6, "nsdlib.batch": 6, "nsdlib.bookcheck": 6,
     "nsdlib.cli": 7, "nsdlib.__main__": 7,
 }
 # The vocabulary imports nothing of nsdlib.

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import json
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -9,10 +13,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from nsdlib import RunConfig  # noqa: E402
 from nsdlib.pipeline import evaluation as E  # noqa: E402
-from nsdlib.report.explorer import explorer, explorer_view  # noqa: E402
+from nsdlib.report.explorer import explorer, explorer_view, static_explorer, thumbnail_uri  # noqa: E402
 
 
 @pytest.fixture
@@ -76,3 +81,43 @@ def test_explorer_widget_redraws_the_view_asked_for(data, monkeypatch):
     slider.value = 2
     menu.value = "64"
     assert calls == [(0, "none"), (2, "none"), (2, "64")]
+
+
+# ------------------------------------------------------------------ the explorer without a kernel
+def _payload(page: str) -> dict:
+    start = page.index('class="nsd-explorer-data">') + len('class="nsd-explorer-data">')
+    return json.loads(page[start:page.index("</script>", start)])
+
+
+def _decode(uri: str) -> np.ndarray:
+    assert uri.startswith("data:image/jpeg;base64,"), f"expected a JPEG data URI; found {uri[:40]!r}"
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+
+
+def test_static_explorer_embeds_every_view_and_score(data):
+    extra = {"first guess 15": data["stimuli"][:, ::2, ::2], "first guess 31": data["stimuli"]}
+    page = static_explorer(data, extra, title="mini-NSD, subject 1", size=16)
+    P = _payload(page)
+    assert P["n"] == 4 and P["ids"] == [100, 101, 102, 103]
+    assert list(P["fixed"]) == ["stimulus", "first guess 15", "first guess 31"]
+    assert [L["key"] for L in P["levels"]] == ["none", "64"] and P["levels"][1]["label"] == "Added noise (64)"
+    stim = _decode(P["fixed"]["stimulus"][2])
+    assert stim.shape == (16, 16, 3), f"thumbnails are at most 16 px a side here; found {stim.shape}"
+    err = [np.abs(stim.astype(float) - np.asarray(Image.fromarray(x).resize((16, 16), Image.LANCZOS))).mean()
+           for x in data["stimuli"]]
+    assert np.argmin(err) == 2 and err[2] < 0.5 * min(err[:2] + err[3:]), f"thumbnail 3 is not stimulus 3: {err}"
+    rep, L = data["64"]["report"], P["levels"][1]
+    j = L["metrics"].index("SSIM")
+    assert L["scores"][3][j] == pytest.approx(rep.per_image["ssim"][3], abs=1e-4)
+    assert L["means"][j] == pytest.approx(rep.means["ssim"], abs=1e-4)
+    assert L["scores"][3][L["metrics"].index("AlexNet(2)")] is None  # unavailable: n/a, not a number
+    for c in ["stimulus", "first guess 15", "first guess 31", "first guess", "stage 2"]:
+        assert f'data-col="{c}"' in page, f"no image slot for column {c!r}"
+    assert "mini-NSD, subject 1" in page and "http://" not in page and "https://" not in page
+
+
+def test_static_explorer_rejects_misaligned_columns_and_bad_images(data):
+    with pytest.raises(ValueError, match="'first guess 15' has 3 images; the explorer has 4"):
+        static_explorer(data, {"first guess 15": data["stimuli"][:3]})
+    with pytest.raises(ValueError, match=r"uint8 image of shape \(H, W, 3\); found float64 \(4, 4\)"):
+        thumbnail_uri(np.zeros((4, 4)))

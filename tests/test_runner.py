@@ -7,6 +7,7 @@ import nbformat
 import pytest
 from _notebooks import cell, chapter
 
+from nsdlib import runner
 from nsdlib.cli import main
 from nsdlib.config import RunConfig
 from nsdlib.runner import RUN_HOLDER, RunLockedError, RunnerError, run_chain, run_lock, select_notebooks
@@ -136,3 +137,37 @@ def test_a_second_chain_on_a_locked_run_directory_refuses_naming_the_holder(chap
     with run_lock(out_dir):  # released: free again
         pass
     assert not (out_dir / RUN_HOLDER).exists()
+
+
+def test_the_book_copy_of_a_chapter_is_prepared_and_the_run_copy_kept(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    nb = nbformat.v4.new_notebook(metadata={"needs": "CPU"})
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title"),
+                nbformat.v4.new_code_cell("seed = 0  # the seed", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("# Parameters\nseed = 3\n", metadata={"tags": ["injected-parameters"]})]
+    executed = run / "01_x.ipynb"
+    nbformat.write(nb, executed)
+    (run / "01_x.done.json").write_text(json.dumps({"seconds": 190.2}))
+    counts = runner._stage_chapter(executed, tmp_path / "book.ipynb")
+    assert counts == {"parameters": 1, "progress": 0, "widgets": 0}
+    book = nbformat.read(tmp_path / "book.ipynb", as_version=4)
+    assert [c.cell_type for c in book.cells] == ["markdown", "markdown", "code"]
+    assert "**Run time:** 3 min 10 s in the run shown here" in book.cells[1].source
+    assert "**Needs:** CPU" in book.cells[1].source
+    assert book.cells[2].source.splitlines()[1:] == ["seed = 3  # the seed"]
+    assert len(nbformat.read(executed, as_version=4).cells) == 3, "the run's own notebook is left as it was"
+
+
+def test_launch_buttons_show_only_with_their_addresses(monkeypatch):
+    monkeypatch.delenv("NSDLIB_REPOSITORY_URL", raising=False)
+    monkeypatch.delenv("NSDLIB_HUB_URL", raising=False)
+    off = runner._launch_settings({"launch_buttons": {"jupyterhub_url": "https://hub"}, "html": {}})
+    assert off["html"]["use_repository_button"] is False and off["launch_buttons"]["jupyterhub_url"] == ""
+    monkeypatch.setenv("NSDLIB_REPOSITORY_URL", "https://github.com/o/r")
+    repo_only = runner._launch_settings({})
+    assert repo_only["html"]["use_repository_button"] is True and repo_only["launch_buttons"]["jupyterhub_url"] == ""
+    monkeypatch.setenv("NSDLIB_HUB_URL", "https://hub.example.org")
+    both = runner._launch_settings({"repository": {"url": ""}})
+    assert both["repository"]["url"] == "https://github.com/o/r"
+    assert both["launch_buttons"]["jupyterhub_url"] == "https://hub.example.org"

@@ -4,7 +4,8 @@
   (with bootstrap intervals where the chapters ask whether a difference is real)
 - ``sentences``: prose read from those tables, so that no chapter types a result into its text
 - ``figures``: image grids, the paper's Fig. 1 slices, chapter 01's GLM diagnostics, the zoo figure
-- ``explorer``: chapter 10's widget explorer
+- ``explorer``: chapter 10's explorers (ipywidgets with a kernel; static HTML and JavaScript without)
+- ``rendering``: executed chapters prepared for the HTML book, and the Sphinx hook serving MathJax locally
 - ``cross_subject``: the cross-subject report (Table 5 from per-subject results) and the Sphinx
   hook that puts it in the book
 
