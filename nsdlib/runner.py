@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,12 +59,17 @@ class RunLockedError(RunnerError):
 RUN_LOCK, RUN_HOLDER = ".run.lock", ".run.holder.json"
 
 
-def _holder_text(out_dir: Path) -> str:
-    try:
-        h = json.loads((out_dir / RUN_HOLDER).read_text())
-        return f"process {h['pid']} on {h['host']} (started {h['started']}: {h['command']})"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process (its record is unreadable)"
+def _holder_text(out_dir: Path, tries: int = 20) -> str:
+    """Who holds the lock, from its record; the holder writes the record just after taking the
+    lock, so a missing or half-written record is read again for up to ``tries`` x 0.1 s."""
+    for attempt in range(tries):
+        try:
+            h = json.loads((out_dir / RUN_HOLDER).read_text())
+            return f"process {h['pid']} on {h['host']} (started {h['started']}: {h['command']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            if attempt + 1 < tries:
+                time.sleep(0.1)
+    return "another process (its record is unreadable)"
 
 
 @contextlib.contextmanager
