@@ -32,7 +32,7 @@ from filelock import FileLock, Timeout
 
 from .config import RunConfig, writable_folder
 from .report import rendering
-from .store import atomic_write, params_key, path_key
+from .store import atomic_write, file_sha256, params_key, path_key
 
 __all__ = [
     "ChainResult",
@@ -223,11 +223,7 @@ def _completed_earlier(out: Path, done_marker: Path, stamp: dict) -> bool:
 
 def notebook_digest(path: Path) -> str:
     """SHA-256 of an executed notebook's bytes: what a ``.done.json`` record vouches for."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def _execute(md: Path, out_dir: Path, params: dict, *, kernel_name: str, cwd: Path, log_output: bool,

@@ -32,8 +32,8 @@ from filelock import FileLock
 
 from .guard import CorruptFileError, reading
 
-__all__ = ["DamagedArtifactWarning", "Store", "array_key", "atomic_write", "load_arrays", "package_versions",
-           "params_key", "path_key", "save_arrays"]
+__all__ = ["DamagedArtifactWarning", "Store", "array_key", "atomic_write", "file_sha256", "load_arrays",
+           "package_versions", "params_key", "path_key", "save_arrays"]
 
 KEY_PACKAGES = (
     "nsdlib", "numpy", "scipy", "torch", "torchvision", "transformers", "diffusers",
@@ -126,6 +126,13 @@ def _hash_file(h, path: Path) -> None:
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The full SHA-256 (64 hex digits) of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    _hash_file(h, Path(path))
+    return h.hexdigest()
 
 
 def params_key(params: dict) -> str:

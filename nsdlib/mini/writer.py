@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from ..hrf import hrf_library
 from ..names import SUBJECTS
 from ..nsd import NSDLayout
-from ..store import atomic_write
+from ..store import atomic_write, file_sha256
 from .brain import NOISE, PRF_LABELS, STREAM_LABELS, RunSimulator, make_brain, trial_amplitudes
 from .experiment import (
     GENERATOR_VERSION,
@@ -121,11 +121,7 @@ def _digest(path: Path) -> list | None:
     """``[size, sha256]`` of a file, or None when it is absent."""
     if not path.is_file():
         return None
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return [path.stat().st_size, h.hexdigest()]
+    return [path.stat().st_size, file_sha256(path)]
 
 
 def _file_digests(root: Path) -> dict[str, list]:
