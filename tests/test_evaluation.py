@@ -318,3 +318,22 @@ def test_placement_indices(run, monkeypatch):
     assert E.placement_indices(full) is None  # 10 test images: all, sharing the chapter's stage-2 cache
     monkeypatch.setattr(E, "_test_ids", lambda c: np.arange(982))
     assert E.placement_indices(full).tolist() == list(range(E.PLACEMENT_IMAGES))
+
+
+def test_other_subjects_are_shown_image_by_image_from_runs_that_shared_them(tmp_path):
+    one = RunConfig(dataset="mini", subject=1, workdir=str(tmp_path))
+    rng = np.random.default_rng(0)
+
+    def view(ids):
+        return {"ids": np.array(ids), "none": {"final": rng.integers(0, 256, (len(ids), 4, 4, 3), dtype=np.uint8)}}
+
+    assert E.other_subjects(one, [9, 5]) == {}, "no other run: nothing to show"
+    two, five, seven = view([5, 3, 9]), view([5, 3]), view([9, 5])
+    E.share_view(one.replace(subject=2), two)
+    E.share_view(one.replace(subject=5), five)  # lacks image 9: left out, not half shown
+    E.share_view(one.replace(subject=7, n_layers=31), seven)  # other blocks: not the same decoder
+    E.share_view(one, view([9, 5]))  # this run's own: not an "other" subject
+    got = E.other_subjects(one, [9, 5])
+    assert list(got) == ["subject 2, stage 2"]
+    np.testing.assert_array_equal(got["subject 2, stage 2"], two["none"]["final"][[2, 0]])
+    assert list(E.other_subjects(one.replace(n_layers=31), [9, 5])) == ["subject 7, stage 2"]

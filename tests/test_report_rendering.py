@@ -24,13 +24,13 @@ def _code(source, tags=(), outputs=()):
             "execution_count": 1}
 
 
-def _bar(mid: str, left: str, value: float, maximum: float, right: str) -> dict:
+def _bar(mid: str, left: str, value: float, maximum: float, right: str, layout: dict | None = None) -> dict:
     """The widget state tqdm.notebook leaves: an HBox of HTML, FloatProgress, HTML (plus a layout)."""
     kids = {f"{mid}l": ("HTMLModel", {"value": left}),
             f"{mid}p": ("FloatProgressModel", {"value": value, "max": maximum, "bar_style": "success"}),
             f"{mid}r": ("HTMLModel", {"value": right})}
     state = {k: {"model_name": n, "state": s} for k, (n, s) in kids.items()}
-    state[f"{mid}lay"] = {"model_name": "LayoutModel", "state": {}}
+    state[f"{mid}lay"] = {"model_name": "LayoutModel", "state": layout or {}}
     state[mid] = {"model_name": "HBoxModel", "state": {"children": [f"IPY_MODEL_{k}" for k in kids],
                                                         "layout": f"IPY_MODEL_{mid}lay"}}
     return state
@@ -45,13 +45,18 @@ def _view(mid: str, plain: str) -> dict:
 def nb():
     state = {**_bar("aa", "stage 2:\u2007100%", 100.0, 100.0, "\u2007100/100\u2007[01:02&lt;00:00,\u20071.6img/s]"),
              **_bar("bb", "GLM:\u2007\u200740%", 2.0, 5.0, "\u20072/5\u2007[00:03&lt;00:04]"),
+             # tqdm(leave=False) on closing: the value reaches the end, the throttled text does not,
+             # and the box hides itself (as nbclient saved it from a real run)
+             **_bar("hh", "pixel metrics:\u200786%", 7.0, 7.0, "\u20076/7\u2007[00:01&lt;00:00]",
+                    {"visibility": "hidden"}),
              "ee": {"model_name": "IntSliderModel", "state": {"value": 0}}}
     return {"metadata": {"widgets": {R.WIDGET_STATE: {"state": state, "version_major": 2, "version_minor": 0}},
                          "needs": "CPU; mini-NSD"},
             "cells": [{"cell_type": "markdown", "metadata": {}, "source": "# Chapter\n\nWhat?"},
                       _code(DECLARED, ["parameters"]),
                       _code(INJECTED, ["injected-parameters"]),
-                      _code("run()", outputs=[_view("aa", "stage 2:   0%|   | 0/100"), _view("bb", "GLM: 0%"),
+                      _code("run()", outputs=[_view("aa", "stage 2:   0%|   | 0/100"), _view("hh", "pixel"),
+                                              _view("bb", "GLM: 0%"),
                                               {"output_type": "stream", "name": "stdout",
                                                "text": "a  10%\r a  50%\r a 100%\nnext line\n"}]),
                       _code("explorer()", outputs=[_view("ee", "IntSlider(value=0)")])]}
@@ -80,8 +85,9 @@ def test_an_injected_cell_without_a_declared_one_is_captioned():
 
 
 def test_progress_bars_read_their_final_state(nb):
-    assert R.finish_progress(nb) == 2
+    assert R.finish_progress(nb) == 3
     outs = nb["cells"][3]["outputs"]
+    assert len(outs) == 3 and "pixel metrics" not in repr(outs), "a bar that hid itself when done is not shown"
     assert outs[0] == {"output_type": "stream", "name": "stdout",
                        "text": "stage 2: 100% 100/100 [01:02<00:00, 1.6img/s]\n"}
     assert outs[1]["text"] == "GLM:  40% 2/5 [00:03<00:04]\n", "a bar left short says how far it went"
@@ -121,7 +127,7 @@ def test_format_seconds(seconds, text):
 
 def test_prepare_for_book_does_all_of_it(nb):
     counts = R.prepare_for_book(nb, seconds=12, machine="2 CPU cores")
-    assert counts == {"parameters": 1, "progress": 2, "widgets": 1}
+    assert counts == {"parameters": 1, "progress": 3, "widgets": 1}
     assert "**Needs:** CPU; mini-NSD" in nb["cells"][1]["source"]
     assert not any(R.WIDGET_VIEW in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", []))
 

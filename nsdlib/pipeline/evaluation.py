@@ -38,9 +38,9 @@ from ..config import RunConfig
 from ..images import check_images
 from ..mini import read_scenes
 from ..mini import scene as S
-from ..names import DATASET_LABELS, MODEL_SET_LABELS, NOISE_LEVELS
+from ..names import DATASET_LABELS, MODEL_SET_LABELS, NOISE_LEVELS, SUBJECTS
 from ..protocols import DEFAULT_PROTOCOL, ProtocolCard, get_protocol, protocol_card
-from ..store import array_key
+from ..store import array_key, load_arrays, save_arrays
 from . import context, data, stage1, stage2
 from .results import RESULT_COLUMNS, result_row, write_results
 
@@ -566,6 +566,48 @@ def explorer_data(cfg: RunConfig, levels: Sequence | None = None, *, indices="de
     out = {"stimuli": gt, "ids": np.asarray(ids), "levels": levels}
     for lab in levels:
         out[lab] = {**ns[lab], "report": score(cfg, ns[lab]["final"], gt=gt, progress=progress, _scorer=scorer)}
+    return out
+
+
+def _shared_view_path(cfg: RunConfig) -> Path:
+    """Where a run leaves its noiseless stage-2 images for the other subjects' explorers."""
+    return cfg.run_dir / "shared" / (f"explorer_{cfg.models}_{cfg.regressor}{cfg.n_layers}_seed{cfg.seed}"
+                                     + ("_quick" if cfg.quick else "") + ".npz")
+
+
+def share_view(cfg: RunConfig, data: dict) -> Path:
+    """Leave this run's noiseless stage-2 images (with their NSD ids) where other subjects look.
+
+    The explorer of another subject's run, with the same models, regressor, number of blocks,
+    seed and size, shows them beside its own (:func:`other_subjects`), aligned by NSD id.
+    """
+    path = _shared_view_path(cfg)
+    save_arrays(path, {"ids": np.asarray(data["ids"], np.int64), "stage2": data["none"]["final"]})
+    return path
+
+
+def other_subjects(cfg: RunConfig, ids) -> dict[str, np.ndarray]:
+    """The other subjects' stage-2 images of the test images ``ids``, from runs that shared them.
+
+    Only runs of the same dataset, models, regressor, number of blocks, seed and size count
+    (:func:`share_view`), and only those that reconstructed every one of ``ids`` (NSD's shared
+    images: every subject saw them). Nothing is computed.
+
+    Returns
+    -------
+    dict
+        ``"subject N, stage 2"`` -> uint8 images aligned with ``ids``, in subject order.
+    """
+    ids = np.asarray(ids, np.int64)
+    out = {}
+    for s in SUBJECTS:
+        path = _shared_view_path(cfg.replace(subject=s))
+        if s == cfg.subject or not path.exists():
+            continue
+        shared = load_arrays(path)
+        where = {int(i): k for k, i in enumerate(shared["ids"])}
+        if all(int(i) in where for i in ids):
+            out[f"subject {s}, stage 2"] = shared["stage2"][[where[int(i)] for i in ids]]
     return out
 
 

@@ -133,14 +133,26 @@ def _plain(value: str) -> str:
     return html.unescape(value).replace("\u2007", " ").replace("\xa0", " ").strip()
 
 
+def _model(state: dict, ref) -> dict:
+    """The model an ``IPY_MODEL_<id>`` reference names, or ``{}``."""
+    return state.get(str(ref).removeprefix("IPY_MODEL_"), {})
+
+
 def _bar_text(state: dict, model_id: str) -> str | None:
-    """The final text of a tqdm notebook bar (an HBox of HTML, FloatProgress, HTML), or None."""
+    """The final text of a tqdm notebook bar (an HBox of HTML, FloatProgress, HTML), or None.
+
+    ``""`` for a bar that hid itself when it finished (tqdm's ``leave=False``): its text
+    fields keep the last *throttled* update (often below 100 %), and the live notebook shows
+    nothing, so neither does the page.
+    """
     box = state.get(model_id)
     if not box or box.get("model_name") != "HBoxModel":
         return None
-    kids = [state.get(str(k).removeprefix("IPY_MODEL_"), {}) for k in box["state"].get("children", [])]
+    kids = [_model(state, k) for k in box["state"].get("children", [])]
     if len(kids) != 3 or kids[1].get("model_name") not in ("FloatProgressModel", "IntProgressModel"):
         return None
+    if _model(state, box["state"].get("layout")).get("state", {}).get("visibility") == "hidden":
+        return ""
     left = _plain(kids[0]["state"].get("value", ""))
     right = _plain(kids[2]["state"].get("value", ""))
     bar = kids[1]["state"]
@@ -179,6 +191,7 @@ def finish_progress(nb: dict) -> int:
     replaced, dropped = 0, set()
     for cell in nb["cells"]:
         outputs = cell.get("outputs", [])
+        hidden = []
         for j, out in enumerate(outputs):
             if out.get("output_type") == "stream" and "\r" in _text(out.get("text", "")):
                 text = _text(out["text"])
@@ -191,9 +204,14 @@ def finish_progress(nb: dict) -> int:
             text = _bar_text(state, view.get("model_id", ""))
             if text is None:
                 continue
-            outputs[j] = {"output_type": "stream", "name": "stdout", "text": text + "\n"}
+            if text:
+                outputs[j] = {"output_type": "stream", "name": "stdout", "text": text + "\n"}
+            else:
+                hidden.append(j)
             dropped |= _widget_children(state, view["model_id"])
             replaced += 1
+        for j in reversed(hidden):
+            del outputs[j]
     for mid in dropped:
         state.pop(mid, None)
     if widgets and not state:
