@@ -470,17 +470,21 @@ class NeuralRegressor:
         run = self._start(X.shape[1], Y.shape[1], dev, ckpt, signature)
         progress = run.progress
         epochs = range(0) if progress["stopped_early"] else range(progress["epoch"] + 1, self.max_epochs)
-        bar = tqdm(epochs, desc=f"{self.arch} training", disable=not self.progress)
-        for epoch in bar:
+        bar = tqdm(total=self.max_epochs, initial=progress["epoch"] + 1, desc=f"{self.arch} training",
+                   unit="epoch", disable=not self.progress)
+        for epoch in epochs:
             t0 = time.perf_counter()
             train_loss = self._train_epoch(run, data, epoch, dev)
             val_loss = float(torch.mean((self._predict_std(run.model, data.X_val, dev) - data.Y_val_std) ** 2))
             self._end_epoch(run, epoch, train_loss, val_loss, time.perf_counter() - t0)
             bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
+            bar.update()
             if ckpt is not None:
                 self._save_checkpoint(ckpt, run, signature)
             self._on_epoch_end(epoch)
             if progress["stopped_early"]:
+                bar.set_description(f"{self.arch} training, stopped early (best epoch {progress['best_epoch'] + 1})")
+                bar.total = bar.n  # the bar ends where training ended, not short of a limit it never meant to reach
                 break
         bar.close()
         run.model.load_state_dict(run.best_state)
