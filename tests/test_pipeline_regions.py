@@ -74,5 +74,7 @@ def test_evaluate_regions_scores_each_region_and_writes_its_row(cfg):
                                   stage2.stage2_images(cfg, stage1.first_guesses(cfg, regressor="ridge")))
     assert not np.array_equal(res["images"]["early (V1–hV4)"]["images"], res["images"]["nsdgeneral"]["images"])
     assert rows["ssim"].notna().all() and (rows["n_images"] == 20).all()
+    fg = res["first_guess_reports"]["nsdgeneral"]  # stage 1 alone, scored like the final images
+    assert fg.n_images == 20 and fg.means["ssim"] != res["reports"]["nsdgeneral"].means["ssim"]
     _, written = results.read_results(cfg)
     assert {"roi: early (V1–hV4)", "roi: nsdgeneral"} <= set(written["regressor"])

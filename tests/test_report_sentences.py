@@ -107,19 +107,17 @@ def _encoding(early_image=1.0, higher_semantic=1.0):
 
 def test_region_sentences_read_the_split_and_set_it_beside_the_truth():
     contrast = T.region_contrast(_regions(0.05, 0.05), "early", "higher", n_resamples=200)
-    text = S.region_sentences(contrast, _encoding(), "early", "higher")
-    assert "Low-level metrics (4): early decodes better on 4 (PixCorr, SSIM, AlexNet(2) and AlexNet(5)), higher on 0" \
-        in text
-    assert "High-level metrics (4): higher decodes better on 4" in text and "holds in this run" in text
-    assert "100 % of the early voxels respond to local image features" in text
-    assert "predicts the split, so the table agrees with the truth" in text
-    # the reverse split: the table no longer agrees with the same truth
     flipped = T.region_contrast(_regions(-0.05, -0.05), "early", "higher", n_resamples=200)
-    text = S.region_sentences(flipped, _encoding(), "early", "higher")
-    assert "does not hold" in text and "disagrees with the truth" in text
+    text = S.region_sentences({"stage 2": contrast, "first guesses": flipped}, _encoding(), "early", "higher")
+    assert "- **stage 2**:\n  - low-level metrics (4): early decodes better on 4 (PixCorr, SSIM, AlexNet(2) and " \
+           "AlexNet(5)), higher on 0 (none);" in text
+    assert "high-level metrics (4): higher decodes better on 4" in text and "so the split holds." in text
+    assert "so the split does not hold." in text  # the first guesses', reversed
+    assert "100 % of the early voxels respond to local image features" in text and "It predicts the split." in text
+    assert "agrees with the truth for stage 2 and disagrees for first guesses." in text
     # no truth (NSD)
     nan = _encoding(np.nan, np.nan)
-    assert "No simulation's truth" in S.region_sentences(contrast, nan, "early", "higher")
+    assert "No simulation's truth" in S.region_sentences({"stage 2": contrast}, nan, "early", "higher")
 
 
 def test_ledger_sentences_name_the_largest_loss():

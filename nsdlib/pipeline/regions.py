@@ -150,13 +150,16 @@ def evaluate_regions(cfg: RunConfig, rois=None, *, write: bool = True, progress:
     -------
     dict
         ``rows``: pandas.DataFrame of :data:`~nsdlib.pipeline.results.RESULT_COLUMNS` plus
-        ``region`` and ``voxels``; ``reports``: region -> MetricReport; ``images``: region ->
-        the output of :func:`region_images`; ``scene``: the scene score of each region's stage 2
-        (:func:`nsdlib.pipeline.evaluation.scene_scores`), or None without scene networks.
+        ``region`` and ``voxels``; ``reports``: region -> MetricReport of its stage-2 images;
+        ``first_guess_reports``: the same of its first guesses (stage 1 alone); ``images``: region ->
+        the output of :func:`region_images`; ``scene``: the scene score of each region's first guesses
+        and stage 2 (:func:`nsdlib.pipeline.evaluation.scene_scores`, stages ``"<region>: first guess"``
+        and ``"<region>: stage 2"``), or None without scene networks.
     """
     regions = _regions(cfg, rois)
     images = {name: region_images(cfg, spec, progress=progress) for name, spec in regions.items()}
     reports = {name: evaluation.score(cfg, im["images"], progress=progress) for name, im in images.items()}
+    first = {name: evaluation.score(cfg, im["first_guesses"], progress=progress) for name, im in images.items()}
     rows = [{**result_row(cfg, REGION_PREFIX + name, cfg.n_layers, "none", reports[name]), "region": name,
              "voxels": images[name]["voxels"]} for name in regions]
     if write:
@@ -165,6 +168,8 @@ def evaluate_regions(cfg: RunConfig, rois=None, *, write: bool = True, progress:
         write_results(cfg, [{k: r[k] for k in RESULT_COLUMNS} for r in rows], sources, cards)
     scene = None
     if evaluation.scene_probe_info(cfg)["available"]:
-        scene = evaluation.scene_scores(cfg, stages={name: im["images"] for name, im in images.items()})
+        stages = {f"{name}: {part}": im[key] for name, im in images.items()
+                  for part, key in (("first guess", "first_guesses"), ("stage 2", "images"))}
+        scene = evaluation.scene_scores(cfg, stages=stages)
     return {"rows": pd.DataFrame(rows, columns=[*RESULT_COLUMNS, "region", "voxels"]), "reports": reports,
-            "images": images, "scene": scene}
+            "first_guess_reports": first, "images": images, "scene": scene}

@@ -216,14 +216,34 @@ def _wins(contrast, level: str, region: str) -> list[str]:
     return [METRIC_LABELS.get(m, m) for m, r in rows.iterrows() if r["better"] == region]
 
 
-def region_sentences(contrast, encoding, early: str, higher: str) -> str:
+def _counted(items: list[str]) -> str:
+    """"2 (PixCorr and SSIM)", "0 (none)"."""
+    return f"{len(items)} ({_join(items) if items else 'none'})"
+
+
+def _split(contrast, early: str, higher: str) -> tuple[list[str], bool]:
+    """Bullets of the metrics each region wins per level, and whether the split holds."""
+    n_low, n_high = (int((contrast["level"] == lv).sum()) for lv in ("low", "high"))
+    low_e, low_h = _wins(contrast, "low", early), _wins(contrast, "low", higher)
+    high_e, high_h = _wins(contrast, "high", early), _wins(contrast, "high", higher)
+    holds = len(low_e) > n_low / 2 and len(high_h) > n_high / 2
+    lines = [f"  - low-level metrics ({n_low}): {early} decodes better on {_counted(low_e)}, {higher} on "
+             f"{_counted(low_h)};",
+             f"  - high-level metrics ({n_high}): {higher} decodes better on {_counted(high_h)}, {early} on "
+             f"{_counted(high_e)};",
+             f"  - so the split {'holds' if holds else 'does not hold'}."]
+    return lines, holds
+
+
+def region_sentences(contrasts: Mapping, encoding, early: str, higher: str) -> str:
     """Chapter 11's conclusion: does early-voxel decoding win the low-level metrics and higher-voxel
     decoding the high-level ones, and is that what the simulation's truth says it should do?
 
     Parameters
     ----------
-    contrast : pandas.DataFrame
-        :func:`nsdlib.report.tables.region_contrast` of ``early`` against ``higher``.
+    contrasts : dict
+        What was compared (``"stage 2"``, ``"first guesses"``) -> :func:`nsdlib.report.tables.region_contrast`
+        of ``early`` against ``higher``.
     encoding : pandas.DataFrame
         Indexed by region, with the shares of voxels carrying ``"image features"`` and
         ``"semantic features"`` (:func:`nsdlib.pipeline.regions.region_voxels`); NaN without a truth.
@@ -233,30 +253,27 @@ def region_sentences(contrast, encoding, early: str, higher: str) -> str:
     Returns
     -------
     str
-        Markdown: the metrics each region wins per level (the interval of the difference excludes
-        0), whether the split holds (the early region wins a majority of the low-level metrics
-        and the higher one a majority of the high-level ones), and the truth's expectation beside it.
+        Markdown: per contrast, the metrics each region wins per level (the interval of the difference
+        excludes 0) and whether the split holds (the early region wins a majority of the low-level
+        metrics and the higher one a majority of the high-level ones); then the truth's expectation and,
+        per contrast, whether the table agrees with it.
     """
-    n_low, n_high = (int((contrast["level"] == lv).sum()) for lv in ("low", "high"))
-    low_e, low_h = _wins(contrast, "low", early), _wins(contrast, "low", higher)
-    high_e, high_h = _wins(contrast, "high", early), _wins(contrast, "high", higher)
-    holds = len(low_e) > n_low / 2 and len(high_h) > n_high / 2
-    lines = [f"- Low-level metrics ({n_low}): {early} decodes better on {len(low_e)} "
-             f"({_join(low_e) if low_e else 'none'}), {higher} on {len(low_h)} ({_join(low_h) if low_h else 'none'}).",
-             f"- High-level metrics ({n_high}): {higher} decodes better on {len(high_h)} "
-             f"({_join(high_h) if high_h else 'none'}), {early} on {len(high_e)} "
-             f"({_join(high_e) if high_e else 'none'}).",
-             f"- The split (early better on most low-level metrics and higher better on most high-level ones) "
-             f"{'holds' if holds else 'does not hold'} in this run."]
+    lines, verdicts = [], {}
+    for what, contrast in contrasts.items():
+        part, verdicts[what] = _split(contrast, early, higher)
+        lines += [f"- **{what}**:", *part]
     e, h = encoding.loc[early], encoding.loc[higher]
     if not np.isfinite(e["image features"]):
         return "\n".join(lines + ["- No simulation's truth to compare with on this dataset."])
     expects = e["image features"] > h["image features"] and h["semantic features"] > e["semantic features"]
-    lines.append(f"- The simulation's truth: {100 * e['image features']:.0f} % of the {early} voxels respond to local "
-                 f"image features and {100 * e['semantic features']:.0f} % to semantic ones; of the {higher} voxels "
-                 f"{100 * h['image features']:.0f} % and {100 * h['semantic features']:.0f} %. It "
-                 f"{'predicts' if expects else 'does not predict'} the split, so the table "
-                 f"{'agrees' if holds == expects else 'disagrees'} with the truth.")
+    agree = [w for w, holds in verdicts.items() if holds == expects]
+    differ = [w for w in verdicts if w not in agree]
+    lines.append(f"- **The simulation's truth**: {100 * e['image features']:.0f} % of the {early} voxels respond to "
+                 f"local image features and {100 * e['semantic features']:.0f} % to semantic ones; of the {higher} "
+                 f"voxels {100 * h['image features']:.0f} % and {100 * h['semantic features']:.0f} %. It "
+                 f"{'predicts' if expects else 'does not predict'} the split. The table agrees with the truth for "
+                 f"{_join(agree) if agree else 'neither'}"
+                 + (f" and disagrees for {_join(differ)}." if differ else "."))
     return "\n".join(lines)
 
 
