@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _mini_worlds import truth_world
+from _mini_worlds import fake_stage2, truth_world
 
 from nsdlib import RunConfig
 from nsdlib.metrics import MetricReport
 from nsdlib.names import IMAGE_METRICS
-from nsdlib.pipeline import context, ledger, results
+from nsdlib.pipeline import context, decode, ledger, results, stage2
 
 torch.set_num_threads(1)  # the test machine is shared
 
@@ -69,7 +69,9 @@ def test_ledger_steps_add_up_to_the_whole_loss():
         assert total[m] == pytest.approx(reports[labels[-1]].means[m] - reports["stimulus"].means[m], abs=1e-12)
 
 
-def test_evaluate_ledger_makes_scores_and_writes_its_rows(cfg):
+def test_evaluate_ledger_makes_scores_and_writes_its_rows(cfg, monkeypatch):
+    monkeypatch.setattr(stage2, "stage2_images", fake_stage2)  # diffusion's stand-in
+    monkeypatch.setattr(decode, "stage2_from", lambda cfg, first, cond, **kw: fake_stage2(cfg, first, **kw))
     led = ledger.evaluate_ledger(cfg, n_resamples=200)
     assert list(led["reports"]) == [*ledger.LEDGER_STEPS, "the run's regressor (gru)"]
     assert set(led["steps"].index.get_level_values("step")) == {*filter(None, ledger.LEDGER_STEPS.values()),

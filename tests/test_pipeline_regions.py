@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _mini_worlds import truth_world
+from _mini_worlds import fake_stage2, truth_world
 
 from nsdlib import RunConfig, mini
 from nsdlib.nsd import NSDDataError
@@ -63,7 +63,9 @@ def test_decode_from_the_runs_own_betas_is_the_runs_ridge_pipeline(cfg):
         decode.clip_from_betas(cfg, sd.train_betas[:5], sd.test_betas)
 
 
-def test_evaluate_regions_scores_each_region_and_writes_its_row(cfg):
+def test_evaluate_regions_scores_each_region_and_writes_its_row(cfg, monkeypatch):
+    monkeypatch.setattr(stage2, "stage2_images", fake_stage2)
+    monkeypatch.setattr(decode, "stage2_from", lambda cfg, first, cond, **kw: fake_stage2(cfg, first, **kw))
     res = regions.evaluate_regions(cfg, ["early (V1–hV4)", "nsdgeneral"])
     rows = res["rows"].set_index("region")
     assert list(rows.index) == ["early (V1–hV4)", "nsdgeneral"]
