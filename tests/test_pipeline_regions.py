@@ -14,7 +14,7 @@ from _mini_worlds import fake_stage2, truth_world
 
 from nsdlib import RunConfig, mini
 from nsdlib.nsd import NSDDataError
-from nsdlib.pipeline import context, decode, regions, results, stage1, stage2
+from nsdlib.pipeline import context, decode, evaluation, regions, results, stage1, stage2
 
 torch.set_num_threads(1)  # the test machine is shared
 
@@ -80,3 +80,24 @@ def test_evaluate_regions_scores_each_region_and_writes_its_row(cfg, monkeypatch
     assert fg.n_images == 20 and fg.means["ssim"] != res["reports"]["nsdgeneral"].means["ssim"]
     _, written = results.read_results(cfg)
     assert {"roi: early (V1–hV4)", "roi: nsdgeneral"} <= set(written["regressor"])
+
+
+def test_matched_first_guesses_draw_as_many_voxels_as_asked(cfg, monkeypatch):
+    early = regions.region_mask(cfg, "early (V1–hV4)")
+    sd = context.get(cfg).subject()
+    whole = stage1.first_guesses_from_betas(cfg, sd.train_betas[:, early], sd.test_betas[:, early])["images"]
+    np.testing.assert_array_equal(regions.matched_first_guesses(cfg, "early (V1–hV4)", int(early.sum())), whole)
+    part = regions.matched_first_guesses(cfg, "early (V1–hV4)", 10)
+    assert part.shape == whole.shape and not np.array_equal(part, whole)
+    np.testing.assert_array_equal(regions.matched_first_guesses(cfg, "early (V1–hV4)", 10), part)  # seeded
+    with pytest.raises(ValueError, match=f"has {int(early.sum())} voxels; asked for 100000"):
+        regions.matched_first_guesses(cfg, "early (V1–hV4)", 100000)
+    monkeypatch.setattr(stage2, "stage2_images", fake_stage2)
+    monkeypatch.setattr(decode, "stage2_from", lambda cfg, first, cond, **kw: fake_stage2(cfg, first, **kw))
+    res = regions.evaluate_regions(cfg, list(regions.CONTRAST), write=False)
+    assert set(res["matched_reports"]) == set(regions.CONTRAST)
+    n = min(res["images"][r]["voxels"] for r in regions.CONTRAST)
+    big = max(regions.CONTRAST, key=lambda r: res["images"][r]["voxels"])
+    want = evaluation.score(cfg, regions.matched_first_guesses(cfg, regions.region_voxels(cfg).loc[big, "spec"], n))
+    got = res["matched_reports"][big]
+    np.testing.assert_array_equal(got.per_image["ssim"], want.per_image["ssim"])  # (the quick run lacks feature nets)

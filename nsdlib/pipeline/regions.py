@@ -12,6 +12,8 @@
 - :func:`region_images`: first guesses and stage-2 images decoded from one region's voxels
   (ridge at stage 1, :mod:`nsdlib.pipeline.decode`); all of nsdgeneral is the run's own ridge
   pipeline, taken from its caches.
+- :func:`matched_first_guesses`: a region's first guesses from a given number of its voxels, so
+  that regions of different sizes compare with as many voxels each.
 - :func:`evaluate_regions`: every region scored with the eight metrics (and the scene score on
   mini-NSD), rows ``"roi: <region>"`` merged into the run's results file.
 """
@@ -27,8 +29,8 @@ from ..nsd import ROI_SETS, select_voxels
 from . import context, data, decode, evaluation, stage1, stage2
 from .results import RESULT_COLUMNS, result_row, write_results
 
-__all__ = ["CONTRAST", "REGION_PREFIX", "default_regions", "evaluate_regions", "population_encoding", "region_images",
-           "region_mask", "region_voxels"]
+__all__ = ["CONTRAST", "REGION_PREFIX", "default_regions", "evaluate_regions", "matched_first_guesses",
+           "population_encoding", "region_images", "region_mask", "region_voxels"]
 
 #: The ``regressor`` of a region's row in the results file: ``"roi: <region>"``.
 REGION_PREFIX = "roi: "
@@ -134,6 +136,34 @@ def region_images(cfg: RunConfig, spec: str, *, progress: bool = False) -> dict[
     return {"first_guesses": out["first_guesses"], "images": out["images"], "voxels": int(mask.sum())}
 
 
+def matched_first_guesses(cfg: RunConfig, spec: str, n_voxels: int, *, seed: int | None = None) -> np.ndarray:
+    """First guesses decoded from ``n_voxels`` voxels of a region drawn at random (seeded), so that two
+    regions of different sizes can be compared with as many voxels each (stage 1 only: no stage-2 pass).
+
+    Returns
+    -------
+    uint8 ndarray of shape (n_test, s, s, 3)
+    """
+    cols = np.flatnonzero(region_mask(cfg, spec))
+    if not 0 < n_voxels <= len(cols):
+        raise ValueError(f"{spec!r} has {len(cols)} voxels; asked for {n_voxels}")
+    keep = np.sort(np.random.default_rng(cfg.seed if seed is None else seed).choice(cols, n_voxels, replace=False))
+    sd = context.get(cfg).subject()
+    return stage1.first_guesses_from_betas(cfg, sd.train_betas[:, keep], sd.test_betas[:, keep])["images"]
+
+
+def _matched(cfg: RunConfig, regions: dict, images: dict, first: dict, progress: bool) -> dict | None:
+    """The contrast's two regions at the same voxel count: the larger one's first guesses from as many of its
+    voxels as the smaller has (region -> MetricReport), or None without both regions or with equal sizes."""
+    if not all(r in regions for r in CONTRAST):
+        return None
+    (big, small) = sorted(CONTRAST, key=lambda r: -images[r]["voxels"])
+    if images[big]["voxels"] == images[small]["voxels"]:
+        return None
+    fg = matched_first_guesses(cfg, regions[big], images[small]["voxels"])
+    return {big: evaluation.score(cfg, fg, progress=progress), small: first[small]}
+
+
 def evaluate_regions(cfg: RunConfig, rois=None, *, write: bool = True, progress: bool = False) -> dict:
     """Every region decoded and scored: the eight metrics, and the scene score on mini-NSD.
 
@@ -151,7 +181,10 @@ def evaluate_regions(cfg: RunConfig, rois=None, *, write: bool = True, progress:
     dict
         ``rows``: pandas.DataFrame of :data:`~nsdlib.pipeline.results.RESULT_COLUMNS` plus
         ``region`` and ``voxels``; ``reports``: region -> MetricReport of its stage-2 images;
-        ``first_guess_reports``: the same of its first guesses (stage 1 alone); ``images``: region ->
+        ``first_guess_reports``: the same of its first guesses (stage 1 alone); ``matched_reports``: the
+        first guesses of the two regions of :data:`CONTRAST` with as many voxels each (the larger one's
+        drawn at random, :func:`matched_first_guesses`; None without both or when they are equal);
+        ``images``: region ->
         the output of :func:`region_images`; ``scene``: the scene score of each region's first guesses
         and stage 2 (:func:`nsdlib.pipeline.evaluation.scene_scores`, stages ``"<region>: first guess"``
         and ``"<region>: stage 2"``), or None without scene networks.
@@ -172,4 +205,5 @@ def evaluate_regions(cfg: RunConfig, rois=None, *, write: bool = True, progress:
                   for part, key in (("first guess", "first_guesses"), ("stage 2", "images"))}
         scene = evaluation.scene_scores(cfg, stages=stages)
     return {"rows": pd.DataFrame(rows, columns=[*RESULT_COLUMNS, "region", "voxels"]), "reports": reports,
-            "first_guess_reports": first, "images": images, "scene": scene}
+            "first_guess_reports": first, "matched_reports": _matched(cfg, regions, images, first, progress),
+            "images": images, "scene": scene}

@@ -266,14 +266,18 @@ def region_sentences(contrasts: Mapping, encoding, early: str, higher: str) -> s
     if not np.isfinite(e["image features"]):
         return "\n".join(lines + ["- No simulation's truth to compare with on this dataset."])
     expects = e["image features"] > h["image features"] and h["semantic features"] > e["semantic features"]
-    agree = [w for w, holds in verdicts.items() if holds == expects]
-    differ = [w for w in verdicts if w not in agree]
+    agree = [f"the {w}" for w, holds in verdicts.items() if holds == expects]
+    differ = [f"the {w}" for w, holds in verdicts.items() if holds != expects]
+    if not differ:
+        verdict = "The table agrees with the truth in every contrast."
+    elif not agree:
+        verdict = f"The table disagrees with the truth in every contrast ({_join(differ)})."
+    else:
+        verdict = f"The table agrees with the truth for {_join(agree)} and disagrees for {_join(differ)}."
     lines.append(f"- **The simulation's truth**: {100 * e['image features']:.0f} % of the {early} voxels respond to "
                  f"local image features and {100 * e['semantic features']:.0f} % to semantic ones; of the {higher} "
                  f"voxels {100 * h['image features']:.0f} % and {100 * h['semantic features']:.0f} %. It "
-                 f"{'predicts' if expects else 'does not predict'} the split. The table agrees with the truth for "
-                 f"{_join(agree) if agree else 'neither'}"
-                 + (f" and disagrees for {_join(differ)}." if differ else "."))
+                 f"{'predicts' if expects else 'does not predict'} the split. {verdict}")
     return "\n".join(lines)
 
 
