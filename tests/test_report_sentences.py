@@ -109,8 +109,8 @@ def test_region_sentences_read_the_split_and_set_it_beside_the_truth():
     contrast = T.region_contrast(_regions(0.05, 0.05), "early", "higher", n_resamples=200)
     flipped = T.region_contrast(_regions(-0.05, -0.05), "early", "higher", n_resamples=200)
     text = S.region_sentences({"stage-2 images": contrast, "first guesses": flipped}, _encoding(), "early", "higher")
-    assert "- **stage-2 images**:\n  - low-level metrics (4): early decodes better on 4 (PixCorr, SSIM, AlexNet(2) and " \
-           "AlexNet(5)), higher on 0 (none);" in text
+    assert "- **stage-2 images**:\n  - low-level metrics (4): early decodes better on 4 (PixCorr, SSIM, " \
+           "AlexNet(2) and AlexNet(5)), higher on 0 (none);" in text
     assert "high-level metrics (4): higher decodes better on 4" in text and "so the split holds." in text
     assert "so the split does not hold." in text  # the first guesses', reversed
     assert "100 % of the early voxels respond to local image features" in text and "It predicts the split." in text
