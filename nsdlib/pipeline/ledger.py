@@ -24,6 +24,8 @@ stage 1 alone (the first guesses: VDVAE ceiling, stage-1 regression, GLM).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 
@@ -87,16 +89,14 @@ def _final_images(cfg: RunConfig, progress: bool) -> dict:
     """Row label -> a call making that row's stage-2 images (cached steps)."""
     ridge = stage1.first_guesses(cfg, regressor="ridge")
     ceiling = stage1.reconstructions(cfg)
-
-    def truth_decoded():
-        return decode.decode_betas(cfg, *true_betas(cfg), progress=progress)
+    truth = functools.cache(lambda: true_betas(cfg))  # read once, when the first row needs it
 
     rows = {
         "stimulus": lambda: evaluation.ground_truth(cfg),
         "generators from the truth": lambda: stage2.stage2_images(cfg, ceiling, embeddings="true", progress=progress),
         "+ stage-2 regression": lambda: decode.stage2_from(
-            cfg, ceiling, decode.clip_from_betas(cfg, *true_betas(cfg)), progress=progress),
-        "+ stage-1 regression": lambda: truth_decoded()["images"],
+            cfg, ceiling, decode.clip_from_betas(cfg, *truth()), progress=progress),
+        "+ stage-1 regression": lambda: decode.decode_betas(cfg, *truth(), progress=progress)["images"],
         "+ GLM (the pipeline, ridge)": lambda: stage2.stage2_images(cfg, ridge, progress=progress),
     }
     if cfg.regressor != "ridge":
