@@ -41,6 +41,7 @@ __all__ = [
     "IMAGE_METRICS",
     "LATENT_METRICS",
     "LOW_LEVEL_METRICS",
+    "METRIC_LEVELS",
     "METRICS",
     "METRIC_ARROWS",
     "METRIC_HEADERS",
@@ -96,6 +97,10 @@ NOISE_LABELS = {"none": "No noise", **{str(a): f"Added noise ({a})" for a in NOI
 #: The eight image metrics in the paper's column order (Tables 4-6).
 IMAGE_METRICS = ("ssim", "pixcorr", "alexnet2", "alexnet5", "inceptionv3", "clip", "efficientnet", "swav")
 LOW_LEVEL_METRICS = ("ssim", "pixcorr")
+#: The two halves of the eight metrics as the paper (after Brain-Diffuser) heads its tables: low-level
+#: (pixels and AlexNet's early layers) and high-level (networks of categories and semantics).
+METRIC_LEVELS = {"low": ("pixcorr", "ssim", "alexnet2", "alexnet5"),
+                 "high": ("inceptionv3", "clip", "efficientnet", "swav")}
 #: 2-way identification scores: fractions in 0-1, 0.5 is chance.
 IDENTIFICATION_METRICS = ("alexnet2", "alexnet5", "inceptionv3", "clip")
 #: Mean correlation distances ``1 - r``: lower is better.

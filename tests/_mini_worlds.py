@@ -1,4 +1,5 @@
-"""mini-NSD worlds with perfect betas, for tests that need a subject's data without the GLM.
+"""mini-NSD worlds with perfect betas, for tests that need a subject's data without the GLM, and a
+stand-in for stage 2 (:func:`fake_stage2`) where a test is about what calls it.
 
 :func:`truth_world` copies the session's small mini-NSD (``mini_small_root``, or a new one
 when that fixture is absent or has another seed) and writes subject 1's betas from the
@@ -15,9 +16,9 @@ import numpy as np
 import pytest
 
 from nsdlib import mini, nsd
-from nsdlib.pipeline import dataset
+from nsdlib.pipeline import dataset, stage1
 
-__all__ = ["truth_world", "write_truth_betas"]
+__all__ = ["fake_stage2", "truth_world", "write_truth_betas"]
 
 
 def write_truth_betas(root, subject: int) -> None:
@@ -47,3 +48,12 @@ def truth_world(request, tmp_path_factory):
     shutil.copytree(src, root)
     write_truth_betas(root, 1)
     return root
+
+
+def fake_stage2(cfg, first_guesses=None, *args, indices=None, embeddings="predicted", **kw):
+    """Stage 2's stand-in for tests of what calls it (``stage2.stage2_images``' signature): the first guess,
+    twice the size, inverted when guided by true embeddings, so that rows differ where their inputs do."""
+    fg = stage1.first_guesses(cfg) if first_guesses is None else np.asarray(first_guesses)
+    out = np.repeat(np.repeat(fg, 2, axis=1), 2, axis=2)
+    out = 255 - out if embeddings == "true" else out
+    return out if indices is None else out[np.asarray(indices)]

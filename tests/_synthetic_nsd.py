@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
-from nsdlib.nsd import BETA_SCALE, NSDLayout
+from nsdlib.nsd import BETA_SCALE, ROI_FILES, NSDLayout
 
-__all__ = ["write_synthetic_nsd"]
+__all__ = ["write_synthetic_labels", "write_synthetic_nsd"]
 
 
 def write_synthetic_nsd(root, *, subjects: Sequence[int] = (1,), n_sessions: int = 3,
@@ -93,6 +93,30 @@ def write_synthetic_nsd(root, *, subjects: Sequence[int] = (1,), n_sessions: int
     small = n_images * int(np.prod(grid)) * 4 <= 64 << 20
     return {"pattern": pattern, "patterns": np.stack([pattern(i) for i in range(n_images)]) if small else None,
             "masterordering": mo, "subjectim": subjectim, "sharedix": shared}
+
+
+def write_synthetic_labels(root, subject: int = 1, *, files: Sequence[str] | None = None,
+                           grid: tuple[int, int, int] = (6, 5, 4), seed: int = 0) -> dict[str, np.ndarray]:
+    """NSD's ROI label files (``prf-visualrois``, ``streams``, ``floc-*``) beside a synthetic tree's nsdgeneral.
+
+    Each file is an int16 NIfTI volume in NSD's codes (:data:`nsdlib.nsd.ROI_FILES`): -1 outside
+    the brain (where nsdgeneral is -1), otherwise a random code from 0 to the file's largest, drawn
+    from a generator seeded by ``(seed, file)``. ``files`` defaults to every label file but nsdgeneral.
+
+    Returns
+    -------
+    dict
+        File -> the volume written (X, Y, Z).
+    """
+    root = Path(root)
+    general = np.asarray(nib.load(str(root / NSDLayout.roi_file(subject))).dataobj)
+    out = {}
+    for i, name in enumerate(files if files is not None else [f for f in ROI_FILES if f != "nsdgeneral"]):
+        rng = np.random.default_rng([seed, i])
+        vol = np.where(general < 0, -1, rng.integers(0, max(ROI_FILES[name]) + 1, size=grid)).astype(np.int16)
+        nib.save(nib.Nifti1Image(vol, np.diag([1.8, 1.8, 1.8, 1.0])), root / NSDLayout.roi_file(subject, name))
+        out[name] = vol
+    return out
 
 
 def _write_synthetic_stimuli(root: Path, n_images: int, image_size: int) -> None:

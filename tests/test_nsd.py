@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import scipy.io
-from _synthetic_nsd import write_synthetic_nsd
+from _synthetic_nsd import write_synthetic_labels, write_synthetic_nsd
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.spec import AbstractBufferedFile
 
@@ -305,7 +305,9 @@ def test_fetch_subject_downloads_exactly_the_needed_files_and_resumes(tree, tmp_
     src, _ = tree
     dest = tmp_path / "dest"
     paths = nsd.fetch_subject(1, dest, sessions=2, source=str(src), progress=False)
-    rels = nsd.fetch_list(1, 2)
+    labels = [L.roi_file(1, f) for f in nsd.ROI_FILES if f != "nsdgeneral"]  # this source has none: skipped
+    assert set(labels) < set(nsd.fetch_list(1, 2))
+    rels = [r for r in nsd.fetch_list(1, 2) if r not in labels]
     assert paths == [dest / r for r in rels]
     assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()) == sorted(rels)
     for r in rels:
@@ -327,6 +329,20 @@ def test_fetch_subject_downloads_exactly_the_needed_files_and_resumes(tree, tmp_
     data = (dest / rel).read_bytes()
     assert not part.exists() and len(data) == (src / rel).stat().st_size
     assert data[:n] == b"\0" * n and data[n:] == (src / rel).read_bytes()[n:]
+
+
+def test_fetch_brings_the_roi_label_files_the_source_holds(tree, tmp_path):
+    src, _ = tree
+    full = tmp_path / "full"
+    shutil.copytree(src, full)
+    write_synthetic_labels(full, 1, files=["prf-visualrois", "floc-faces"], grid=nib.load(
+        str(full / L.roi_file(1))).shape)
+    dest = tmp_path / "dest"
+    paths = nsd.fetch_subject(1, dest, sessions=1, source=str(full), progress=False)
+    for name in ("prf-visualrois", "floc-faces"):
+        assert dest / L.roi_file(1, name) in paths
+        assert (dest / L.roi_file(1, name)).read_bytes() == (full / L.roi_file(1, name)).read_bytes()
+    assert not (dest / L.roi_file(1, "streams")).exists() and dest / L.roi_file(1, "streams") not in paths
 
 
 def test_fetch_takes_captions_from_the_coco_zip_when_the_source_lacks_them(tree, tmp_path):

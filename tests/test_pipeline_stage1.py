@@ -207,3 +207,16 @@ def test_first_guesses_of_permuted_betas_decode_the_permuted_predictions(run, mo
     assert len(decoded) == 2
     with pytest.raises(ValueError, match="permutation must reorder the 6 test images"):
         stage1.first_guesses(run.cfg, "ridge", 15, permutation=[0, 0, 1, 2, 3, 4])
+
+
+def test_first_guesses_from_betas_are_the_ridge_pipeline_on_its_own_betas(run):
+    """Stage 1 from betas given explicitly: the run's own betas give the run's ridge fit and first guesses
+    exactly; a subset of the voxels gives other predictions, cached under their own key."""
+    own = stage1.first_guesses_from_betas(run.cfg, run.sd.train_betas, run.sd.test_betas, 15)
+    np.testing.assert_array_equal(own["test_pred"], stage1.fit_regressor(run.cfg, "ridge", 15)["test_pred"])
+    np.testing.assert_array_equal(own["images"], stage1.first_guesses(run.cfg, "ridge", 15))
+    assert float(own["alpha"]) == stage1.fit_regressor(run.cfg, "ridge", 15)["metrics"]["alpha"]
+    half = stage1.first_guesses_from_betas(run.cfg, run.sd.train_betas[:, ::2], run.sd.test_betas[:, ::2], 15)
+    assert half["images"].shape == own["images"].shape and not np.array_equal(half["test_pred"], own["test_pred"])
+    with pytest.raises(ValueError, match=r"betas must be \(48, v\) and \(6, v\).*found \(47, \d+\)"):
+        stage1.first_guesses_from_betas(run.cfg, run.sd.train_betas[1:], run.sd.test_betas, 15)

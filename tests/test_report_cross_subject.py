@@ -136,3 +136,19 @@ def test_sphinx_hook_looks_in_the_setting_then_nsdlib_runs_then_the_book(tmp_pat
     source = [f"{REPORT_MARKERS[0]}\nnone yet\n{REPORT_MARKERS[1]}\n"]
     cross_subject._on_source_read(app, cross_subject.REPORT_PAGE, source)
     assert "## mini report" in source[0] and "none yet" not in source[0]
+
+
+def test_region_and_ledger_rows_join_the_report(tmp_path):
+    """Chapters 11 and 12 write rows "roi: <region>" and "ledger: <row>"; the report averages them over
+    subjects like the models' rows."""
+    w = tmp_path / "w"
+    for s, v in ((1, 0.2), (2, 0.4)):
+        write_subject_results(w, s, [variant(ssim=0.3), variant("roi: early (V1–hV4)", ssim=v),
+                                     variant("ledger: + stage-2 regression", ssim=v + 0.1)])
+    table = cross_subject_table(collect_results(w, "mini"))
+    mean = table[(table["source"] == "ours") & (table["subject"] == "mean")].set_index("regressor")
+    assert mean.loc["roi: early (V1–hV4)", "ssim"] == pytest.approx(0.3)
+    assert mean.loc["roi: early (V1–hV4)", "subjects"] == "1,2"
+    assert mean.loc["ledger: + stage-2 regression", "ssim"] == pytest.approx(0.4)
+    _, md = write_report(collect_results(w, "mini"), tmp_path / "runs" / "mini", dataset="mini")
+    assert "| ours | roi: early (V1–hV4) | 15 | 1, 2 | 0.300 |" in md.read_text()

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from nsdlib import mini, names, nsd, paper  # noqa: E402
@@ -214,3 +215,14 @@ def test_score_histograms_and_ssim_scatter():
     fig = F.ssim_scatter(rep, title="run")
     assert fig.axes[0].collections[0].get_offsets().shape == (12, 2) and fig.axes[0].get_title() == "run"
 
+
+
+def test_ledger_and_region_figures():
+    idx = pd.MultiIndex.from_product([["ceiling", "GLM"], names.IMAGE_METRICS], names=["step", "metric"])
+    steps = pd.DataFrame({"share": np.r_[np.full(8, 0.9), np.full(8, 0.1)]}, index=idx)
+    fig = F.ledger_figure(steps, ["ceiling", "GLM"], title="t")
+    bars = fig.axes[0].patches
+    assert len(bars) == 16 and bars[8].get_x() == pytest.approx(0.9)  # the second step starts where the first ends
+    rep = SimpleNamespace(means=dict.fromkeys(names.IMAGE_METRICS, 0.5))
+    fig = F.region_figure({"early": rep, "higher": rep}, title="r")
+    assert len(fig.axes) == 8 and len(fig.axes[0].patches) == 2

@@ -85,3 +85,51 @@ def test_overlap_sentences_read_the_numbers():
     assert "as close to the training set as" not in same  # medians 1.000 and 0.750
     same = S.overlap_sentences({"cosine": np.array([0.9999]), "train_cosine": np.array([0.99992])}, dep)
     assert "as close to the training set as the training images" in same  # equal as printed: 1.000
+
+
+# ------------------------------------------------------------- regions and the ledger
+def _regions(early_low: float, higher_high: float, n=60):
+    """Two regions' reports: early better by ``early_low`` on the low-level metrics, higher better by
+    ``higher_high`` on the high-level ones (distances: lower)."""
+    base = _base(names.IMAGE_METRICS, n)
+    early, higher = {}, {}
+    for m in names.IMAGE_METRICS:
+        up = early_low if m in names.METRIC_LEVELS["low"] else -higher_high
+        d = up if names.HIGHER_IS_BETTER[m] else -up
+        early[m], higher[m] = base[m] + d / 2, base[m] - d / 2
+    return {"early": _report(early), "higher": _report(higher)}
+
+
+def _encoding(early_image=1.0, higher_semantic=1.0):
+    return pd.DataFrame({"image features": [early_image, 1 - higher_semantic],
+                         "semantic features": [1 - early_image, higher_semantic]}, index=["early", "higher"])
+
+
+def test_region_sentences_read_the_split_and_set_it_beside_the_truth():
+    contrast = T.region_contrast(_regions(0.05, 0.05), "early", "higher", n_resamples=200)
+    flipped = T.region_contrast(_regions(-0.05, -0.05), "early", "higher", n_resamples=200)
+    text = S.region_sentences({"stage-2 images": contrast, "first guesses": flipped}, _encoding(), "early", "higher")
+    assert "- **stage-2 images**:\n  - low-level metrics (4): early decodes better on 4 (PixCorr, SSIM, " \
+           "AlexNet(2) and AlexNet(5)), higher on 0 (none);" in text
+    assert "high-level metrics (4): higher decodes better on 4" in text and "so the split holds." in text
+    assert "so the split does not hold." in text  # the first guesses', reversed
+    assert "100 % of the early voxels respond to local image features" in text and "It predicts the split." in text
+    assert "agrees with the truth for the stage-2 images and disagrees for the first guesses." in text
+    both = S.region_sentences({"stage-2 images": flipped, "first guesses": flipped}, _encoding(), "early", "higher")
+    assert "disagrees with the truth in every contrast (the stage-2 images and the first guesses)." in both
+    assert "agrees with the truth in every contrast." in S.region_sentences({"stage 2": contrast}, _encoding(),
+                                                                           "early", "higher")
+    # no truth (NSD)
+    nan = _encoding(np.nan, np.nan)
+    assert "No simulation's truth" in S.region_sentences({"stage 2": contrast}, nan, "early", "higher")
+
+
+def test_ledger_sentences_name_the_largest_loss():
+    idx = pd.MultiIndex.from_product([["ceiling", "GLM"], ["ssim", "clip"]], names=["step", "metric"])
+    steps = pd.DataFrame({"share": [0.8, 0.3, 0.2, 0.7], "real": [True, True, False, True]}, index=idx)
+    text = S.ledger_sentences(steps, ["ceiling", "GLM"])
+    assert "**ceiling**: 55 % of the loss on average over the metrics; a change the interval can see on 2 of 2; " \
+           "the largest step on SSIM" in text
+    assert "**GLM**: 45 %" in text and "the largest step on CLIP" in text
+    assert text.endswith("The largest loss is **ceiling** (55 % of the way from the stimulus to the pipeline, "
+                         "averaged over the metrics).")

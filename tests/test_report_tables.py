@@ -379,3 +379,29 @@ def test_overlap_summary_quartiles_and_duplicates():
     assert test["n"] == 4 and test["median"] == pytest.approx(0.8) and test["max"] == 1.0
     assert test["share ≥ 0.95"] == pytest.approx(0.25) and train["share ≥ 0.95"] == 0
     assert train["median"] == pytest.approx(0.4) and train["min"] == pytest.approx(0.2)
+
+
+# ------------------------------------------------------------- regions and the ledger
+def test_region_contrast_orders_levels_and_names_the_better_region():
+    base = _base(n=60)
+    noise = np.random.default_rng(5).normal(0, 0.01, 60)
+    a = {m: v + noise + (0.05 if names.HIGHER_IS_BETTER.get(m, True) else -0.05) for m, v in base.items()}
+    table = T.region_contrast({"a": _report(a), "b": _report(base)}, "a", "b", n_resamples=200)
+    assert list(table.index) == [*names.METRIC_LEVELS["low"], *names.METRIC_LEVELS["high"]]
+    assert (table["level"] == ["low"] * 4 + ["high"] * 4).all()
+    assert (table["better"] == "a").all()
+    np.testing.assert_allclose(table.loc["swav", "difference"], -0.05 + noise.mean(), atol=1e-12)
+    assert (table["low"] < table["difference"]).all() and (table["difference"] <= table["high"]).all()
+
+
+def test_ledger_table_and_changes():
+    reports = {"stimulus": _report(_base(n=20)), "next": _report(_base(n=20, seed=1))}
+    t = T.ledger_table(reports, {"stimulus": None, "next": "a step"})
+    assert list(t["step"]) == ["—", "a step"] and names.METRIC_HEADERS["ssim"] in t.columns
+    idx = pd.MultiIndex.from_product([["a step"], ["ssim", "swav"]], names=["step", "metric"])
+    steps = pd.DataFrame({"change": [-0.1, 0.2], "low": [-0.15, 0.1], "high": [-0.05, 0.3], "share": [1.0, np.nan]},
+                         index=idx)
+    ch = T.ledger_changes(steps)
+    assert ch.loc["a step", names.METRIC_HEADERS["ssim"]] == "-0.100 [-0.150, -0.050]"
+    assert ch.loc["a step: share of the loss", names.METRIC_HEADERS["ssim"]] == "100 %"
+    assert ch.loc["a step: share of the loss", names.METRIC_HEADERS["swav"]] == ""

@@ -9,6 +9,7 @@ writes in the very same layout (through :class:`NSDLayout`'s names) and formats.
 - :mod:`~nsdlib.nsd.access`: filesystems (local, S3), resumable downloads, the block cache;
 - :mod:`~nsdlib.nsd.fetch`: the files the book needs for one subject, brought to a local root;
 - :mod:`~nsdlib.nsd.readers`: design, ROIs, streamed betas, stimuli, captions;
+- :mod:`~nsdlib.nsd.rois`: NSD's ROI label files and their codes, voxels selected by region;
 - :mod:`~nsdlib.nsd.prepare`: :func:`prepare_subject`, one subject's betas ready for the decoders.
 
 NSD is shared under its Terms and Conditions (https://naturalscenesdataset.org); work that
@@ -44,6 +45,7 @@ from .readers import (
     read_stimuli,
     trial_schedule,
 )
+from .rois import ROI_FILES, ROI_SETS, parse_roi, roi_files_present, select_voxels
 
 __all__ = [
     "BETA_SCALE",
@@ -52,6 +54,8 @@ __all__ = [
     "NSD_SESSIONS",
     "PAPER_COUNTS",
     "PUBLIC_SESSIONS",
+    "ROI_FILES",
+    "ROI_SETS",
     "SPLITS",
     "BetaHeader",
     "ExpDesign",
@@ -66,6 +70,7 @@ __all__ = [
     "fetch_list",
     "fetch_subject",
     "fortran_index",
+    "parse_roi",
     "iter_session_betas",
     "prepare_subject",
     "read_beta_header",
@@ -76,6 +81,8 @@ __all__ = [
     "read_stim_info",
     "read_stimuli",
     "resolve_sessions",
+    "roi_files_present",
+    "select_voxels",
     "split_images",
     "trial_schedule",
 ]

@@ -20,6 +20,7 @@ from ..config import NSD_S3_ROOT
 from ..store import atomic_path
 from .access import download_file
 from .layout import PUBLIC_SESSIONS, NSDFileError, NSDLayout, check_sessions, check_subject
+from .rois import ROI_FILES
 
 __all__ = ["COCO_ANNOTATIONS_URL", "fetch_list", "fetch_subject"]
 
@@ -27,13 +28,22 @@ COCO_ANNOTATIONS_URL = "http://images.cocodataset.org/annotations/annotations_tr
 
 
 def fetch_list(subject: int, sessions: int = PUBLIC_SESSIONS) -> list[str]:
-    """The files (relative paths) the book needs for one NSD subject."""
+    """The files (relative paths) the book needs for one NSD subject.
+
+    With the nsdgeneral ROI come NSD's other label files (:data:`~nsdlib.nsd.ROI_FILES`: chapter 11's
+    regions), which :func:`fetch_subject` skips where a source does not hold them.
+    """
     subject = check_subject(subject)
     check_sessions(sessions)
     L = NSDLayout
-    files = [*L.experiment_files(), L.roi_file(subject)]
+    files = [*L.experiment_files(), L.roi_file(subject), *_label_files(subject)]
     files += [L.betas_file(subject, s) for s in range(1, sessions + 1)]
     return files
+
+
+def _label_files(subject: int) -> list[str]:
+    """The ROI label files beside nsdgeneral (optional in a source)."""
+    return [NSDLayout.roi_file(subject, f) for f in ROI_FILES if f != "nsdgeneral"]
 
 
 def fetch_subject(subject, root, sessions: int = PUBLIC_SESSIONS, *, source: str = NSD_S3_ROOT,
@@ -41,7 +51,8 @@ def fetch_subject(subject, root, sessions: int = PUBLIC_SESSIONS, *, source: str
                   progress: bool = True) -> list[Path]:
     """Download the NSD files the book needs for one subject into ``root``.
 
-    The betas of sessions 1 to ``sessions``, the nsdgeneral ROI, the experimental design,
+    The betas of sessions 1 to ``sessions``, the nsdgeneral ROI and NSD's other ROI label files
+    (those the source holds), the experimental design,
     the stimulus information table, the stimulus HDF5 and the COCO caption annotations,
     in NSD's layout. Resumable: files already complete are skipped, interrupted ones are
     continued; each file is checked against its remote size. Caption files absent from
@@ -60,7 +71,7 @@ def fetch_subject(subject, root, sessions: int = PUBLIC_SESSIONS, *, source: str
     Returns
     -------
     list of Path
-        The local files, in the order of :func:`fetch_list`.
+        The local files, in the order of :func:`fetch_list` (without label files the source lacks).
     """
     subject = check_subject(subject)
     sessions = check_sessions(sessions)
@@ -75,6 +86,8 @@ def fetch_subject(subject, root, sessions: int = PUBLIC_SESSIONS, *, source: str
             sizes[rel] = int(src.fs.info(url)["size"])
         elif rel.startswith(NSDLayout.ANNOTATIONS):
             from_coco.append(rel)
+        elif rel in _label_files(subject):
+            continue  # a region chapter 11 then names as missing; the rest of the book does not need it
         else:
             raise NSDFileError(f"{src.display(rel)} is not in the source {source}; is the source an NSD root?")
     total = sum(sizes.values())
@@ -84,12 +97,12 @@ def fetch_subject(subject, root, sessions: int = PUBLIC_SESSIONS, *, source: str
             "cite Allen et al. 2022, Nat. Neurosci. 25:116-126.")
     out = []
     for rel in tqdm(rels, desc=f"NSD subj{subject:02d}", unit="file", disable=not progress):
-        if rel in from_coco:
+        if rel in from_coco or rel not in sizes:
             continue
         out.append(download_file(src.fs, src.url(rel), dest / rel, progress=progress, desc=Path(rel).name))
     if from_coco:
         _fetch_coco_captions(coco_url, dest, [Path(r).name for r in from_coco], progress=progress)
-    return [dest / rel for rel in rels]
+    return [dest / rel for rel in rels if rel in sizes or rel in from_coco]
 
 
 def _fetch_coco_captions(url: str, dest: Path, names: list[str], progress: bool = True) -> None:

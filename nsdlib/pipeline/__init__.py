@@ -17,6 +17,9 @@ is kept in one place, the run's context. Each module imports only those listed a
 - ``evaluation``: noise sensitivity, the metrics, and the rows of the results file (chapters 08-10)
 - ``controls``: the retrieval baseline, the shuffled-betas null and the train-test overlap,
   scored beside the pipeline's rows (chapter 09)
+- ``decode``: both stages from betas given explicitly (a voxel subset, the simulation's true amplitudes)
+- ``regions``: the decoder run from one region's voxels at a time, scored (chapter 11)
+- ``ledger``: the ledger of losses on mini-NSD, each input replaced by its truth in turn (chapter 12)
 - ``zoo``: the mini model zoo, trained or reused, and its held-out evaluation (chapter 00)
 - ``rescore``: reconstructions published elsewhere (files read by ``nsdlib.reconstructions``)
   scored like the run's own, one row of the results file each (``nsdlib score``)

@@ -21,6 +21,8 @@ Chapters 03-05 call these; later stages call :func:`first_guesses` and :func:`te
 - :func:`reconstructions`: the test images decoded from their *true* latents of the first
   N blocks (the ceiling of stage 1); N=0 gives pure prior samples, N=all the VDVAE's own
   reconstruction.
+- :func:`first_guesses_from_betas`: stage 1 (ridge) from betas given explicitly (a voxel
+  subset, the simulation's true amplitudes), decoded like :func:`first_guesses`.
 
 ``quick=True`` uses at most :data:`QUICK_TRAIN_IMAGES` training images and two epochs per
 network. Every result is cached in the run's store under a key of everything that
@@ -48,6 +50,7 @@ __all__ = [
     "baseline_metrics",
     "check_permutation",
     "first_guesses",
+    "first_guesses_from_betas",
     "fit_regressor",
     "latents",
     "posterior_noise_share",
@@ -410,8 +413,61 @@ def first_guesses(cfg: RunConfig, regressor: str | None = None, n_layers: int | 
     def compute():
         pred = fit_regressor(cfg, reg_name, n)["test_pred"]
         pred = pred if perm is None else pred[perm]
-        model = vdvae_model(cfg)
-        return {"images": decode_latents(model, pred, n, temperature=temperature,
-                                         seed=_split_seed(cfg.seed, "test"))}
+        return {"images": _decode(cfg, pred, n, temperature)}
 
     return context.get(cfg).store.arrays("stage1_first_guesses", params, compute)["images"]
+
+
+def _decode(cfg: RunConfig, pred: np.ndarray, n: int, temperature: float = 1.0) -> np.ndarray:
+    """Test images decoded from predicted latents of the first ``n`` blocks (seeded as the test split)."""
+    return decode_latents(vdvae_model(cfg), pred, n, temperature=temperature, seed=_split_seed(cfg.seed, "test"))
+
+
+def first_guesses_from_betas(cfg: RunConfig, train_betas: np.ndarray, test_betas: np.ndarray,
+                             n_layers: int | None = None) -> dict[str, np.ndarray]:
+    """Stage 1 with ridge from betas given explicitly: a voxel subset, or other betas of the same images.
+
+    The same model as ``fit_regressor(cfg, "ridge")`` (:func:`regressor_options`, the same
+    validation split, Brain-Diffuser's re-standardisation of the test predictions) and the same
+    decoding as :func:`first_guesses`, so the run's own betas give the run's ridge first guesses.
+    Only ridge: the networks would be trained again for every set of betas.
+
+    Parameters
+    ----------
+    train_betas : ndarray of shape (n_train, n_voxels)
+        In the order of the subject's ``train_ids`` (quick runs use the first
+        :data:`QUICK_TRAIN_IMAGES`).
+    test_betas : ndarray of shape (n_test, n_voxels)
+        In the order of its ``test_ids``.
+    n_layers : {15, 31}, optional
+        Default ``cfg.n_layers``.
+
+    Returns
+    -------
+    dict
+        ``test_pred`` (n_test, n_latents) float32, ``images`` uint8 (n_test, S, S, 3), ``alpha``
+        (the ridge's, chosen by cross-validation on mini-NSD).
+    """
+    n = _layers(cfg, n_layers)
+    lat_params, sd = _latent_params(cfg, n)
+    train_betas, test_betas = np.asarray(train_betas, np.float32), np.asarray(test_betas, np.float32)
+    if train_betas.ndim != 2 or test_betas.ndim != 2 or train_betas.shape[1] != test_betas.shape[1] \
+            or len(train_betas) != len(sd.train_ids) or len(test_betas) != len(sd.test_ids):
+        raise ValueError(f"betas must be ({len(sd.train_ids)}, v) and ({len(sd.test_ids)}, v), one row per training "
+                         f"and test image of subject {cfg.subject}; found {train_betas.shape} and {test_betas.shape}")
+    n_tr = _n_train(cfg, len(sd.train_ids))
+    params = {"v": _VERSION, "regressor": "ridge", "options": regressor_options(cfg, "ridge"),
+              "latents": params_key(lat_params), "betas": array_key(train_betas[:n_tr]),
+              "test_betas": array_key(test_betas), "val_fraction": 0.1, "seed": cfg.seed,
+              "vdvae": vdvae_info(cfg).fingerprint}
+
+    def compute():
+        Y = latents(cfg, n)["train"]
+        X = train_betas[: len(Y)]
+        _, val_idx = validation_split(len(X), 0.1, cfg.seed)
+        opts = dict(regressor_options(cfg, "ridge"), device=str(resolve_device(cfg.device)), seed=cfg.seed)
+        est = make_regressor("ridge", **opts).fit(X, Y, val_indices=val_idx)
+        _, test_pred = est.predict_sets([X[val_idx], test_betas])  # as fit_regressor: one solve for both sets
+        return {"test_pred": test_pred, "images": _decode(cfg, test_pred, n), "alpha": np.float64(est.alpha_)}
+
+    return context.get(cfg).store.arrays("stage1_from_betas", params, compute)

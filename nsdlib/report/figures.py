@@ -37,11 +37,13 @@ __all__ = [
     "hrf_recovery_figure",
     "image_grid",
     "latent_sd_figure",
+    "ledger_figure",
     "noise_curves",
     "noise_examples",
     "noise_pool_figure",
     "pc_gain_figure",
     "receptive_fields",
+    "region_figure",
     "ridge_fraction_figure",
     "roi_figure",
     "score_histograms",
@@ -656,4 +658,54 @@ def ssim_scatter(report, *, title: str):
     ax.set_xlabel("true 2-D SSIM")
     ax.set_ylabel("column SSIM (Brain-Diffuser)")
     ax.set_title(title, fontsize=8)
+    return fig
+
+
+def ledger_figure(steps, chain: Sequence[str], *, title: str, labels: Mapping[str, str] = METRIC_HEADERS):
+    """Where the loss goes: per metric, each step's share of the way from the stimulus to the pipeline.
+
+    Parameters
+    ----------
+    steps : pandas.DataFrame
+        :func:`nsdlib.pipeline.ledger.ledger_steps` (index step, metric; ``share``).
+    chain : sequence of str
+        The steps whose shares add up to 1, in the ledger's order (one colour each).
+    """
+    shares = steps["share"].unstack("step")[list(chain)]
+    shares = shares.loc[[m for m in IMAGE_METRICS if m in shares.index]]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(shares) + 1.4))
+    left = np.zeros(len(shares))
+    y = np.arange(len(shares))[::-1]
+    for step in chain:
+        w = shares[step].to_numpy(dtype=float)
+        ax.barh(y, w, left=left, label=step)
+        left += np.nan_to_num(w)
+    ax.set_yticks(y, [labels.get(m, m) for m in shares.index], fontsize=8)
+    ax.axvline(1.0, color="0.4", lw=0.8)
+    ax.set_xlabel("share of the loss from the stimulus to the pipeline (a share < 0: that step gains)", fontsize=8)
+    ax.legend(fontsize=8, ncol=len(chain), loc="upper center", bbox_to_anchor=(0.5, -0.25 - 0.05 * len(shares) / 8))
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def region_figure(reports: Mapping, contrast_metrics: Sequence[str] = IMAGE_METRICS, *, title: str,
+                  labels: Mapping[str, str] = METRIC_HEADERS):
+    """Each region's mean score on each metric (one panel per metric, one bar per region).
+
+    Parameters
+    ----------
+    reports : dict
+        Region -> MetricReport (:func:`nsdlib.pipeline.regions.evaluate_regions`).
+    """
+    names = list(reports)
+    fig, axes = plt.subplots(2, (len(contrast_metrics) + 1) // 2, figsize=(12, 5.4), squeeze=False)
+    for ax, m in zip(axes.ravel(), contrast_metrics):
+        vals = [reports[r].means.get(m, np.nan) for r in names]
+        ax.bar(np.arange(len(names)), vals, color=[f"C{i}" for i in range(len(names))])
+        ax.set_xticks(np.arange(len(names)), [textwrap.shorten(r, 14, placeholder="…") for r in names],
+                      rotation=60, ha="right", fontsize=7)
+        ax.set_title(labels.get(m, m), fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return fig

@@ -12,6 +12,9 @@ they read: whatever a rerun measures, the sentence says it.
   the per-image scores follow it (:func:`nsdlib.pipeline.controls.overlap_dependence`).
 - :func:`noise_sentences`: per metric of :func:`nsdlib.report.tables.noise_directions`,
   which way it moves at each noise level, beside the paper's Table 6.
+- :func:`region_sentences`: chapter 11's conclusion, read from
+  :func:`nsdlib.report.tables.region_contrast`, set beside what mini-NSD's truth says the regions encode.
+- :func:`ledger_sentences`: chapter 12's ledger read aloud: each step's share of the loss, and the largest.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import numpy as np
 
 from ..names import DISTANCE_METRICS, HIGHER_IS_BETTER, METRIC_LABELS, PURE_NOISE_AMPLITUDE
 
-__all__ = ["comparison_sentences", "noise_sentences", "overlap_sentences", "protocol_sentence", "verdict_summary"]
+__all__ = ["comparison_sentences", "ledger_sentences", "noise_sentences", "overlap_sentences", "protocol_sentence",
+           "region_sentences", "verdict_summary"]
 
 
 def _join(items: list[str]) -> str:
@@ -205,3 +209,105 @@ def overlap_sentences(overlap: Mapping, dependence, labels: Mapping[str, str] = 
     if unseen:
         parts.append(f"no dependence this run can see (p ≥ {alpha:g} or a constant score) on {_join(unseen)}")
     return text + " Per image, against that similarity (Spearman): " + "; ".join(parts) + "."
+
+
+def _wins(contrast, level: str, region: str) -> list[str]:
+    rows = contrast[contrast["level"] == level]
+    return [METRIC_LABELS.get(m, m) for m, r in rows.iterrows() if r["better"] == region]
+
+
+def _counted(items: list[str]) -> str:
+    """"2 (PixCorr and SSIM)", "0 (none)"."""
+    return f"{len(items)} ({_join(items) if items else 'none'})"
+
+
+def _split(contrast, early: str, higher: str) -> tuple[list[str], bool]:
+    """Bullets of the metrics each region wins per level, and whether the split holds."""
+    n_low, n_high = (int((contrast["level"] == lv).sum()) for lv in ("low", "high"))
+    low_e, low_h = _wins(contrast, "low", early), _wins(contrast, "low", higher)
+    high_e, high_h = _wins(contrast, "high", early), _wins(contrast, "high", higher)
+    holds = len(low_e) > n_low / 2 and len(high_h) > n_high / 2
+    lines = [f"  - low-level metrics ({n_low}): {early} decodes better on {_counted(low_e)}, {higher} on "
+             f"{_counted(low_h)};",
+             f"  - high-level metrics ({n_high}): {higher} decodes better on {_counted(high_h)}, {early} on "
+             f"{_counted(high_e)};",
+             f"  - so the split {'holds' if holds else 'does not hold'}."]
+    return lines, holds
+
+
+def region_sentences(contrasts: Mapping, encoding, early: str, higher: str) -> str:
+    """Chapter 11's conclusion: does early-voxel decoding win the low-level metrics and higher-voxel
+    decoding the high-level ones, and is that what the simulation's truth says it should do?
+
+    Parameters
+    ----------
+    contrasts : dict
+        What was compared (``"stage 2"``, ``"first guesses"``) -> :func:`nsdlib.report.tables.region_contrast`
+        of ``early`` against ``higher``.
+    encoding : pandas.DataFrame
+        Indexed by region, with the shares of voxels carrying ``"image features"`` and
+        ``"semantic features"`` (:func:`nsdlib.pipeline.regions.region_voxels`); NaN without a truth.
+    early, higher : str
+        The two regions compared.
+
+    Returns
+    -------
+    str
+        Markdown: per contrast, the metrics each region wins per level (the interval of the difference
+        excludes 0) and whether the split holds (the early region wins a majority of the low-level
+        metrics and the higher one a majority of the high-level ones); then the truth's expectation and,
+        per contrast, whether the table agrees with it.
+    """
+    lines, verdicts = [], {}
+    for what, contrast in contrasts.items():
+        part, verdicts[what] = _split(contrast, early, higher)
+        lines += [f"- **{what}**:", *part]
+    e, h = encoding.loc[early], encoding.loc[higher]
+    if not np.isfinite(e["image features"]):
+        return "\n".join(lines + ["- No simulation's truth to compare with on this dataset."])
+    expects = e["image features"] > h["image features"] and h["semantic features"] > e["semantic features"]
+    agree = [f"the {w}" for w, holds in verdicts.items() if holds == expects]
+    differ = [f"the {w}" for w, holds in verdicts.items() if holds != expects]
+    if not differ:
+        verdict = "The table agrees with the truth in every contrast."
+    elif not agree:
+        verdict = f"The table disagrees with the truth in every contrast ({_join(differ)})."
+    else:
+        verdict = f"The table agrees with the truth for {_join(agree)} and disagrees for {_join(differ)}."
+    lines.append(f"- **The simulation's truth**: {100 * e['image features']:.0f} % of the {early} voxels respond to "
+                 f"local image features and {100 * e['semantic features']:.0f} % to semantic ones; of the {higher} "
+                 f"voxels {100 * h['image features']:.0f} % and {100 * h['semantic features']:.0f} %. It "
+                 f"{'predicts' if expects else 'does not predict'} the split. {verdict}")
+    return "\n".join(lines)
+
+
+def ledger_sentences(steps, chain) -> str:
+    """The ledger read aloud: each step's mean share of the loss over the metrics, and the largest.
+
+    Parameters
+    ----------
+    steps : pandas.DataFrame
+        :func:`nsdlib.pipeline.ledger.ledger_steps` (index step, metric; ``share``, ``real``).
+    chain : sequence of str
+        The steps whose shares add up (the ledger's rows 1 to 4), in order.
+
+    Returns
+    -------
+    str
+        Markdown bullets: per step its mean share (over the metrics where the total loss is not 0), on
+        how many metrics its change is real, and the metrics on which it is the largest loss; then
+        the step with the largest mean share.
+    """
+    shares = steps["share"].unstack("step")[list(chain)]
+    mean = shares.mean()
+    largest_by_metric = shares.idxmax(axis=1)
+    lines = []
+    for step in chain:
+        part = steps.xs(step, level="step")
+        firsts = [METRIC_LABELS.get(m, m) for m, s in largest_by_metric.items() if s == step]
+        lines.append(f"- **{step}**: {100 * mean[step]:.0f} % of the loss on average over the metrics; a change "
+                     f"the interval can see on {int(part['real'].sum())} of {len(part)}; the largest step on "
+                     f"{_join(firsts) if firsts else 'no metric'}.")
+    lines.append(f"\nThe largest loss is **{mean.idxmax()}** ({100 * mean.max():.0f} % of the way from the "
+                 "stimulus to the pipeline, averaged over the metrics).")
+    return "\n".join(lines)

@@ -35,6 +35,7 @@ from ..names import (
     IMAGE_METRICS,
     LOW_LEVEL_METRICS,
     METRIC_HEADERS,
+    METRIC_LEVELS,
     NOISE_LABELS,
     NOISE_LEVELS,
     REGRESSOR_LABELS,
@@ -62,6 +63,8 @@ __all__ = [
     "latent_error_table",
     "latent_rows",
     "latent_table",
+    "ledger_changes",
+    "ledger_table",
     "metric_sources",
     "noise_at_table",
     "noise_change",
@@ -69,6 +72,7 @@ __all__ = [
     "noise_placement_table",
     "noise_table",
     "overlap_summary",
+    "region_contrast",
     "regressor_summary",
     "report_cards",
     "ridge_raw_row",
@@ -875,3 +879,79 @@ def scene_score_summary(scores: pd.DataFrame, *, threshold: float = 2.0) -> str:
         lines.append(f"{stage}: {ratios} chance; at least {threshold:g}× chance: "
                      f"{', '.join(above) if above else 'none'}")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------- regions and the ledger (chapters 11, 12)
+def region_contrast(reports: Mapping, a: str, b: str, *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Region ``a`` against region ``b`` on each of the eight metrics, with paired-bootstrap intervals.
+
+    Parameters
+    ----------
+    reports : dict
+        Region -> MetricReport of the same test images (:func:`nsdlib.pipeline.regions.evaluate_regions`).
+    a, b : str
+        The two regions (e.g. the early and the higher voxels).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by metric (the paper's order, low-level first): ``level`` ("low" or "high",
+        :data:`~nsdlib.names.METRIC_LEVELS`), the two means, ``difference`` (a − b) with its interval
+        ``low``, ``high``, and ``better``: the region that scores better when the interval excludes 0
+        (by the metric's direction), else "—".
+    """
+    diffs = metrics.compare_reports(reports[a], reports[b], IMAGE_METRICS, n_resamples=n_resamples, seed=seed)
+    rows = {}
+    for level, members in METRIC_LEVELS.items():
+        for m in (m for m in members if m in diffs):
+            d = diffs[m]
+            rows[m] = {"level": level, a: reports[a].means[m], b: reports[b].means[m], "difference": d.estimate,
+                       "low": d.low, "high": d.high, "better": _better(d, a, b, m)}
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "metric"
+    return out
+
+
+def ledger_table(reports: Mapping, steps: Mapping) -> pd.DataFrame:
+    """The ledger's rows: each row's means of the eight metrics, and the step it adds to the row above.
+
+    Parameters
+    ----------
+    reports : dict
+        Row label -> MetricReport, in the ledger's order (:func:`nsdlib.pipeline.ledger.evaluate_ledger`).
+    steps : dict
+        Row label -> the step it adds (None for the first row); a row not in it names its own step.
+    """
+    rows = {label: {"step": steps.get(label, label) or "—", **{METRIC_HEADERS[m]: rep.means[m] for m in IMAGE_METRICS}}
+            for label, rep in reports.items()}
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "row"
+    return out
+
+
+def ledger_changes(steps: pd.DataFrame, decimals: int = 3) -> pd.DataFrame:
+    """Each step's change per metric as text, "−0.120 [−0.15, −0.09]", and its share of the total loss.
+
+    Parameters
+    ----------
+    steps : pandas.DataFrame
+        From :func:`nsdlib.pipeline.ledger.ledger_steps` (index step, metric).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per step (in the ledger's order), one column per metric (its header), then a row per
+        step of shares, ``"<step>: share of the loss"``, in percent (the shares of the chain add up to 100).
+    """
+    order = list(dict.fromkeys(steps.index.get_level_values("step")))
+    cols = [m for m in IMAGE_METRICS if m in steps.index.get_level_values("metric")]
+    cell = {(st, m): f"{r['change']:+.{decimals}f} [{r['low']:+.{decimals}f}, {r['high']:+.{decimals}f}]"
+            for (st, m), r in steps.iterrows()}
+    share = {(st, m): ("" if not np.isfinite(r["share"]) else f"{100 * r['share']:.0f} %")
+             for (st, m), r in steps.iterrows()}
+    rows = {st: {METRIC_HEADERS[m]: cell.get((st, m), "") for m in cols} for st in order}
+    rows.update({f"{st}: share of the loss": {METRIC_HEADERS[m]: share.get((st, m), "") for m in cols}
+                 for st in order if any(share.get((st, m)) for m in cols)})
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "step"
+    return out
