@@ -22,7 +22,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,23 +234,25 @@ def _execute(md: Path, out_dir: Path, params: dict, *, kernel_name: str, cwd: Pa
     name = md.stem
     out = out_dir / f"{name}.ipynb"
     start = _dt.datetime.now()
-    with tempfile.TemporaryDirectory(prefix="nsdlib-nb-") as tmp:
-        src = Path(tmp) / f"{name}.ipynb"
-        partial = out_dir / f".{name}.running-{os.getpid()}.ipynb"  # this process's own name
-        jupytext.write(jupytext.read(md), src)
-        try:
-            pm.execute_notebook(
-                str(src), str(partial), parameters=params, kernel_name=kernel_name,
-                cwd=str(cwd), progress_bar=False, log_output=log_output,
-                execution_timeout=cell_timeout,
-            )
-        except Exception as exc:  # papermill raises PapermillExecutionError with ename/evalue
-            failed = out_dir / f"{name}.failed.ipynb"
-            if partial.exists():
-                os.replace(partial, failed)
-            return NotebookResult(name, "failed", failed, (_dt.datetime.now() - start).total_seconds(),
-                                  _error_text(exc))
-        os.replace(partial, out)
+    # this process's own names; a killed run's are removed by the next run that takes the lock
+    src = out_dir / f".{name}.running-{os.getpid()}.source.ipynb"
+    partial = out_dir / f".{name}.running-{os.getpid()}.ipynb"
+    jupytext.write(jupytext.read(md), src)
+    try:
+        pm.execute_notebook(
+            str(src), str(partial), parameters=params, kernel_name=kernel_name,
+            cwd=str(cwd), progress_bar=False, log_output=log_output,
+            execution_timeout=cell_timeout,
+        )
+    except Exception as exc:  # papermill raises PapermillExecutionError with ename/evalue
+        failed = out_dir / f"{name}.failed.ipynb"
+        if partial.exists():
+            os.replace(partial, failed)
+        return NotebookResult(name, "failed", failed, (_dt.datetime.now() - start).total_seconds(),
+                              _error_text(exc))
+    finally:
+        src.unlink(missing_ok=True)
+    os.replace(partial, out)
     (out_dir / f"{name}.failed.ipynb").unlink(missing_ok=True)
     return NotebookResult(name, "done", out, (_dt.datetime.now() - start).total_seconds())
 

@@ -57,6 +57,7 @@ def test_injection_resume_and_reuse(chapters, tmp_path):
     first = run_chain(cfg, "01", notebooks_dir=chapters, runs_root=runs)
     assert first.ok and [r.status for r in first.results] == ["done"]
     out = runs / "mini" / "subj02" / "01_compute.ipynb"
+    assert not list(out.parent.glob(".*.ipynb")), "the working copies are removed"
     nb = nbformat.read(out, as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and "subject = 2" in injected[0].source and "seed = 4" in injected[0].source
@@ -92,6 +93,8 @@ def test_failure_is_reported_and_stops_the_chain(chapters, tmp_path, capsys):
     assert "03_after" not in report  # the chain stopped
     failed = runs / "mini" / "subj01" / "02_fail.failed.ipynb"
     assert failed.exists() and not (runs / "mini" / "subj01" / "02_fail.ipynb").exists()
+    hidden = sorted(p.name for p in (runs / "mini" / "subj01").glob(".*.ipynb"))
+    assert hidden == [], f"a finished chain (done, then failed) leaves no working copy behind: {hidden}"
 
 
 def test_cli_reports_bad_parameters(capsys, tmp_path):

@@ -86,14 +86,17 @@ def test_kill_9_at_three_points_then_resume_equals_an_uninterrupted_run(tmp_path
                          capture_output=True, text=True)
     assert ref.returncode == 0, ref.stdout + ref.stderr
     w, runs = tmp_path / "w", tmp_path / "runs"
+    tmp = tmp_path / "tmp"  # the runs' temporary folder: a killed run must not leave its working copies there
+    tmp.mkdir()
+    env = {**ENV, "TMPDIR": str(tmp)}
     points = {  # kill points, in the order the run reaches them
         "mini-NSD being generated": lambda: any(w.glob(".mini-nsd-small.tmp-*")),
         "the GLM's first session stored": lambda: any((w / "mini" / "subj01" / "glm_session").glob("*.npz")),
         "chapter 02 running": lambda: any((runs / "mini" / "subj01").glob(".02_data.running-*")),
     }
     for what, ready in points.items():
-        _kill_when(_start(_argv(w, nb, runs)), ready, what)
-    resumed = subprocess.run(_argv(w, nb, runs), env=ENV, cwd=REPO, capture_output=True, text=True)
+        _kill_when(_start(_argv(w, nb, runs), TMPDIR=str(tmp)), ready, what)
+    resumed = subprocess.run(_argv(w, nb, runs), env=env, cwd=REPO, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     expected, got = _results(tmp_path / "ref"), _results(w)
     assert sorted(got) == sorted(expected)
@@ -101,6 +104,8 @@ def test_kill_9_at_three_points_then_resume_equals_an_uninterrupted_run(tmp_path
         np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
     left = [p for p in tmp_path.rglob("*") if ".tmp-" in p.name or ".running" in p.name]
     assert not left, f"temporary files left: {left}"
+    strays = [p.name for p in tmp.iterdir() if p.name.startswith("nsdlib")]
+    assert not strays, f"the killed runs left working copies in the temporary folder: {strays}"
     record("kill-9", f"{len(expected)} arrays equal")
 
 
