@@ -470,8 +470,9 @@ class NeuralRegressor:
         run = self._start(X.shape[1], Y.shape[1], dev, ckpt, signature)
         progress = run.progress
         epochs = range(0) if progress["stopped_early"] else range(progress["epoch"] + 1, self.max_epochs)
-        bar = tqdm(total=self.max_epochs, initial=progress["epoch"] + 1, desc=f"{self.arch} training",
-                   unit="epoch", disable=not self.progress)
+        done = progress["epoch"] + 1  # a resumed fit that had stopped early has nothing left to run
+        bar = tqdm(total=done if progress["stopped_early"] else self.max_epochs, initial=done,
+                   desc=f"{self.arch} training", unit="epoch", disable=not self.progress)
         for epoch in epochs:
             t0 = time.perf_counter()
             train_loss = self._train_epoch(run, data, epoch, dev)

@@ -101,16 +101,20 @@ def test_gru_beats_predicting_the_mean():
     assert len(reg.val_indices_) == 25 and set(reg.val_indices_).isdisjoint(reg.train_indices_)
 
 
-def test_a_fit_that_stops_early_ends_its_progress_bar_full(capsys):
+def test_a_fit_that_stops_early_ends_its_progress_bar_full(capsys, tmp_path):
     """The rendered book flags a bar left below 100 %: early stopping must not read as a stalled run."""
     X, Y = _linear_problem(n=120)
     Y = np.random.default_rng(5).permutation(Y)  # nothing to learn: validation loss stops improving at once
-    reg = NeuralRegressor("gru", network_options=SMALL, max_epochs=50, batch_size=32, patience=2,
-                          progress=True).fit(X, Y)
+    opts = dict(network_options=SMALL, max_epochs=50, batch_size=32, patience=2, progress=True,
+                checkpoint_dir=tmp_path)
+    reg = NeuralRegressor("gru", **opts).fit(X, Y)
     assert len(reg.history_) < 50, "the test needs a fit that stops early"
     last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
     n = len(reg.history_)
     assert f"{n}/{n} " in last and "100%" in last and f"best epoch {reg.best_epoch_ + 1}" in last, last
+    NeuralRegressor("gru", **opts).fit(X, Y)  # resumed from the checkpoint: already stopped, nothing to run
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert f"{n}/{n} " in last and "100%" in last, last
 
 
 @pytest.mark.parametrize("arch", ["gru", "transformer"])
