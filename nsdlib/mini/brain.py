@@ -23,7 +23,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.signal import lfilter
 
 from ..guard import reading
-from ..nsd import check_subject
+from ..nsd import ROI_FILES, check_subject
 from ..nsd.layout import mini_generate_command
 from .experiment import MANIFEST, TR, MiniSpec, read_manifest, rng_for, truth_dir
 from .world import FEATURE_GROUPS, SEMANTIC_FEATURES
@@ -31,11 +31,10 @@ from .world import FEATURE_GROUPS, SEMANTIC_FEATURES
 __all__ = ["NOISE", "PRF_LABELS", "STREAM_LABELS", "RunSimulator", "Truth", "make_brain", "trial_amplitudes",
            "truth"]
 
-#: Labels of ``prf-visualrois.nii.gz`` (as in NSD); -1 outside the brain, 0 unlabelled.
-PRF_LABELS = {1: "V1v", 2: "V1d", 3: "V2v", 4: "V2d", 5: "V3v", 6: "V3d", 7: "hV4"}
+#: Labels of ``prf-visualrois.nii.gz`` (NSD's, :data:`nsdlib.nsd.ROI_FILES`); -1 outside the brain, 0 unlabelled.
+PRF_LABELS = ROI_FILES["prf-visualrois"]
 #: Labels of ``streams.nii.gz`` (NSD's codes; mini-NSD uses 1, 5, 6, 7).
-STREAM_LABELS = {1: "early", 2: "midventral", 3: "midlateral", 4: "midparietal", 5: "ventral", 6: "lateral",
-                 7: "parietal"}
+STREAM_LABELS = ROI_FILES["streams"]
 
 
 def _smooth_field(rng, shape, sigma) -> np.ndarray:
