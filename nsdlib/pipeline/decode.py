@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import ridge
 from ..config import RunConfig
 from ..store import array_key, params_key
 from . import context, stage1, stage2
@@ -61,15 +60,8 @@ def clip_from_betas(cfg: RunConfig, train_betas: np.ndarray, test_betas: np.ndar
               "alpha": name, "normalize": normalize}
 
     def compute():
-        train = stage2.clip_embeddings(cfg, "train", progress=progress)
-        out = {}
-        for part, a in (("text", a_text), ("vision", a_vision)):
-            kw = dict(alphas=list(stage2.CV_ALPHAS), cv="gcv") if a == "cv" else dict(alpha=a)
-            pred, used = ridge.ridge_predict(train_betas, train[part], test_betas, normalize=normalize,
-                                             device=cfg.torch_device(), return_alpha=True, verbose=progress, **kw)
-            out[part] = np.asarray(pred, np.float32)
-            out[f"alpha_{part}"] = np.float64(used)
-        return out
+        return stage2.predict_embeddings(cfg, train_betas, test_betas, (a_text, a_vision), normalize,
+                                         progress=progress)
 
     return context.get(cfg).store.arrays("clip_from_betas", params, compute)
 
@@ -107,11 +99,8 @@ def stage2_from(cfg: RunConfig, first_guesses: np.ndarray, conditions: dict, *, 
               "indices": None if indices is None else params_key({"i": idx.tolist()}), "seed": cfg.seed, **run}
 
     def compute():
-        emb, vd = stage2.clip_embedder(cfg), stage2.diffusion_model(cfg)
-        u_text, u_vision = emb.unconditional()
-        bs = 8 if vd.device.type == "cuda" else 4
-        return {"images": vd.reconstruct(first_guesses[idx], text[idx], vision[idx], u_text, u_vision,
-                                         seed=cfg.seed, indices=idx, batch_size=bs, progress=progress, **run)}
+        return {"images": stage2.reconstruct(cfg, first_guesses, {"text": text, "vision": vision}, idx, run,
+                                             progress=progress)}
 
     return context.get(cfg).store.arrays("stage2_from_betas", params, compute)["images"]
 

@@ -34,6 +34,8 @@ __all__ = [
     "clip_predictions",
     "diffusion_model",
     "model_sources",
+    "predict_embeddings",
+    "reconstruct",
     "resolve_alphas",
     "stage2_images",
 ]
@@ -171,22 +173,51 @@ def clip_predictions(cfg: RunConfig, *, alpha="auto", normalize: str | None = "t
               "cv_alphas": list(CV_ALPHAS) if name == "cv" else None}
 
     def compute():
-        train = clip_embeddings(cfg, "train", progress=progress)
+        out = {"ids": np.asarray(subj.test_ids, np.int64),
+               **predict_embeddings(cfg, subj.train_betas, subj.test_betas, (a_text, a_vision), normalize,
+                                    progress=progress)}
         test = clip_embeddings(cfg, "test", progress=progress)
-        out = {"ids": np.asarray(subj.test_ids, np.int64)}
-        for part, a in (("text", a_text), ("vision", a_vision)):
-            kw = dict(alphas=list(CV_ALPHAS), cv="gcv") if a == "cv" else dict(alpha=a)
-            pred, used = ridge.ridge_predict(subj.train_betas, train[part], subj.test_betas, normalize=normalize,
-                                             device=cfg.torch_device(), return_alpha=True, verbose=progress, **kw)
-            pred = np.asarray(pred, np.float32)
-            out[part] = pred
-            out[f"alpha_{part}"] = np.float64(used)
-            out[f"{part}_token_r"] = metrics.per_token_correlation(pred, test[part])
-            true64, pred64 = np.asarray(test[part], np.float64), np.asarray(pred, np.float64)
+        for part in ("text", "vision"):
+            out[f"{part}_token_r"] = metrics.per_token_correlation(out[part], test[part])
+            true64, pred64 = np.asarray(test[part], np.float64), np.asarray(out[part], np.float64)
             out[f"{part}_identification"] = np.float64(metrics.two_way_identification(true64, pred64).mean())
         return out
 
     return context.get(cfg).store.arrays("clip_predictions", params, compute)
+
+
+def predict_embeddings(cfg: RunConfig, train_betas: np.ndarray, test_betas: np.ndarray, alphas: tuple,
+                       normalize: str | None, *, progress: bool = False) -> dict[str, np.ndarray]:
+    """The two CLIP ridges (not cached): betas to the training stimuli's text and vision embeddings.
+
+    What :func:`clip_predictions` computes from the subject's betas and
+    :func:`nsdlib.pipeline.decode.clip_from_betas` from any betas of the same images.
+
+    Parameters
+    ----------
+    train_betas : ndarray of shape (n_train, n_voxels)
+    test_betas : ndarray of shape (n_test, n_voxels)
+    alphas : (text alpha, vision alpha)
+        From :func:`resolve_alphas`: a number, or ``"cv"`` (one alpha from :data:`CV_ALPHAS` by
+        generalised cross-validation).
+    normalize
+        As :func:`clip_predictions`.
+
+    Returns
+    -------
+    dict
+        ``text`` (n_test, 77, d) and ``vision`` (n_test, 257, d) float32 predictions;
+        ``alpha_text``, ``alpha_vision``: the alphas used.
+    """
+    train = clip_embeddings(cfg, "train", progress=progress)
+    out = {}
+    for part, a in zip(("text", "vision"), alphas):
+        kw = dict(alphas=list(CV_ALPHAS), cv="gcv") if a == "cv" else dict(alpha=a)
+        pred, used = ridge.ridge_predict(train_betas, train[part], test_betas, normalize=normalize,
+                                         device=cfg.torch_device(), return_alpha=True, verbose=progress, **kw)
+        out[part] = np.asarray(pred, np.float32)
+        out[f"alpha_{part}"] = np.float64(used)
+    return out
 
 
 # ---------------------------------------------------------------- images
@@ -275,12 +306,28 @@ def stage2_images(cfg: RunConfig, first_guesses: np.ndarray | None = None, noise
             cond = clip_predictions(cfg, alpha=alpha, normalize=normalize, progress=progress)
         if perm is not None:
             cond = {part: cond[part][perm] for part in ("text", "vision")}
-        emb = clip_embedder(cfg)
-        vd = diffusion_model(cfg)
-        u_text, u_vision = emb.unconditional()
-        bs = batch_size or (8 if vd.device.type == "cuda" else 4)
-        images = vd.reconstruct(first_guesses[idx], cond["text"][idx], cond["vision"][idx], u_text, u_vision,
-                                seed=cfg.seed, indices=idx, batch_size=bs, progress=progress, **run)
-        return {"images": images}
+        return {"images": reconstruct(cfg, first_guesses, cond, idx, run, batch_size=batch_size, progress=progress)}
 
     return context.get(cfg).store.arrays("stage2_images", params, compute)["images"]
+
+
+def reconstruct(cfg: RunConfig, first_guesses: np.ndarray, conditions: dict, indices: np.ndarray, settings: dict,
+                *, batch_size: int | None = None, progress: bool = True) -> np.ndarray:
+    """Versatile Diffusion over the test images ``indices`` (not cached).
+
+    What :func:`stage2_images` and :func:`nsdlib.pipeline.decode.stage2_from` run: the run's
+    diffusion model guided by ``conditions`` (``text`` and ``vision``, one row per test
+    image) against the unconditional embeddings, each image seeded by ``cfg.seed`` and its
+    position, ``settings`` as :data:`DIFFUSION_SETTINGS`; ``batch_size`` default 8 on CUDA,
+    4 on the CPU.
+
+    Returns
+    -------
+    uint8 ndarray of shape (len(indices), S, S, 3)
+    """
+    emb, vd = clip_embedder(cfg), diffusion_model(cfg)
+    u_text, u_vision = emb.unconditional()
+    bs = batch_size or (8 if vd.device.type == "cuda" else 4)
+    return vd.reconstruct(first_guesses[indices], conditions["text"][indices], conditions["vision"][indices],
+                          u_text, u_vision, seed=cfg.seed, indices=indices, batch_size=bs, progress=progress,
+                          **settings)
