@@ -246,6 +246,25 @@ def _z_metrics(true, pred, mean, scale) -> dict:
     return regression_metrics((true - mean) / scale, (pred - mean) / scale)
 
 
+def _fit_predict(cfg: RunConfig, reg_name: str, X: np.ndarray, Y: np.ndarray, test_betas: np.ndarray, *,
+                 checkpoint_dir=None):
+    """Fit one stage-1 regressor on ``(X, Y)`` with the run's validation split (10 %) and predict
+    the validation and the test images. Ridge solves once for both sets and re-standardises each
+    on its own (Brain-Diffuser's rule).
+
+    Returns
+    -------
+    tuple
+        ``(estimator, val_indices, (val_pred, test_pred), (raw_val, raw_test))``; the raw
+        predictions are ridge's before re-standardisation (the networks': the same arrays).
+    """
+    _, val_idx = validation_split(len(X), 0.1, cfg.seed)
+    opts = dict(regressor_options(cfg, reg_name), device=str(resolve_device(cfg.device)), seed=cfg.seed)
+    est = make_regressor(reg_name, checkpoint_dir=checkpoint_dir, **opts).fit(X, Y, val_indices=val_idx)
+    preds, raws = est.predict_sets([X[val_idx], test_betas], return_raw=True)
+    return est, val_idx, preds, raws
+
+
 def fit_regressor(cfg: RunConfig, regressor: str | None = None, n_layers: int | None = None) -> dict:
     """Train one stage-1 regressor (or reuse it) and report its errors.
 
@@ -278,16 +297,13 @@ def fit_regressor(cfg: RunConfig, regressor: str | None = None, n_layers: int | 
         lat = latents(cfg, n)
         Y = lat["train"]
         X = sd.train_betas[: len(Y)]
-        _, val_idx = validation_split(len(X), 0.1, cfg.seed)
+        t0 = time.perf_counter()
+        est, val_idx, (val_pred, test_pred), (raw_val, raw_test) = _fit_predict(cfg, reg_name, X, Y, sd.test_betas,
+                                                                                 checkpoint_dir=ckpt_dir)
         tr_idx = np.setdiff1d(np.arange(len(X)), val_idx)
-        opts = dict(regressor_options(cfg, reg_name), device=str(resolve_device(cfg.device)), seed=cfg.seed)
         mean, scale = Y[tr_idx].mean(0), Y[tr_idx].std(0)
         out = {"val_indices": val_idx}
         m = {}
-        t0 = time.perf_counter()
-        est = make_regressor(reg_name, checkpoint_dir=ckpt_dir, **opts).fit(X, Y, val_indices=val_idx)
-        # ridge: one solve for both sets, each re-standardised on its own (Brain-Diffuser's rule)
-        (val_pred, test_pred), (raw_val, raw_test) = est.predict_sets([X[val_idx], sd.test_betas], return_raw=True)
         if reg_name == "ridge":  # its errors before re-standardisation, and the alpha it used
             for split, true, pred in (("val", Y[val_idx], raw_val), ("test", lat["test"], raw_test)):
                 for k, v in regression_metrics(true, pred).items():
@@ -463,11 +479,7 @@ def first_guesses_from_betas(cfg: RunConfig, train_betas: np.ndarray, test_betas
 
     def compute():
         Y = latents(cfg, n)["train"]
-        X = train_betas[: len(Y)]
-        _, val_idx = validation_split(len(X), 0.1, cfg.seed)
-        opts = dict(regressor_options(cfg, "ridge"), device=str(resolve_device(cfg.device)), seed=cfg.seed)
-        est = make_regressor("ridge", **opts).fit(X, Y, val_indices=val_idx)
-        _, test_pred = est.predict_sets([X[val_idx], test_betas])  # as fit_regressor: one solve for both sets
+        est, _, (_, test_pred), _ = _fit_predict(cfg, "ridge", train_betas[: len(Y)], Y, test_betas)
         return {"test_pred": test_pred, "images": _decode(cfg, test_pred, n), "alpha": np.float64(est.alpha_)}
 
     return context.get(cfg).store.arrays("stage1_from_betas", params, compute)
