@@ -57,7 +57,7 @@ def clip_from_betas(cfg: RunConfig, train_betas: np.ndarray, test_betas: np.ndar
                          f"training and test image; found {train_betas.shape} and {test_betas.shape}")
     params = {"v": _VERSION, "dataset": cfg.dataset, "betas": array_key(train_betas, test_betas),
               "ids": array_key(subj.train_ids, subj.test_ids), "clip": context.get(cfg).source("clip").fingerprint,
-              "alpha": name, "normalize": normalize}
+              **stage2.ridge_params(name, normalize)}
 
     def compute():
         return stage2.predict_embeddings(cfg, train_betas, test_betas, (a_text, a_vision), normalize,

@@ -37,6 +37,7 @@ __all__ = [
     "predict_embeddings",
     "reconstruct",
     "resolve_alphas",
+    "ridge_params",
     "stage2_images",
 ]
 
@@ -120,6 +121,12 @@ def clip_embeddings(cfg: RunConfig, split: str = "test", *, progress: bool = Tru
     return context.get(cfg).store.arrays("clip_embeddings", params, compute)
 
 
+def ridge_params(alpha_name: str, normalize: bool) -> dict:
+    """What a cache key must hold of the CLIP ridges' settings: the alpha rule (from
+    :func:`resolve_alphas`), the grid ``"cv"`` chooses from (:data:`CV_ALPHAS`), and ``normalize``."""
+    return {"alpha": alpha_name, "normalize": normalize, "cv_alphas": list(CV_ALPHAS) if alpha_name == "cv" else None}
+
+
 def resolve_alphas(cfg: RunConfig, alpha="auto") -> tuple[str, object, object]:
     """Turn an alpha setting into (name, text alpha, vision alpha).
 
@@ -169,8 +176,7 @@ def clip_predictions(cfg: RunConfig, *, alpha="auto", normalize: str | None = "t
     subj = _subject(cfg)
     betas = array_key(subj.train_ids, subj.test_ids, subj.train_betas, subj.test_betas)
     params = {"v": _VERSION, "dataset": cfg.dataset, "betas": betas,
-              "clip": context.get(cfg).source("clip").fingerprint, "alpha": name, "normalize": normalize,
-              "cv_alphas": list(CV_ALPHAS) if name == "cv" else None}
+              "clip": context.get(cfg).source("clip").fingerprint, **ridge_params(name, normalize)}
 
     def compute():
         out = {"ids": np.asarray(subj.test_ids, np.int64),
