@@ -17,6 +17,7 @@ from .config import ConfigError, RunConfig, find_book_root, writable_folder
 from .names import IMAGE_METRICS, METRIC_HEADERS
 from .nsd import fetch_subject
 from .pipeline.betas import write_betas
+from .protocols import get_protocol
 from .runner import build_book, run_chain
 
 __all__ = ["main"]
@@ -125,7 +126,7 @@ def _cmd_score(args) -> int:
     """``nsdlib score``: a file or folder of reconstructions scored against the run's test stimuli."""
     from .pipeline import rescore, results  # deferred: imports torch and the metric networks
 
-    rescore.check_protocol(args.protocol)
+    get_protocol(args.protocol)  # an unknown name fails before torch is imported
     cfg = _config(args)
     rows, report = rescore.score_file(cfg, args.source, ids=args.ids, protocol=args.protocol, label=args.label,
                                       only_test_images=args.only_test_images, out=args.out,

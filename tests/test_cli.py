@@ -130,7 +130,7 @@ def test_score_prints_the_pipelines_scores_and_writes_the_row(capsys, world, tmp
 
 def test_score_refuses_an_unknown_protocol(capsys, tmp_path):
     code, err = run(capsys, "score", str(tmp_path / "recons.pt"), "--protocol", "mindeye2", "--workdir", str(tmp_path))
-    assert code == 2 and "unknown evaluation protocol 'mindeye2'; known protocols: brain-diffuser, mindeye" in err
+    assert code == 2 and "protocol must be one of brain-diffuser, mindeye; found 'mindeye2'" in err
 
 
 def test_score_of_a_bad_file_is_one_sentence(capsys, world, tmp_path):

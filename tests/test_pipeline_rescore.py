@@ -168,8 +168,7 @@ def test_ids_outside_the_test_set_and_unknown_protocols_are_refused(world, score
     with pytest.raises(ReconstructionFileError, match=rf"expected nsdIds of the {len(ids)} test images .*"
                                                       rf"found 1 of {len(ids)} that are not, such as nsdId {train_id}"):
         RS.score_file(cfg, path, progress=False)
-    with pytest.raises(ValueError, match="unknown evaluation protocol 'mindeye2'; known protocols: brain-diffuser, "
-                                         "mindeye"):
+    with pytest.raises(ValueError, match="protocol must be one of brain-diffuser, mindeye; found 'mindeye2'"):
         RS.score_file(cfg, path, protocol="mindeye2", progress=False)
     assert not results.results_path(cfg).exists()
 

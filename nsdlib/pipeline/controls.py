@@ -41,7 +41,7 @@ from ..names import IMAGE_METRICS
 from ..nsd import read_stimuli
 from ..store import array_key, params_key
 from . import context, data, evaluation, stage1, stage2
-from .results import RESULT_COLUMNS, result_row, write_results
+from .results import RESULT_COLUMNS, provenance, result_row, write_results
 
 __all__ = [
     "CONTROLS",
@@ -334,8 +334,7 @@ def evaluate_controls(cfg: RunConfig, *, vector: str = "class", seed: int | None
             result_row(cfg, SHUFFLED, cfg.n_layers, "none", s_rep,
                        M.latent_errors(lat["true"], lat["pred"][s["permutation"]]))]
     if write:
-        cards = {rep.card.key: rep.card.to_dict() for rep in (r_rep, s_rep) if rep.card is not None}
-        write_results(cfg, rows, {**r_rep.sources, **s_rep.sources}, cards)
+        write_results(cfg, rows, *provenance([r_rep, s_rep]))
     return {"rows": pd.DataFrame(rows, columns=list(RESULT_COLUMNS)), "reports": {RETRIEVAL: r_rep, SHUFFLED: s_rep},
             "retrieval": r, "shuffled": s, "overlap": ov,
             "seconds": {RETRIEVAL: r_s, SHUFFLED: s_s, "overlap": o_s}}

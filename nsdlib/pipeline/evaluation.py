@@ -42,7 +42,7 @@ from ..names import DATASET_LABELS, MODEL_SET_LABELS, NOISE_LEVELS, SUBJECTS
 from ..protocols import DEFAULT_PROTOCOL, ProtocolCard, get_protocol, protocol_card
 from ..store import array_key, load_arrays, save_arrays
 from . import context, data, stage1, stage2
-from .results import RESULT_COLUMNS, result_row, write_results
+from .results import RESULT_COLUMNS, provenance, result_row, write_results
 
 __all__ = [
     "NOISE_PLACEMENTS",
@@ -487,7 +487,7 @@ def evaluate(cfg: RunConfig, *, variants: Sequence[tuple[str, int]] | None = Non
 
             for lab in levels:
                 todo[(cfg.regressor, cfg.n_layers, lab)] = noisy(lab)
-    rows, reports, sources = [], {}, {}
+    rows, reports = [], {}
     for (r, n, lab), get in todo.items():
         rep = score(cfg, get(), gt=gt, batch_size=batch_size, progress=progress, card=card, _scorer=scorer)
         lat = None
@@ -495,9 +495,8 @@ def evaluate(cfg: RunConfig, *, variants: Sequence[tuple[str, int]] | None = Non
             lat = M.latent_errors(*_latents(cfg.replace(regressor=r, n_layers=n)))
         rows.append(result_row(cfg, r, n, lab, rep, lat))
         reports[(r, n, lab)] = rep
-        sources.update(rep.sources)
     if write and rows and idx is None:
-        write_results(cfg, rows, sources, {card.key: card.to_dict()})
+        write_results(cfg, rows, *provenance(reports.values()))
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS)), reports
 
 

@@ -34,7 +34,7 @@ from .. import mini
 from ..config import RunConfig
 from ..names import HIGHER_IS_BETTER, IMAGE_METRICS
 from . import context, decode, evaluation, stage1, stage2
-from .results import result_row, write_results
+from .results import provenance, result_row, write_results
 
 __all__ = ["FIRST_GUESS_STEPS", "LEDGER_PREFIX", "LEDGER_STEPS", "evaluate_ledger", "first_guess_ledger",
            "ledger_steps", "true_betas"]
@@ -175,8 +175,7 @@ def evaluate_ledger(cfg: RunConfig, *, write: bool = True, n_resamples: int = 20
     new = list(LEDGER_STEPS)[1:4]
     rows = [result_row(cfg, LEDGER_PREFIX + label, cfg.n_layers, "none", reports[label]) for label in new]
     if write:
-        cards = {r.card.key: r.card.to_dict() for r in reports.values() if r.card is not None}
-        write_results(cfg, rows, {k: v for lab in new for k, v in reports[lab].sources.items()}, cards)
+        write_results(cfg, rows, *provenance(reports[lab] for lab in new))
     scene = None
     if evaluation.scene_probe_info(cfg)["available"]:
         scene = evaluation.scene_scores(cfg, stages=images)

@@ -27,7 +27,7 @@ from .. import mini
 from ..config import RunConfig
 from ..nsd import ROI_SETS, select_voxels
 from . import context, data, decode, evaluation, stage1, stage2
-from .results import RESULT_COLUMNS, result_row, write_results
+from .results import RESULT_COLUMNS, provenance, result_row, write_results
 
 __all__ = ["CONTRAST", "REGION_PREFIX", "default_regions", "evaluate_regions", "matched_first_guesses",
            "population_encoding", "region_images", "region_mask", "region_voxels"]
@@ -196,9 +196,7 @@ def evaluate_regions(cfg: RunConfig, rois=None, *, write: bool = True, progress:
     rows = [{**result_row(cfg, REGION_PREFIX + name, cfg.n_layers, "none", reports[name]), "region": name,
              "voxels": images[name]["voxels"]} for name in regions]
     if write:
-        cards = {r.card.key: r.card.to_dict() for r in reports.values() if r.card is not None}
-        sources = {k: v for r in reports.values() for k, v in r.sources.items()}
-        write_results(cfg, [{k: r[k] for k in RESULT_COLUMNS} for r in rows], sources, cards)
+        write_results(cfg, [{k: r[k] for k in RESULT_COLUMNS} for r in rows], *provenance(reports.values()))
     scene = None
     if evaluation.scene_probe_info(cfg)["available"]:
         stages = {f"{name}: {part}": im[key] for name, im in images.items()

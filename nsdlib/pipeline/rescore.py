@@ -23,16 +23,15 @@ import pandas as pd
 from ..config import RunConfig
 from ..metrics import MetricReport
 from ..nsd import read_expdesign
-from ..protocols import PROTOCOLS, protocol_card
+from ..protocols import get_protocol, protocol_card
 from ..reconstructions import ReconstructionFileError, check_test_ids, read_reconstructions
 from . import context, data
 from .evaluation import ground_truth, score
-from .results import RESULT_COLUMNS, result_row, write_results
+from .results import RESULT_COLUMNS, provenance, result_row, write_results
 
 __all__ = [
     "FILE_N_LAYERS",
     "SHARED1000",
-    "check_protocol",
     "file_label",
     "score_file",
     "shared1000_ids",
@@ -42,13 +41,6 @@ __all__ = [
 SHARED1000 = "shared1000"
 #: The ``n_layers`` of a file's results row (no stage-1 model of this run made it).
 FILE_N_LAYERS = 0
-
-
-def check_protocol(protocol: str) -> str:
-    """``protocol`` if it is one of :data:`nsdlib.protocols.PROTOCOLS`; a ValueError listing them otherwise."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown evaluation protocol {protocol!r}; known protocols: {', '.join(PROTOCOLS)}")
-    return protocol
 
 
 def file_label(source) -> str:
@@ -114,7 +106,7 @@ def score_file(cfg: RunConfig, source, *, ids=None, protocol: str = "brain-diffu
     ValueError
         An unknown protocol.
     """
-    check_protocol(protocol)
+    get_protocol(protocol)  # an unknown name fails before any file is read
     if isinstance(ids, str) and ids == SHARED1000:
         ids = shared1000_ids(cfg)
     images, got = read_reconstructions(source, ids)  # a bad file fails before the dataset is read
@@ -136,5 +128,5 @@ def score_file(cfg: RunConfig, source, *, ids=None, protocol: str = "brain-diffu
                    progress=progress, protocol=protocol, card=card)
     row = result_row(cfg, label or file_label(source), FILE_N_LAYERS, "none", report)
     if write:
-        write_results(cfg, [row], report.sources, {card.key: card.to_dict()}, path=out)
+        write_results(cfg, [row], *provenance([report]), path=out)
     return pd.DataFrame([row], columns=list(RESULT_COLUMNS)), report

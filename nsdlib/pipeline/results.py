@@ -59,6 +59,7 @@ __all__ = [
     "RESULTS_SSIM_MODE",
     "RESULT_COLUMNS",
     "ResultsFormatError",
+    "provenance",
     "read_results",
     "result_row",
     "results_path",
@@ -127,6 +128,25 @@ def result_row(cfg: RunConfig, regressor: str, n_layers: int, noise: str, report
            "latent_mse": latents["mse"] if latents else float("nan"),
            "latent_mae": latents["mae"] if latents else float("nan"), "seed": cfg.seed, "quick": cfg.quick}
     return {k: _clean(row[k]) for k in RESULT_COLUMNS}
+
+
+def provenance(reports) -> tuple[dict, dict]:
+    """The ``sources`` and ``cards`` of :func:`write_results` for the MetricReports behind some rows.
+
+    Parameters
+    ----------
+    reports : iterable of MetricReport
+
+    Returns
+    -------
+    tuple of dict
+        ``(sources, cards)``: every metric's source (later reports win, all name the same
+        networks in one run) and every report's protocol card by key.
+    """
+    reports = list(reports)
+    sources = {k: v for rep in reports for k, v in rep.sources.items()}
+    cards = {rep.card.key: rep.card.to_dict() for rep in reports if rep.card is not None}
+    return sources, cards
 
 
 def write_results(cfg: RunConfig, rows: Sequence[dict], sources: dict | None = None,
