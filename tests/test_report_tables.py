@@ -102,19 +102,14 @@ def test_comparison_table_labels_models_and_keeps_the_published_numbers():
     assert set(t5[t5["source"] == "mean"]["protocol"]) == {"brain-diffuser"}
 
 
-def test_row_cards_and_the_card_caption():
+def test_report_cards_and_the_card_caption():
     card = protocol_card("mindeye", image_set="mini-NSD test set of subject 1", ids=[3, 1, 2],
                          repeats="betas averaged", seed=0)
-    rows = pd.DataFrame({"card": [card.key, card.key, None]})
-    doc = {"cards": {card.key: card.to_dict()}}
-    assert T.row_cards(doc, rows) == [card]
     caption = T.card_caption("Full pipeline", [card])
     assert caption.startswith("Full pipeline<br>Protocol card 1: protocol: mindeye") and card.ids_digest in caption
     assert "selection: none" in caption and "repeats: betas averaged" in caption
     reports = {"a": SimpleNamespace(card=card), "b": SimpleNamespace(card=None), "c": SimpleNamespace(card=card)}
     assert T.report_cards(reports) == [card] == T.report_cards(list(reports.values()))
-    with pytest.raises(KeyError, match=f"protocol card\\(s\\) {card.key} that the results file lacks"):
-        T.row_cards({"cards": {}}, rows)
 
 
 def test_latent_table_beside_table_3_or_none():

@@ -33,11 +33,11 @@ from .. import diffusion, metrics, nsd, paper, vdvae
 from ..names import (
     HIGHER_IS_BETTER,
     IMAGE_METRICS,
-    LOW_LEVEL_METRICS,
     METRIC_HEADERS,
     METRIC_LEVELS,
     NOISE_LABELS,
     NOISE_LEVELS,
+    PIXEL_METRICS,
     REGRESSOR_LABELS,
     REGRESSOR_PAPER_LABELS,
 )
@@ -76,7 +76,6 @@ __all__ = [
     "regressor_summary",
     "report_cards",
     "ridge_raw_row",
-    "row_cards",
     "scene_score_summary",
     "scene_score_table",
     "split_table",
@@ -107,25 +106,6 @@ def styled(table, caption: str | None = None, precision: int = 3):
 def _protocols(rows) -> list[str]:
     """Each results row's evaluation protocol (rows written before protocols existed: the default)."""
     return list(rows["protocol"]) if "protocol" in rows else [DEFAULT_PROTOCOL] * len(rows)
-
-
-def row_cards(doc: Mapping, rows) -> list[ProtocolCard]:
-    """The distinct protocol cards of results ``rows``, in their order, from the results file's ``doc``.
-
-    Parameters
-    ----------
-    doc : mapping
-        The results document (``nsdlib.pipeline.results.read_results(...)[0]``), its ``"cards"``.
-    rows : pandas.DataFrame
-        Results rows with a ``card`` column (the card's key); rows without one are skipped.
-    """
-    cards = doc.get("cards", {}) if doc else {}
-    keys = [k for k in dict.fromkeys(rows["card"]) if isinstance(k, str)] if "card" in rows else []
-    missing = [k for k in keys if k not in cards]
-    if missing:
-        raise KeyError(f"results rows name protocol card(s) {', '.join(missing)} that the results file lacks; "
-                       f"it has {', '.join(cards) or 'none'}")
-    return [ProtocolCard.from_dict(cards[k]) for k in keys]
 
 
 def report_cards(reports) -> list[ProtocolCard]:
@@ -218,7 +198,7 @@ def noise_placement_table(rows, *, ours_label: str = "ours", with_paper: bool = 
     return out.set_index(["noise", "source"])
 
 
-def noise_change(rows, metrics_shown: Sequence[str] = LOW_LEVEL_METRICS):
+def noise_change(rows, metrics_shown: Sequence[str] = PIXEL_METRICS):
     """Each noise level's scores as a change (%) from no noise, ours beside the paper's Table 6.
 
     Parameters
