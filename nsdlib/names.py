@@ -40,7 +40,6 @@ __all__ = [
     "IDENTIFICATION_METRICS",
     "IMAGE_METRICS",
     "LATENT_METRICS",
-    "LOW_LEVEL_METRICS",
     "METRIC_LEVELS",
     "METRICS",
     "METRIC_ARROWS",
@@ -53,6 +52,7 @@ __all__ = [
     "NOISE_AMPLITUDES",
     "NOISE_LABELS",
     "NOISE_LEVELS",
+    "PIXEL_METRICS",
     "N_LAYERS",
     "PURE_NOISE_AMPLITUDE",
     "REGRESSORS",
@@ -96,7 +96,8 @@ NOISE_LABELS = {"none": "No noise", **{str(a): f"Added noise ({a})" for a in NOI
 # ------------------------------------------------------------- metrics
 #: The eight image metrics in the paper's column order (Tables 4-6).
 IMAGE_METRICS = ("ssim", "pixcorr", "alexnet2", "alexnet5", "inceptionv3", "clip", "efficientnet", "swav")
-LOW_LEVEL_METRICS = ("ssim", "pixcorr")
+#: The two metrics computed on the pixels themselves (scores, not identification or distances).
+PIXEL_METRICS = ("ssim", "pixcorr")
 #: The two halves of the eight metrics as the paper (after Brain-Diffuser) heads its tables: low-level
 #: (pixels and AlexNet's early layers) and high-level (networks of categories and semantics).
 METRIC_LEVELS = {"low": ("pixcorr", "ssim", "alexnet2", "alexnet5"),

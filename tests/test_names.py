@@ -23,7 +23,7 @@ def test_every_metric_key_has_labels_and_a_direction():
                   names.METRIC_HEADERS, names.METRIC_SHORT_HEADERS):
         assert set(table) == set(names.METRICS)
     assert set(names.IMAGE_METRICS) <= set(names.METRICS)
-    assert set(names.LOW_LEVEL_METRICS) | set(names.IDENTIFICATION_METRICS) | set(names.DISTANCE_METRICS) \
+    assert set(names.PIXEL_METRICS) | set(names.IDENTIFICATION_METRICS) | set(names.DISTANCE_METRICS) \
         == set(names.IMAGE_METRICS)
     assert not set(names.IDENTIFICATION_METRICS) & set(names.DISTANCE_METRICS)
 
@@ -35,7 +35,7 @@ def test_headers_carry_the_direction():
     assert names.METRIC_HEADERS["mse"] == "MSE ↓"
     for m in names.DISTANCE_METRICS + names.LATENT_METRICS:
         assert not names.HIGHER_IS_BETTER[m]
-    for m in names.LOW_LEVEL_METRICS + names.IDENTIFICATION_METRICS + ("ssim_2d",):
+    for m in names.PIXEL_METRICS + names.IDENTIFICATION_METRICS + ("ssim_2d",):
         assert names.HIGHER_IS_BETTER[m]
 
 
