@@ -328,7 +328,7 @@ def first_guess_identity(cfg: RunConfig) -> dict:
 def check_first_guess_identity(answer, cfg: RunConfig) -> str:
     exp = first_guess_identity(cfg)
     return verdict(answer, exp, 0.01, f"{exp['own']:.2f} with their own stimuli against {exp['shuffled']:.2f} "
-                   "shuffled: the difference is what the brain told stage 1",
+                   "shuffled: the difference is what the brain told stage 1 about each image",
                    "shuffle with controls.shuffle_permutation(n, cfg.seed)")
 
 
@@ -344,8 +344,9 @@ def mean_image_baseline(cfg: RunConfig) -> dict:
 @_checked
 def check_mean_image_baseline(answer, cfg: RunConfig) -> str:
     exp = mean_image_baseline(cfg)
+    beat = "beat" if exp["first guess"] > exp["mean image"] else "do not beat"
     return verdict(answer, exp, 0.01, f"mean image {exp['mean image']:.2f}, first guesses {exp['first guess']:.2f}: "
-                   "a constant image already scores above 0 (backgrounds are alike)",
+                   f"the first guesses {beat} a decoder that ignores the brain",
                    "average the training stimuli (data.stimuli(cfg, 'train')), repeat it per test image")
 
 
@@ -405,8 +406,9 @@ def follows_first_guess(cfg: RunConfig) -> dict:
 @_checked
 def check_follows_first_guess(answer, cfg: RunConfig) -> str:
     exp = follows_first_guess(cfg)
+    closer = "first guess" if exp["first guess"] > exp["stimulus"] else "stimulus"
     return verdict(answer, exp, 0.01, f"{exp['first guess']:.2f} with the first guess, {exp['stimulus']:.2f} with "
-                   "the stimulus: stage 2 starts from the first guess's layout",
+                   f"the stimulus: stage 2 is closer to its {closer}",
                    "compare ev.final_images(cfg) with ev.first_guesses(cfg) and ev.ground_truth(cfg)")
 
 
