@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 RUN    ?= runs/mini/subj01
 
-.PHONY: env book check-book chain test bench lint clean
+.PHONY: env book check-book chain test bench lint clean student-copy
 
 env: $(STAMP)  ## a venv from the pinned requirements (once; again when they change)
 
@@ -25,6 +25,10 @@ check-book: env  ## every built page in headless Chromium, offline (after `make 
 
 test: env  ## the pytest suite: unit, mini-NSD integration, notebook smoke runs
 	$(PY) -m pytest -q
+
+STUDENT ?= student
+student-copy: env  ## the book without solutions, for a class: STUDENT=<folder> (default ./student)
+	$(PY) -m nsdlib teach student-copy $(STUDENT)
 
 bench: env  ## speed and memory benchmarks; results go to benchmarks/RESULTS.md by hand
 	@set -e; for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f; done

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import assets
+from . import assets, teach
 from .batch import batch_status, run_batch
 from .config import ConfigError, RunConfig, find_book_root, writable_folder
 from .names import IMAGE_METRICS, METRIC_HEADERS
@@ -153,6 +153,23 @@ def _scores_table(row, report, cfg: RunConfig, protocol: str) -> str:
     return "\n".join(lines)
 
 
+def _cmd_teach_student_copy(args) -> int:
+    book = _book_root(args)
+    written = teach.student_copy(book, args.out)
+    print(f"student copy of {len(written)} chapters (no solutions; .md and .ipynb) written to {args.out}")
+    return 0
+
+
+def _cmd_teach_grade(args) -> int:
+    wrong = 0
+    for path in args.notebooks:
+        table = teach.read_feedback(path)
+        for row in table.itertuples():
+            print(f"{Path(path).name}  {row.exercise}: {row.feedback}")
+        wrong += int((~table["right"]).sum())
+    return 1 if wrong else 0
+
+
 def _cmd_batch(args) -> int:
     """``nsdlib batch``: run a batch, or (``--status``) report on the latest one."""
     book = _book_root(args, needed=not (args.runs and (args.status or args.notebooks_dir)))
@@ -193,6 +210,20 @@ def _run_args(p: argparse.ArgumentParser, dataset_default: str | None = None) ->
     p.add_argument("--workdir", help="artifact store root")
     p.add_argument("--nsd-root", dest="nsd_root", help="dataset root (folder or s3://natural-scenes-dataset)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="any other run parameter (repeatable)")
+
+
+def _teach_parser(sub) -> None:
+    """``nsdlib teach student-copy`` and ``nsdlib teach grade``."""
+    p = sub.add_parser("teach", help="teaching: the student copy of the book and the grading of its exercises")
+    tsub = p.add_subparsers(dest="teach_command", required=True)
+    t = tsub.add_parser("student-copy", help="write the book's sources with every solution replaced by an answer cell")
+    t.add_argument("out", help="a new (or empty) folder")
+    _book_arg(t)
+    t.set_defaults(func=_cmd_teach_student_copy)
+    t = tsub.add_parser("grade", help="print the check line of each exercise of executed student notebooks "
+                        "(exit 1 if any is wrong or missing)")
+    t.add_argument("notebooks", nargs="+", metavar="NOTEBOOK.ipynb")
+    t.set_defaults(func=_cmd_teach_grade)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-write", dest="no_write", action="store_true", help="print the scores only")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="any other run parameter (repeatable)")
     p.set_defaults(func=_cmd_score)
+
+    _teach_parser(sub)
 
     p = sub.add_parser("batch", help="papermill chains for several subjects, locally or on Slurm")
     _run_args(p)

@@ -20,7 +20,7 @@ FLOORS = {
     "nsdlib.regressors": 2, "nsdlib.diffusion": 2, "nsdlib.metrics": 2,
     "nsdlib.nsd": 3, "nsdlib.mini": 3, "nsdlib.features": 3,
     "nsdlib.pipeline": 4,
-    "nsdlib.report": 5,
+    "nsdlib.report": 5, "nsdlib.teach": 5,
     "nsdlib.runner": 6, "nsdlib.batch": 6, "nsdlib.bookcheck": 6,
     "nsdlib.cli": 7, "nsdlib.__main__": 7,
 }
