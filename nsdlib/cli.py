@@ -8,7 +8,9 @@ and a failed chain or batch exits with 1.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import assets, teach
@@ -327,14 +329,45 @@ def build_parser() -> argparse.ArgumentParser:
 _PATH_ERRORS = (PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)
 
 
+_INTERRUPTED = "nsdlib: interrupted (completed notebooks and artifacts are kept; the same command resumes)"
+
+
+class _Interrupts:
+    """Ctrl-C while a command runs: raise KeyboardInterrupt as Python's own handler does, and
+    remember it, so that a command whose dependencies swallowed the KeyboardInterrupt (an
+    event loop cancelling its task, a cleanup path) still ends with exit code 130. Installed
+    only in the main thread; the previous handler comes back afterwards."""
+
+    def __init__(self):
+        self.seen = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; user errors print one line and return 2, Ctrl-C returns 130."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with _Interrupts() as interrupts:
+            code = int(args.func(args) or 0)
+        if interrupts.seen:  # interrupted, but something below went on to the end
+            raise KeyboardInterrupt
+        return code
     except KeyboardInterrupt:
-        print("nsdlib: interrupted (completed notebooks and artifacts are kept; the same command resumes)",
-              file=sys.stderr)
+        print(_INTERRUPTED, file=sys.stderr)
         return 130
     except _PATH_ERRORS as exc:
         where = f" {exc.filename}" if exc.filename else ""

@@ -1,7 +1,12 @@
 """Each `nsdlib` sub-command turns a user's mistake into one sentence and exit code 2."""
 
+import os
+import signal
+import time
+
 import pytest
 
+from nsdlib import cli
 from nsdlib.cli import main
 
 
@@ -144,3 +149,21 @@ def test_score_of_a_bad_file_is_one_sentence(capsys, world, tmp_path):
     assert code == 2
     assert err.strip() == (f"nsdlib: error: {tmp_path / 'recons.npy'}: expected finite pixels; found 1 NaN or "
                            "infinite values in 1 of 3 images")
+
+
+@pytest.mark.parametrize("swallowed", [False, True])
+def test_ctrl_c_exits_130_with_one_line_even_when_a_dependency_swallows_it(monkeypatch, capsys, swallowed):
+    def fetch(args):  # Ctrl-C arrives while the command runs; some library may catch it and go on
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises here
+        except KeyboardInterrupt:
+            if not swallowed:
+                raise
+        return 0
+
+    monkeypatch.setattr(cli, "_cmd_fetch", fetch)
+    before = signal.getsignal(signal.SIGINT)
+    assert cli.main(["fetch", "nsd"]) == 130
+    assert capsys.readouterr().err.strip() == cli._INTERRUPTED
+    assert signal.getsignal(signal.SIGINT) is before  # Python's own handler is back
