@@ -21,17 +21,25 @@ for (:class:`Ridge` computes it as ``X'(XX' + alpha I)^-1 Y``, by the same strea
 Cross-validation shares its factorisations across all targets. Leave-one-out and generalised
 cross-validation (GCV) use one eigendecomposition ``K = V S V'`` of the training kernel for
 every alpha as well: each alpha only rescales the projected targets ``V'Y`` (for GCV, at a
-cost per alpha of one pass over ``V'Y``'s squares). k-fold uses one Cholesky factor per fold
-and alpha, and the ``(n_val, n_train)`` map it gives: each alpha costs one product with the
-training targets either way, and a Cholesky factor costs a fraction of an
-eigendecomposition. Errors can be pooled per target, per token (all but the last target
-axis) or over the whole regression; a pooled group wider than the number of samples is first
-compressed to an ``(n, n)`` matrix with (to rounding) the same Gram matrix ``YY'``, which
-leaves every squared error unchanged.
+cost per alpha of one pass over ``V'Y``'s squares). k-fold in the kernel form takes each
+fold's training and validation kernels as slices of the whole kernel (re-centred on the fold's
+training rows, exactly) and decomposes each fold's kernel once, ``Ktr = U S U'``; each alpha
+then costs one product ``(Kva U) diag(1/(s + alpha)) U'Y``. That decomposition runs in float32
+when the working dtype is float32 and ``s_max / min(alphas) <= 1e3`` (rounding stays about
+1e-4 relative); otherwise, and in the primal form, each fold and alpha gets a float64 Cholesky
+factor and the ``(n_val, n_train)`` map it gives. Errors can be pooled per target, per token
+(all but the last target axis) or over the whole regression; a pooled group wider than the
+number of samples is first compressed to an ``(n, n)`` matrix with (to rounding) the same Gram
+matrix ``YY'``, which leaves every squared error unchanged.
 
 Products run in the requested ``dtype`` (float32 by default) on the requested device; Gram
 matrices are accumulated in float64 over blocks and every factorisation and solve runs in
-float64.
+float64, except the k-fold decompositions above.
+
+:class:`Ridge` keeps the kernel form after ``fit`` (centred X, its Gram matrix, the alphas and
+a reference to Y) and streams the targets at ``predict``; its weights are formed on first read
+of ``coef_`` (or with ``weights=True``), so a fit at subject 1's CLIP-vision shape holds about
+the inputs plus two n x n float64 matrices and one centred copy of X.
 
 Brain-Diffuser re-standardises each output dimension of its test predictions to the mean
 and standard deviation of the training targets (``normalize="test"``, which uses the test
@@ -63,6 +71,7 @@ NORMALIZE = (None, "test", "train", "loo")
 _CV_NAMES = ("loo", "gcv")
 _BATCH_BYTES = 2**28  # default device memory for one batch of target columns (256 MiB)
 _GRAM_CHUNK = 2048  # features (or rows) per block of a float64-accumulated Gram matrix
+_F32_COND = 1e3  # largest s_max / alpha for which k-fold CV in float32 decomposes a fold kernel in float32
 _FORMAT = "nsdlib.ridge/1"
 
 
@@ -300,13 +309,52 @@ class _Eig:
 
 @dataclass
 class _Fold:
-    """One k-fold split and, for each alpha, the map from centred training targets to
-    validation predictions, ``M = Xva (Xtr'Xtr + aI)^-1 Xtr'`` (one Cholesky factor per alpha,
-    shared by every target)."""
+    """One k-fold split and what turns its centred training targets into validation predictions.
+
+    Either ``M``, one map ``Xva (Xtr'Xtr + aI)^-1 Xtr'`` per alpha (primal form: one Cholesky
+    factor per alpha), or the fold kernel's eigendecomposition ``Ktr = U diag(s) U'`` with
+    ``A = Kva U`` (kernel form: one decomposition for every alpha; each alpha costs one product
+    ``A (diag(1 / (s + a)) U'Ytr)``)."""
 
     train: np.ndarray
     val: np.ndarray
-    M: list  # n_alphas tensors of shape (n_val, n_train), working dtype
+    M: list | None = None  # n_alphas tensors of shape (n_val, n_train), working dtype
+    U: torch.Tensor | None = None  # (n_train, n_train), working dtype
+    A: torch.Tensor | None = None  # (n_val, n_train), working dtype
+    s: torch.Tensor | None = None  # (n_train,), float64, >= 0
+
+
+def _fold_kernels(G: torch.Tensor, train: np.ndarray, val: np.ndarray, centre: bool):
+    """The fold's training kernel and validation-by-training kernel from the whole kernel ``G``.
+
+    With ``centre``, both are those of the rows centred on the training rows' mean ``mu``:
+    ``(x_i - mu)(x_j - mu)' = G_ij - r_i - r_j + c``, with ``r_i`` the mean of ``G_ik`` over
+    training rows ``k`` and ``c`` the mean of ``G`` over training pairs (float64, exact)."""
+    tr = torch.as_tensor(train, device=G.device)
+    va = torch.as_tensor(val, device=G.device)
+    Ktr = G[tr][:, tr]
+    Kva = G[va][:, tr]
+    if centre:
+        r_tr = Ktr.mean(1)
+        c = r_tr.mean()
+        Ktr = Ktr - r_tr[:, None] - r_tr[None, :] + c
+        Kva = Kva - Kva.mean(1)[:, None] - r_tr[None, :] + c
+    return Ktr, Kva
+
+
+def _kernel_eig32(K: torch.Tensor, min_alpha: float):
+    """``K = U diag(s) U'`` in float32, for ridge solves with alphas of at least ``min_alpha``,
+    or None when ``s_max / min_alpha`` exceeds :data:`_F32_COND`.
+
+    The float32 decomposition, and the float32 products that apply ``U diag(1 / (s + a)) U'``,
+    err by about float32's epsilon times that ratio (at most about 1e-4 relative); past it, the
+    caller uses one float64 Cholesky factor per alpha instead. Returns ``s`` (float64, >= 0)
+    and ``U`` (float32).
+    """
+    s, U = torch.linalg.eigh(K.float())
+    if float(s.max()) / min_alpha > _F32_COND:
+        return None
+    return s.double().clamp_min(0.0), U
 
 
 def _thin_eig(Xc: torch.Tensor, G: torch.Tensor | None = None):
@@ -363,7 +411,7 @@ class _Engine:
             self.x_mean = torch.zeros(self.p, dtype=torch.float64, device=self.device)
         self.Xc = Xt
         self.kernel = self.n <= self.p
-        self._G = None
+        self._G = self._K = None
 
         # one pass over the targets: mean and (population) std of every column
         self.y_mean = np.zeros(self.t)
@@ -410,6 +458,14 @@ class _Engine:
             self._G = _gram_rows(self.Xc, self.Xc) if self.kernel else _gram_cols(self.Xc)
         return self._G
 
+    def kernel_gram(self) -> torch.Tensor:
+        """``Xc Xc'`` (n, n), float64: ``G`` in the kernel form, computed apart in the primal one."""
+        if self.kernel:
+            return self.G
+        if self._K is None:
+            self._K = _gram_rows(self.Xc, self.Xc)
+        return self._K
+
     def centre_rows(self, Z) -> torch.Tensor:
         Zt = torch.as_tensor(Z).to(device=self.device, dtype=self.dtype)
         return Zt - self.x_mean.to(self.dtype) if self.fit_intercept else Zt
@@ -424,15 +480,24 @@ class _Engine:
         folds = np.array_split(np.arange(self.n), cv)
         for val in tqdm(folds, desc="cv folds", disable=not self.verbose, leave=False):
             train = np.setdiff1d(np.arange(self.n), val)
+            if len(train) <= self.p:  # kernel form: slices of the whole kernel
+                Ktr, Kva = _fold_kernels(self.kernel_gram(), train, val, self.fit_intercept)
+                eig = _kernel_eig32(Ktr, float(np.min(alphas))) if self.dtype == torch.float32 else None
+                if eig is not None:  # one decomposition for every alpha
+                    s, U = eig
+                    out.append(_Fold(train=train, val=val, U=U, A=Kva.float() @ U, s=s))
+                    continue
+                Ms = [torch.cholesky_solve(Kva.T.contiguous(), torch.linalg.cholesky(_ridge_shift(Ktr, float(a))))
+                      .T.to(self.dtype) for a in alphas]
+                out.append(_Fold(train=train, val=val, M=Ms))
+                continue
             Xtr = self.Xc[train]
             Xva = self.Xc[val]
             if self.fit_intercept:
                 mu = Xtr.mean(0)
                 Xtr, Xva = Xtr - mu, Xva - mu
-            kernel = len(train) <= self.p
-            G = _gram_rows(Xtr, Xtr) if kernel else _gram_cols(Xtr)
-            Kva = _gram_rows(Xva, Xtr) if kernel else None
-            Ms = [_Solver(Xtr, G, kernel, float(a)).rows(Xva, Kva).to(self.dtype) for a in alphas]
+            G = _gram_cols(Xtr)
+            Ms = [_Solver(Xtr, G, False, float(a)).rows(Xva).to(self.dtype) for a in alphas]
             out.append(_Fold(train=train, val=val, M=Ms))
         return out
 
@@ -474,8 +539,14 @@ class _Engine:
             if self.fit_intercept:
                 mu = Ytr.mean(0)
                 Ytr, Yva = Ytr - mu, Yva - mu
-            for i, M in enumerate(d.M):
-                err[i] += (Yva - M @ Ytr).square().sum(0, dtype=torch.float64)
+            if d.M is not None:
+                for i, M in enumerate(d.M):
+                    err[i] += (Yva - M @ Ytr).square().sum(0, dtype=torch.float64)
+                continue
+            B = d.U.T @ Ytr
+            for i, a in enumerate(alphas):
+                f = (1.0 / (d.s + a)).to(dt)
+                err[i] += (Yva - d.A @ (B * f[:, None])).square().sum(0, dtype=torch.float64)
         return err
 
     def select(self, alphas: np.ndarray, cv, alpha_per: str):
@@ -509,15 +580,17 @@ class _Engine:
             for s, e in self._batches(self.t, "cv targets", step):
                 e_cols = self._errors(decomps, cv, self.centred(slice(s, e)), alphas)
                 total[:, s // gsize:e // gsize] += e_cols.reshape(len(alphas), -1, gsize).sum(2)
+        self._K = None
         mse = (total / (self.n * gsize)).cpu().numpy()
         best = np.asarray(alphas)[np.argmin(mse, axis=0)]
         return np.repeat(best, gsize), mse, gshape
 
     # ---- the streamed solve
 
-    def solve(self, alpha_t: np.ndarray, *, Z=None, weights: bool = False, train_stats: str | None = None):
-        """Stream the targets through the smoothers of each distinct alpha (call once: ``X``
-        and its Gram matrix are released before the last alpha's targets are streamed).
+    def solve(self, alpha_t: np.ndarray, *, Z=None, weights: bool = False, train_stats: str | None = None,
+              keep: bool = False):
+        """Stream the targets through the smoothers of each distinct alpha (unless ``keep``, call
+        once: ``X`` and its Gram matrix are released before the last alpha's targets are streamed).
 
         Returns a dict with ``pred`` (n_z, t) when ``Z`` is given, ``coef`` (t, p) when
         ``weights`` (both in the working dtype), and ``pred_mean``/``pred_std`` (t,) float64 of the
@@ -549,7 +622,9 @@ class _Engine:
                 del Hd
             del solver
             if a == uniq[-1]:  # the factorisations are no longer needed: free them before streaming
-                self._G = self.Xc = Kz = Zc = None
+                Kz = Zc = None
+                if not keep:
+                    self._G = self.Xc = None
             cols_all = np.arange(self.t) if len(uniq) == 1 else np.flatnonzero(alpha_t == a)
             for s, e in self._batches(cols_all.size, f"targets (alpha={a:g})"):
                 if len(uniq) == 1:
@@ -741,9 +816,13 @@ def _alpha_vector(eng: _Engine, alpha, alphas, cv, alpha_per):
 class Ridge(BaseEstimator):
     """Multi-target ridge regression with optional cross-validated alphas.
 
-    A scikit-learn-style estimator for targets of any trailing shape. ``fit`` computes the
-    weights (``coef_``), streaming batches of targets; for test predictions alone,
-    :func:`ridge_predict` is cheaper and never forms the weights.
+    A scikit-learn-style estimator for targets of any trailing shape. By default ``fit`` keeps
+    the kernel (or primal) form: the centred training inputs, their Gram matrix, the chosen
+    alphas and a reference to ``Y`` (not a copy: do not modify it in place before predicting);
+    :meth:`predict` then streams batches of targets through one map per alpha, as
+    :func:`ridge_predict` does, and the weight matrix (t x p: 11.6 GiB in float32 for subject 1's
+    CLIP-vision regression) is formed only when ``coef_`` or ``intercept_`` is first read (or
+    :meth:`save` is called), or at once with ``weights=True``.
 
     Parameters
     ----------
@@ -773,11 +852,13 @@ class Ridge(BaseEstimator):
         Target columns per batch (default: 256 MiB of one batch on the device).
     verbose : bool
         Progress bars over batches.
+    weights : bool
+        Form the weights in ``fit`` (and release the training data) rather than on first use.
 
     Attributes
     ----------
     coef_ : ndarray of shape (*target_shape, n_features), in the working dtype
-        Weights, in scikit-learn's layout (one row of weights per target).
+        Weights, in scikit-learn's layout (one row of weights per target); formed on first read.
     intercept_ : float or ndarray of shape target_shape, in the working dtype
     alpha_ : float, or ndarray of shape target_shape ('target') or target_shape[:-1] ('token')
     cv_mse_ : ndarray of shape (n_alphas, *group_shape), or None
@@ -792,7 +873,8 @@ class Ridge(BaseEstimator):
 
     def __init__(self, alpha: float = 1.0, *, alphas=None, cv=5, alpha_per: str = "regression",
                  fit_intercept: bool = True, normalize: str | None = None, device="auto",
-                 dtype=torch.float32, batch_targets: int | None = None, verbose: bool = True):
+                 dtype=torch.float32, batch_targets: int | None = None, verbose: bool = True,
+                 weights: bool = False):
         self.alpha = alpha
         self.alphas = alphas
         self.cv = cv
@@ -803,9 +885,10 @@ class Ridge(BaseEstimator):
         self.dtype = dtype
         self.batch_targets = batch_targets
         self.verbose = verbose
+        self.weights = weights
 
     def fit(self, X, Y) -> Ridge:
-        """Fit the weights (and choose alphas when ``alphas`` is given).
+        """Fit the model (and choose alphas when ``alphas`` is given).
 
         Parameters
         ----------
@@ -821,13 +904,11 @@ class Ridge(BaseEstimator):
                       batch_targets=self.batch_targets, verbose=self.verbose)
         alpha_t, mse, gshape = _alpha_vector(eng, self.alpha, self.alphas, self.cv, self.alpha_per)
         train_stats = self.normalize if self.normalize in ("train", "loo") else None
-        res = eng.solve(alpha_t, weights=True, train_stats=train_stats)
         shape = eng.target_shape
-        coef = res["coef"]  # (t, p)
-        x_mean = eng.x_mean.cpu().numpy()
-        intercept = (eng.y_mean_fit - _rows_dot(coef, x_mean)).astype(coef.dtype)
-        self.coef_ = coef.reshape(*shape, eng.p)
-        self.intercept_ = intercept.reshape(shape) if shape else float(intercept[0])
+        self._coef = self._intercept = None
+        self._engine, self._alpha_t = eng, alpha_t
+        if train_stats:
+            res = eng.solve(alpha_t, train_stats=train_stats, keep=True)
         self.alpha_ = _alpha_report(alpha_t, self.alpha_per if mse is not None else "regression", shape)
         self.cv_mse_ = None if mse is None else mse.reshape(mse.shape[0], *gshape)
         self.target_mean_ = eng.y_mean.reshape(shape)
@@ -836,10 +917,46 @@ class Ridge(BaseEstimator):
         self.pred_std_ = res["pred_std"].reshape(shape) if train_stats else None
         self.n_features_in_ = eng.p
         self.target_shape_ = shape
+        if self.weights:
+            self._form_weights()
         return self
 
+    def _form_weights(self) -> None:
+        """Compute ``coef_`` and ``intercept_`` from the kept training data, then release it."""
+        eng = self._engine
+        coef = eng.solve(self._alpha_t, weights=True)["coef"]  # (t, p)
+        x_mean = eng.x_mean.cpu().numpy()
+        intercept = (eng.y_mean_fit - _rows_dot(coef, x_mean)).astype(coef.dtype)
+        shape = eng.target_shape
+        self._coef = coef.reshape(*shape, eng.p)
+        self._intercept = intercept.reshape(shape) if shape else float(intercept[0])
+        self._engine = self._alpha_t = None
+
+    @property
+    def coef_(self) -> np.ndarray:
+        self._check_fitted()
+        if self._coef is None:
+            self._form_weights()
+        return self._coef
+
+    @coef_.setter
+    def coef_(self, value) -> None:
+        self._coef = value
+        self._engine = self._alpha_t = None
+
+    @property
+    def intercept_(self):
+        self._check_fitted()
+        if self._coef is None:
+            self._form_weights()
+        return self._intercept
+
+    @intercept_.setter
+    def intercept_(self, value) -> None:
+        self._intercept = value
+
     def _check_fitted(self):
-        if not hasattr(self, "coef_"):
+        if not hasattr(self, "target_shape_"):
             from sklearn.exceptions import NotFittedError
 
             raise NotFittedError("this Ridge is not fitted yet; call fit(X, Y) (or Ridge.load(path)) first")
@@ -857,10 +974,23 @@ class Ridge(BaseEstimator):
         """
         self._check_fitted()
         X = _check_test(X, self.n_features_in_, "X")
-        device, dtype = _resolve_device(self.device), _resolve_dtype(self.dtype)
-        Xt = torch.as_tensor(X).to(device=device, dtype=dtype)
         shape = self.target_shape_
         t = int(np.prod(shape, dtype=np.int64))
+        if self._coef is None:
+            out = self._engine.solve(self._alpha_t, Z=X, keep=True)["pred"]
+        else:
+            out = self._predict_weights(X, t)
+        if self.normalize == "test":
+            out = restandardize(out, self.target_mean_.reshape(t), self.target_std_.reshape(t))
+        elif self.normalize in ("train", "loo"):
+            out = restandardize(out, self.target_mean_.reshape(t), self.target_std_.reshape(t),
+                                self.pred_mean_.reshape(t), self.pred_std_.reshape(t))
+        return out.reshape(out.shape[0], *shape)
+
+    def _predict_weights(self, X, t: int) -> np.ndarray:
+        """``X @ coef_.T + intercept_``, (n_samples, t), in batches of targets."""
+        device, dtype = _resolve_device(self.device), _resolve_dtype(self.dtype)
+        Xt = torch.as_tensor(X).to(device=device, dtype=dtype)
         coef = self.coef_.reshape(t, self.n_features_in_)
         np_dtype = np.float64 if dtype == torch.float64 else np.float32
         icpt = np.asarray(self.intercept_, dtype=np_dtype).reshape(t)
@@ -869,12 +999,7 @@ class Ridge(BaseEstimator):
         for s in tqdm(range(0, t, step), desc="predict", disable=(not self.verbose) or t <= step, leave=False):
             w = torch.from_numpy(np.ascontiguousarray(coef[s:s + step])).to(device=device, dtype=dtype)
             out[:, s:s + step] = (Xt @ w.T).cpu().numpy() + icpt[s:s + step]
-        if self.normalize == "test":
-            out = restandardize(out, self.target_mean_.reshape(t), self.target_std_.reshape(t))
-        elif self.normalize in ("train", "loo"):
-            out = restandardize(out, self.target_mean_.reshape(t), self.target_std_.reshape(t),
-                                self.pred_mean_.reshape(t), self.pred_std_.reshape(t))
-        return out.reshape(out.shape[0], *shape)
+        return out
 
     # ---- persistence (safetensors: tensors plus a JSON header, no pickle)
 

@@ -11,7 +11,7 @@ from sklearn.linear_model import Ridge as SkRidge
 from sklearn.linear_model import RidgeCV as SkRidgeCV
 from sklearn.model_selection import KFold
 
-from nsdlib.ridge import Ridge, restandardize, ridge_predict
+from nsdlib.ridge import Ridge, _fold_kernels, _kernel_eig32, restandardize, ridge_predict
 
 torch.set_num_threads(2)
 F64 = torch.float64
@@ -186,6 +186,62 @@ def test_per_target_alphas_and_predictions():
                                 batch_targets=5, return_alpha=True)
     np.testing.assert_array_equal(alpha, m.alpha_)
     np.testing.assert_allclose(pred, sk.predict(Z), rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.parametrize("n,p", [(30, 50), (60, 12)], ids=["kernel(n<p)", "primal(n>p)"])
+def test_lazy_fit_predicts_the_closed_form_and_forms_weights_only_when_read(n, p):
+    X, Y, Z = _data(n, p, 6, seed=21)
+    Y[:, 3:] = np.random.default_rng(22).normal(size=(n, 3)) * 3  # noise targets: other alphas
+    m = Ridge(alphas=[0.2, 20.0, 2000.0], cv="loo", alpha_per="target", dtype=F64).fit(X, Y)
+    assert m._coef is None  # the lazy fit keeps the kernel form: no t x p weights yet
+    alphas = m.alpha_
+    assert len(set(alphas.tolist())) > 1
+    ref = np.stack([Z @ w + b for w, b in (_closed_form(X, Y[:, [j]], a) for j, a in enumerate(alphas))], 1)[..., 0]
+    np.testing.assert_allclose(m.predict(Z), ref, rtol=1e-9, atol=1e-10)
+    eager = Ridge(alphas=[0.2, 20.0, 2000.0], cv="loo", alpha_per="target", dtype=F64, weights=True).fit(X, Y)
+    assert eager._coef is not None and eager._engine is None
+    np.testing.assert_array_equal(eager.alpha_, alphas)
+    np.testing.assert_allclose(eager.predict(Z), ref, rtol=1e-9, atol=1e-10)
+    W = np.stack([_closed_form(X, Y[:, [j]], a)[0][:, 0] for j, a in enumerate(alphas)])
+    np.testing.assert_allclose(m.coef_, W, rtol=1e-9, atol=1e-11)  # formed on first read
+    assert m._engine is None  # and the training data released
+    np.testing.assert_allclose(m.predict(Z), ref, rtol=1e-9, atol=1e-10)
+
+
+def test_fold_kernels_are_the_fold_centred_kernels():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(12, 5)) + 2.0
+    train, val = np.array([0, 1, 2, 5, 6, 7, 9, 10]), np.array([3, 4, 8, 11])
+    G = torch.from_numpy(X @ X.T)
+    mu = X[train].mean(0)
+    Ktr, Kva = _fold_kernels(G, train, val, centre=True)
+    np.testing.assert_allclose(Ktr.numpy(), (X[train] - mu) @ (X[train] - mu).T, atol=1e-12)
+    np.testing.assert_allclose(Kva.numpy(), (X[val] - mu) @ (X[train] - mu).T, atol=1e-12)
+    Ktr, Kva = _fold_kernels(G, train, val, centre=False)
+    np.testing.assert_allclose(Kva.numpy(), X[val] @ X[train].T, atol=1e-12)
+
+
+def test_float32_kfold_errors_match_float64():
+    # in float32 the fold kernels are decomposed once in float32 (s_max / alpha is small here)
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(40, 120)).astype(np.float32)
+    Y = (X @ rng.normal(size=(120, 8)) / 10.0 + rng.normal(size=(40, 8))).astype(np.float32)
+    alphas = [30.0, 300.0, 3000.0]
+    m32 = Ridge(alphas=alphas, cv=5, alpha_per="target").fit(X, Y)
+    m64 = Ridge(alphas=alphas, cv=5, alpha_per="target", dtype=F64).fit(X.astype(np.float64), Y.astype(np.float64))
+    np.testing.assert_allclose(m32.cv_mse_, m64.cv_mse_, rtol=1e-5)
+    np.testing.assert_array_equal(m32.alpha_, m64.alpha_)
+
+
+def test_kernel_eig32_decomposes_or_declines():
+    rng = np.random.default_rng(5)
+    A = rng.normal(size=(20, 30))
+    K = torch.from_numpy(A @ A.T)
+    s_max = float(np.linalg.eigvalsh(A @ A.T).max())
+    s, U = _kernel_eig32(K, min_alpha=s_max / 500)
+    assert s.dtype == F64 and U.dtype == torch.float32
+    np.testing.assert_allclose((U.double() * s) @ U.double().T, K, rtol=0, atol=1e-5 * s_max)
+    assert _kernel_eig32(K, min_alpha=s_max / 2000) is None  # past s_max / alpha = 1e3: float64 instead
 
 
 def test_compressed_groups_give_exact_pooled_errors():
