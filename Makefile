@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 RUN    ?= runs/mini/subj01
 
-.PHONY: env book check-book chain test bench lint clean student-copy
+.PHONY: env book check-book chain test bench bench-report lint clean student-copy
 
 env: $(STAMP)  ## a venv from the pinned requirements (once; again when they change)
 
@@ -30,8 +30,12 @@ STUDENT ?= student
 student-copy: env  ## the book without solutions, for a class: STUDENT=<folder> (default ./student)
 	$(PY) -m nsdlib teach student-copy $(STUDENT)
 
-bench: env  ## speed and memory benchmarks; results go to benchmarks/RESULTS.md by hand
+bench: env  ## speed and memory benchmarks (benchmarks/README.md), then RESULTS.md's tables from their JSON
 	@set -e; for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f; done
+	$(PY) benchmarks/report.py
+
+bench-report: env  ## RESULTS.md's measured tables, regenerated from benchmarks/results/*.json
+	$(PY) benchmarks/report.py
 
 lint: env
 	$(PY) -m ruff check nsdlib tests benchmarks

@@ -24,6 +24,11 @@ Three parts (``--part accuracy speed ridge``, default all):
    fractions, and called once per fraction (GLMsingle's pattern: one decomposition per
    fraction). All four give the same betas (max difference printed).
 
+Parts 2 and 3 run under the benchmark protocol (``_protocol.py``: one thread, ``--repeats``
+interleaved repeats, load recorded) and write ``benchmarks/results/glm.json``; part 1 prints
+its table (RESULTS.md's copy of it is hand-written). GLMsingle itself as a peer:
+``bench_glmsingle.py``.
+
 Run: ``.venv/bin/python benchmarks/bench_glm.py [--root DIR] [--subjects 1 2 5 7] [--voxels 15000]``.
 """
 
@@ -40,6 +45,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from _protocol import Session, spread
 
 from nsdlib import glm
 from nsdlib.glm import GLMSingle, TrialDesign, hrf_library, polynomial_basis, trial_regressors
@@ -166,30 +172,41 @@ def _dense_ols_all_hrfs(runs, designs):
     return best
 
 
-def speed(n_vox: int, n_peer: int, chunks):
+def speed(run, n_vox: int, n_peer: int, chunks, repeats: int):
+    """Whole fits (seconds over repeats, traced peak) and models A+B against the dense-OLS peer."""
     runs, designs = nsd_session(n_vox)
-    print(f"\n## Whole fit, synthetic NSD-size session: 12 runs x 226 volumes (TR 4/3 s), 750 trials, {n_vox} voxels")
     inp = sum(y.nbytes for y in runs) / MB
+    rows = []
     for chunk in chunks:
-        model, secs, peak = _peak(lambda c=chunk: GLMSingle(tr=NSD_TR, verbose=False, chunk_size=c).fit(runs, designs))
-        print(f"nsdlib GLMSingle (models A-D), chunk_size={chunk}: {secs:.1f} s = {secs / n_vox * 1000:.2f} s per "
-              f"1,000 voxels; peak traced memory {peak:.0f} MB beyond the {inp:.0f} MB input "
-              f"(the four models' betas alone: {4 * 750 * n_vox * 4 / MB:.0f} MB); n_pcs={model.n_pcs_}")
-        del model
-        gc.collect()
-    # model B alone, block OLS vs the dense peer, on a subset of voxels (the peer is slow)
+        times, peaks = [], []
+        for _ in range(repeats):
+            _, secs, peak = _peak(lambda c=chunk: GLMSingle(tr=NSD_TR, verbose=False, chunk_size=c).fit(runs, designs))
+            times.append(secs)
+            peaks.append(peak)
+            gc.collect()
+        rows.append([f"models A–D, `chunk_size={chunk}`", spread(times), spread(times)["median"] / n_vox * 1000,
+                     max(peaks)])
+        print(rows[-1])
+    run.table("whole_fit", f"Whole fit, synthetic NSD-size session (12 runs × 226 volumes at TR 4/3 s, 750 trials, "
+              f"{n_vox:,} voxels, float32; the input is {inp:.0f} MB)",
+              ["run", "seconds", "s per 1,000 voxels (median)", "peak traced memory beyond the input MB"],
+              rows, ["{}", "{:.1f}", "{:.2f}", "{:.0f}"])
     sub = [y[:, :n_peer].copy() for y in runs]
-    mb, t_b, _ = _peak(lambda: GLMSingle(tr=NSD_TR, glmdenoise=False, fracridge=False, keep_betas=("B",),
-                                         verbose=False).fit(sub, designs))
-    best, t_dense, pk_dense = _peak(lambda: _dense_ols_all_hrfs(sub, designs))
-    print(f"models A+B only, {n_peer} voxels: nsdlib per-run blocks {t_b:.2f} s vs peer dense lstsq per HRF "
-          f"{t_dense:.2f} s (peer peak {pk_dense:.0f} MB): {t_dense / t_b:.1f}x; max |R² difference| "
-          f"{np.abs(best - mb.results_['B'].r2).max():.1e}")
-    return secs, peak, t_b, t_dense
+    ours = lambda: GLMSingle(tr=NSD_TR, glmdenoise=False, fracridge=False, keep_betas=("B",),  # noqa: E731
+                             verbose=False).fit(sub, designs)
+    st, out = run.compare(("dense lstsq per HRF", lambda: _dense_ols_all_hrfs(sub, designs)),
+                          [("nsdlib per-run blocks", ours)], repeats)
+    diff = float(np.abs(out["dense lstsq per HRF"] - out["nsdlib per-run blocks"].results_["B"].r2).max())
+    run.table("ols", f"Models A+B only, {n_peer:,} voxels: the same single-trial fits as one dense least-squares "
+              "problem over the whole session per library HRF (`np.linalg.lstsq`, 2,712 × 750 design)",
+              ["method", "seconds", "nsdlib speed-up", "max abs. R² difference"],
+              [["peer: dense `lstsq` per HRF", st["dense lstsq per HRF"]["seconds"], None, None],
+               ["nsdlib per-run blocks", st["nsdlib per-run blocks"]["seconds"], st["nsdlib per-run blocks"]["ratio"],
+                diff]], ["{}", "{:.2f}", "{:.1f}×", "{:.1e}"])
 
 
 # --------------------------------------------------------------------------- ridge step
-def ridge(n_vox: int):
+def ridge(run, n_vox: int, repeats: int):
     import fracridge
 
     runs, designs = nsd_session(n_vox, seed=1)
@@ -224,25 +241,19 @@ def ridge(n_vox: int):
                 out[i, starts[r]:starts[r + 1]] = p[2].T @ rot[starts[r]:starts[r + 1]]
         return out
 
-    print(f"\n## Ridge step: one HRF group of {n_vox} voxels, 20 fractions, NSD session size (2,712 x 750 design)")
-    res = {}
-    for name, fn in [
-        ("nsdlib per-run blocks (GLMSingle)", blocks),
-        ("nsdlib fractional_ridge (whole design)", lambda: glm.fractional_ridge(xfull, yfull, fr_sorted)[0]),
-        ("peer fracridge, all fractions in one call",
-         lambda: np.moveaxis(fracridge.fracridge(xfull, yfull, fr_sorted, jit=False)[0], 1, 0)),
-        ("peer fracridge, one call per fraction (GLMsingle)",
-         lambda: np.stack([fracridge.fracridge(xfull, yfull, float(f), jit=False)[0] for f in fr_sorted])),
-    ]:
-        out, secs, peak = _peak(fn)
-        res[name] = (out, secs, peak)
-    ref_out, ref_secs, _ = res["nsdlib per-run blocks (GLMSingle)"]
-    print("| method | seconds | x slower than nsdlib blocks | peak MB | max abs diff vs nsdlib blocks |")
-    print("|---|---|---|---|---|")
-    for name, (out, secs, peak) in res.items():
-        diff = np.abs(out - ref_out).max() / np.abs(ref_out).max()
-        print(f"| {name} | {secs:.2f} | {secs / ref_secs:.1f} | {peak:.0f} | {diff:.1e} (relative) |")
-    return res
+    peer = ("peer fracridge, one call per fraction (GLMsingle)",
+            lambda: np.stack([fracridge.fracridge(xfull, yfull, float(f), jit=False)[0] for f in fr_sorted]))
+    ours = [("nsdlib per-run blocks (what GLMSingle runs)", blocks),
+            ("nsdlib fractional_ridge (whole design)", lambda: glm.fractional_ridge(xfull, yfull, fr_sorted)[0]),
+            ("peer fracridge, all fractions in one call",
+             lambda: np.moveaxis(fracridge.fracridge(xfull, yfull, fr_sorted, jit=False)[0], 1, 0))]
+    st, out = run.compare(peer, ours, repeats)
+    ref = out[ours[0][0]]
+    rows = [[name, st[name]["seconds"], st[name].get("ratio"),
+             float(np.abs(out[name] - ref).max() / np.abs(ref).max())] for name in [peer[0]] + [o[0] for o in ours]]
+    run.table("ridge_step", f"The ridge step for one HRF group of {n_vox:,} voxels, 20 fractions, NSD session size "
+              "(2,712 × 750 design)", ["method", "seconds", "speed-up vs GLMsingle's pattern",
+                                       "max rel. diff to nsdlib's blocks"], rows, ["{}", "{:.2f}", "{:.1f}×", "{:.0e}"])
 
 
 def main(argv=None):
@@ -253,16 +264,21 @@ def main(argv=None):
     ap.add_argument("--sessions", type=int, default=None, help="first N sessions per subject (default all)")
     ap.add_argument("--voxels", type=int, default=15000, help="voxels of the synthetic NSD-size session")
     ap.add_argument("--peer-voxels", type=int, default=1000, help="voxels for the dense-OLS peer")
-    ap.add_argument("--chunk-size", type=int, nargs="+", default=[20000], help="GLMSingle chunk sizes to time")
+    ap.add_argument("--chunk-size", type=int, nargs="+", default=[20000, 5000], help="GLMSingle chunk sizes to time")
     ap.add_argument("--ridge-voxels", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     _header()
     if "accuracy" in args.part:
         accuracy(args.root, args.subjects, args.sessions)
-    if "speed" in args.part:
-        speed(args.voxels, args.peer_voxels, args.chunk_size)
-    if "ridge" in args.part:
-        ridge(args.ridge_voxels)
+    if {"speed", "ridge"} & set(args.part):  # under the protocol: benchmarks/results/glm.json
+        run = Session("glm", "benchmarks/bench_glm.py", argv=list(argv) if argv else None, versions=("fracridge",))
+        if "speed" in args.part:
+            speed(run, args.voxels, args.peer_voxels, args.chunk_size, args.repeats)
+        if "ridge" in args.part:
+            ridge(run, args.ridge_voxels, args.repeats)
+        run.write(args.out)
 
 
 if __name__ == "__main__":

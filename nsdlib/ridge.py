@@ -38,8 +38,9 @@ float64, except the k-fold decompositions above.
 
 :class:`Ridge` keeps the kernel form after ``fit`` (centred X, its Gram matrix, the alphas and
 a reference to Y) and streams the targets at ``predict``; its weights are formed on first read
-of ``coef_`` (or with ``weights=True``), so a fit at subject 1's CLIP-vision shape holds about
-the inputs plus two n x n float64 matrices and one centred copy of X.
+of ``coef_`` (or with ``weights=True``), so a fit at subject 1's CLIP-vision shape holds the
+inputs, one centred copy of X and (once cross-validating or predicting) the n x n Gram matrix,
+not the t x p weights (benchmarks/RESULTS.md, "Ridge", measures and models it).
 
 Brain-Diffuser re-standardises each output dimension of its test predictions to the mean
 and standard deviation of the training targets (``normalize="test"``, which uses the test
@@ -573,7 +574,9 @@ class _Engine:
                 for s, e in self._batches(gsize, "group gram"):
                     yb = self.centred(slice(lo + s, lo + e))
                     gram += _gram_rows(yb, yb)
+                del yb  # the last batch, before the root's n x n matrices
                 comp = _gram_root(gram, torch.finfo(self.dtype).eps).to(self.dtype)
+                del gram  # (n, n) float64, no longer needed while the folds are scored
                 total[:, g] = self._errors(decomps, cv, comp, alphas).sum(1)
         else:
             step = max(gsize, (self.batch // gsize) * gsize)
