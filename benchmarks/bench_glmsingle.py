@@ -125,8 +125,9 @@ def median_r(betas: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
 # ----------------------------------------------------------------------------- the two fits
 
 
-def fit_ours(runs, designs, hrfs=None) -> dict:
-    model = GLMSingle(tr=TR, stim_dur=STIM, hrfs=hrfs, verbose=False, blas_threads=1).fit(runs, designs)
+def fit_ours(runs, designs, hrfs=None, chunk_size: int = 20000) -> dict:
+    model = GLMSingle(tr=TR, stim_dur=STIM, hrfs=hrfs, chunk_size=chunk_size, verbose=False,
+                      blas_threads=1).fit(runs, designs)
     return {m: model.results_[m].betas for m in MODELS}
 
 
@@ -175,7 +176,7 @@ def fit_peer(GLM_single, runs, onehot) -> dict:
 # ----------------------------------------------------------------------------- memory
 
 
-def child_memory(which: str, n_vox: int, path) -> None:
+def child_memory(which: str, n_vox: int, path, chunk_size: int = 20000) -> None:
     """In a fresh interpreter: peak resident memory of one fit minus that before it."""
     single_thread()
     runs, designs, onehot, _, _ = simulate(n_vox)
@@ -186,16 +187,32 @@ def child_memory(which: str, n_vox: int, path) -> None:
     if which == "glmsingle":
         fit_peer(GLM_single, runs, onehot)
     else:
-        fit_ours(runs, designs)
+        fit_ours(runs, designs, chunk_size=chunk_size)
     with open("/proc/self/status") as fh:
         peak = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:"))
     print(json.dumps({"extra": peak - base, "input": sum(y.nbytes for y in runs)}))
 
 
-def measure_memory(which: str, n_vox: int, path) -> dict:
-    cmd = [sys.executable, __file__, "--child", which, str(n_vox)] + (["--glmsingle", str(path)] if path else [])
+def measure_memory(which: str, n_vox: int, path, chunk_size: int = 20000) -> dict:
+    cmd = [sys.executable, __file__, "--child", which, str(n_vox), str(chunk_size)]
+    cmd += ["--glmsingle", str(path)] if path else []
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def chunked_memory(counts, chunk_size: int, whole_brain: int, out) -> None:
+    """nsdlib's peak memory at voxel counts beyond one chunk, and the line through them."""
+    run = Session("glmsingle_chunked", "benchmarks/bench_glmsingle.py")
+    pts = [(v, measure_memory("nsdlib", v, None, chunk_size)) for v in counts]
+    rows = [[f"{v:,}", m["input"] / MiB, m["extra"] / MiB] for v, m in pts]
+    a0, b0 = _line([v for v, _ in pts], [m["extra"] for _, m in pts])
+    inp = pts[-1][1]["input"] / pts[-1][0]
+    rows.append([f"{whole_brain:,} (model: {a0 / MiB:.0f} MiB + {b0 / 1024:.1f} KiB per voxel)",
+                 inp * whole_brain / MiB, (a0 + b0 * whole_brain) / MiB])
+    run.table("chunked", f"nsdlib's peak memory above the input with `chunk_size={chunk_size:,}` (all four models' "
+              "betas kept), measured in a fresh child process, and the line through the measured points (MiB)",
+              ["voxels", "input MiB", "peak above the input MiB"], rows, ["{}", "{:,.0f}", "{:,.0f}"])
+    run.write(out)
 
 
 def _line(xs, ys):
@@ -221,10 +238,17 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--hrf-check", action="store_true",
                     help="only nsdlib's accuracy with its HRF library and GLMsingle's (glmsingle_hrf.json)")
-    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--chunked-memory", type=int, nargs="*", default=None, metavar="VOXELS",
+                    help="only nsdlib's memory with --chunk-size voxels per chunk at these counts "
+                         "(glmsingle_chunked.json): the whole-brain model beyond one chunk")
+    ap.add_argument("--chunk-size", type=int, default=2000)
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        child_memory(a.child[0], int(a.child[1]), a.glmsingle)
+        child_memory(a.child[0], int(a.child[1]), a.glmsingle, int(a.child[2]))
+        return
+    if a.chunked_memory:
+        chunked_memory(a.chunked_memory, a.chunk_size, a.whole_brain, a.out)
         return
     GLM_single, why = load_glmsingle(a.glmsingle)
     if GLM_single is None:
