@@ -124,6 +124,14 @@ def _mean_r(gt, images) -> float:
     return float(np.nanmean(metrics.pixcorr(gt, images)))
 
 
+def _own_and_shuffled(cfg: RunConfig, images) -> dict:
+    """Mean PixCorr of the test ``images`` with their own stimuli and with the run's shuffled ones
+    (controls.shuffle_permutation, a derangement)."""
+    gt = ev.ground_truth(cfg)
+    perm = controls.shuffle_permutation(len(gt), cfg.seed)
+    return {"own": _mean_r(gt, images), "shuffled": _mean_r(gt[perm], images)}
+
+
 def _truth(cfg: RunConfig):
     return mini.truth(cfg.nsd_root, cfg.subject)
 
@@ -319,9 +327,7 @@ def check_position_by_population(answer, cfg: RunConfig) -> str:
 # ------------------------------------------------------------ 05 the first guesses
 def first_guess_identity(cfg: RunConfig) -> dict:
     """Mean PixCorr of the first guesses with their own stimuli, and with shuffled ones (a derangement)."""
-    gt, fg = ev.ground_truth(cfg), ev.first_guesses(cfg)
-    perm = controls.shuffle_permutation(len(gt), cfg.seed)
-    return {"own": _mean_r(gt, fg), "shuffled": _mean_r(gt[perm], fg)}
+    return _own_and_shuffled(cfg, ev.first_guesses(cfg))
 
 
 @_checked
@@ -447,9 +453,7 @@ def check_noise_pixcorr(answer, cfg: RunConfig) -> str:
 # ---------------------------------------------------------------- 09 evaluation
 def shuffled_pixcorr(cfg: RunConfig) -> dict:
     """Mean PixCorr of the stage-2 images with their stimuli and with shuffled stimuli (the control's chance)."""
-    gt, final = ev.ground_truth(cfg), ev.final_images(cfg)
-    perm = controls.shuffle_permutation(len(gt), cfg.seed)
-    return {"own": _mean_r(gt, final), "shuffled": _mean_r(gt[perm], final)}
+    return _own_and_shuffled(cfg, ev.final_images(cfg))
 
 
 @_checked
