@@ -4,11 +4,12 @@ Three parts (``--part accuracy speed ridge``, default all):
 
 1. **Accuracy on mini-NSD** (``--root``, default size, seed 0; generated into a temporary
    folder if not given). For each subject, :func:`nsdlib.pipeline.betas.write_betas` fits
-   every session (``--sessions`` limits them) and the betas of models A-D are scored
+   its first ``--sessions`` sessions (default 0: all) and the betas of models A-D are scored
    against the simulation's true single-trial amplitudes: median over nsdgeneral voxels of
    the per-voxel correlation over trials; model B's HRF against the true one (±1 library
    step) for all voxels and the quarter with the highest true-signal / thermal-noise ratio.
-   The wall time of ``write_betas`` per subject is printed too.
+   The wall time of ``write_betas`` per subject (fit, int16 NIfTI written, cached) and of a
+   rerun (every session cached) are recorded too. Writes ``benchmarks/results/glm_accuracy.json``.
 2. **Speed and peak memory of a whole fit** on a synthetic session of NSD's size: 12 runs of
    226 volumes at TR 4/3 s, 750 trials (250 images x 3), ``--voxels`` voxels (half
    responsive, random library HRFs, thermal and shared noise). Peer in the same process:
@@ -16,29 +17,29 @@ Three parts (``--part accuracy speed ridge``, default all):
    problem over the whole session per HRF (``np.linalg.lstsq`` on the 2,712 x 750 design
    with the polynomials projected out): what model B costs without the per-run block
    structure. Peak memory is ``tracemalloc``'s (numpy allocations are traced); ``--chunk-size``
-   shows how the working set follows the number of voxels processed at once.
+   shows how the working set follows the number of voxels processed at once (the fits are
+   timed with ``tracemalloc`` on: its cost is small beside numpy's large allocations).
 3. **The ridge step** for one HRF group of ``--ridge-voxels`` voxels, 20 fractions, NSD
    session size: nsdlib's per-run SVDs (what :class:`GLMSingle` runs) and
    :func:`nsdlib.glm.fractional_ridge` on the whole-session design, against the peers
    ``fracridge.fracridge`` (v2, one SVD, then a Python loop over voxels) called once with all
    fractions, and called once per fraction (GLMsingle's pattern: one decomposition per
-   fraction). All four give the same betas (max difference printed).
+   fraction). All four give the same betas (max difference recorded); each one's peak traced
+   memory comes from one more, untimed call.
 
-Parts 2 and 3 run under the benchmark protocol (``_protocol.py``: one thread, ``--repeats``
-interleaved repeats, load recorded) and write ``benchmarks/results/glm.json``; part 1 prints
-its table (RESULTS.md's copy of it is hand-written). GLMsingle itself as a peer:
-``bench_glmsingle.py``.
+Every part runs under the benchmark protocol (``_protocol.py``: one thread, ``--repeats``
+interleaved repeats, load recorded): part 1 writes ``benchmarks/results/glm_accuracy.json``,
+parts 2 and 3 ``benchmarks/results/glm.json``; ``make bench-report`` puts their tables into
+RESULTS.md. GLMsingle itself as a peer: ``bench_glmsingle.py``.
 
-Run: ``.venv/bin/python benchmarks/bench_glm.py [--root DIR] [--subjects 1 2 5 7] [--voxels 15000]``.
+Run: ``.venv/bin/python benchmarks/bench_glm.py [--root DIR] [--subjects 1 2 5 7] [--sessions 0] [--voxels 15000]``
+(about 10 minutes on one loaded core; ``--part`` chooses).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
-import os
-import platform
 import tempfile
 import time
 import tracemalloc
@@ -47,62 +48,72 @@ from pathlib import Path
 import numpy as np
 from _protocol import Session, spread
 
-from nsdlib import glm
+from nsdlib import RunConfig, glm, mini
 from nsdlib.glm import GLMSingle, TrialDesign, hrf_library, polynomial_basis, trial_regressors
+from nsdlib.pipeline.betas import glm_diagnostics, hrf_recovery, model_accuracy, write_betas
 
 MB = 1 << 20
+GiB = 1 << 30
+WHOLE_BRAIN = 81 * 104 * 83  # voxels of NSD subject 1's 1.8-mm functional grid
 NSD_TR = 4.0 / 3.0
 FRACS = np.round(np.arange(1.0, 0.0, -0.05), 2)
 
 
-def _header():
-    import psutil
-
-    load = os.getloadavg()
-    print(f"# {_dt.date.today()}  {platform.processor() or platform.machine()}  {os.cpu_count()} cores  "
-          f"{psutil.virtual_memory().total / 2**30:.0f} GiB  load average {load[0]:.1f} (other work shares the cores)")
-    try:
-        from threadpoolctl import threadpool_info
-
-        print("# BLAS:", ", ".join(f"{i['internal_api']} {i['num_threads']} threads" for i in threadpool_info()))
-    except ImportError:
-        pass
-
-
 # ----------------------------------------------------------------------------- accuracy
-def accuracy(root: str | None, subjects, sessions):
-    from nsdlib import RunConfig, mini
-    from nsdlib.pipeline.betas import glm_diagnostics, hrf_recovery, model_accuracy, write_betas
+def accuracy_row(subject: int, n_sessions: int, acc: dict, rec: dict, pcs, secs: float, rerun: float) -> list:
+    """One row of the accuracy table: median r per model, model B's HRF recovery, PCs, seconds."""
+    return [subject, n_sessions, acc["A"], acc["B"], acc["C"], acc["D"],
+            f"{rec['exact']:.2f} / {rec['within1']:.2f}", f"{rec['exact_high']:.2f} / {rec['within1_high']:.2f}",
+            f"{min(pcs)}–{max(pcs)}", secs, rerun]
 
+
+def accuracy_note(rows) -> str:
+    """The sentence under the accuracy table: D's gain over B and B's HRF recovery, over subjects."""
+    gain = [r[5] - r[3] for r in rows]
+    high = [float(r[7].split(" / ")[1]) for r in rows]
+    return (f"D beats B by {min(gain):.2f}–{max(gain):.2f} over the subjects; B picks the true HRF within one "
+            f"library step for {100 * min(high):.0f}–{100 * max(high):.0f} % of the high-signal voxels (the quarter "
+            "with the largest true-amplitude sd / thermal-noise sd). `write_betas` s: fit, written as int16 NIfTI "
+            "and cached; rerun s: the same call again, every session cached.")
+
+
+def accuracy(run: Session, root: str | None, subjects, sessions):
+    """Models A-D on mini-NSD against the simulation's truth, one row per subject."""
     tmp = None
     if root is None:
         tmp = tempfile.TemporaryDirectory(prefix="bench-glm-")
         root = str(Path(tmp.name) / "mini-nsd")
         print(f"generating mini-NSD (default size, seed 0) in {root} ...")
         mini.generate(root, seed=0, size="default", progress=False)
+    manifest = mini.read_manifest(root)
     work = tempfile.TemporaryDirectory(prefix="bench-glm-work-")
-    print("\n## Accuracy on mini-NSD (default size, seed 0): median per-voxel r(betas, true amplitudes)")
-    print("| subject | sessions | A (canonical HRF) | B (library HRF) | C (+GLMdenoise) | D (+ridge) | "
-          "B: HRF exact / ±1 (high-signal) | PCs chosen | write_betas s |")
-    print("|---|---|---|---|---|---|---|---|---|")
     rows = []
     for s in subjects:
         cfg = RunConfig(dataset="mini", subject=s, workdir=work.name, nsd_root=root)
-        n_sess = int(mini.read_manifest(root)["spec"]["n_sessions"])
+        n_sess = int(manifest["spec"]["n_sessions"])
         todo = list(range(1, min(sessions or n_sess, n_sess) + 1))
         t0 = time.perf_counter()
         write_betas(cfg, sessions=todo, progress=False)
         secs = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        write_betas(cfg, sessions=todo, progress=False)
+        rerun = time.perf_counter() - t0
         d = glm_diagnostics(cfg, sessions=todo, progress=False)
         tr = mini.truth(root, s)
-        acc = model_accuracy(d, tr)["median_r"]
-        rec = hrf_recovery(d, tr)
-        pcs = sorted({int(d["per_session"][k]["n_pcs"]) for k in todo})
-        print(f"| {s} | {len(todo)} | {acc['A']:.3f} | {acc['B']:.3f} | {acc['C']:.3f} | {acc['D']:.3f} | "
-              f"{rec['exact']:.2f} / {rec['within1']:.2f} ({rec['exact_high']:.2f} / {rec['within1_high']:.2f}) | "
-              f"{pcs[0]}-{pcs[-1]} | {secs:.0f} |")
-        rows.append((s, acc, rec, secs))
-    return rows
+        pcs = [int(d["per_session"][k]["n_pcs"]) for k in todo]
+        rows.append(accuracy_row(s, len(todo), model_accuracy(d, tr)["median_r"], hrf_recovery(d, tr), pcs,
+                                 secs, rerun))
+        print(rows[-1])
+    spec = manifest["spec"]
+    run.table("accuracy", f"Accuracy on mini-NSD (size {manifest['size']}, seed {manifest['seed']}, world version "
+              f"{manifest['version']}; {spec['n_runs']} runs × {spec['run_volumes']} volumes per session): median over "
+              "nsdgeneral voxels of the per-voxel correlation over trials between betas and the true single-trial "
+              "amplitudes",
+              ["subject", "sessions", "A: canonical HRF", "B: library HRF", "C: + GLMdenoise", "D: + ridge",
+               "B's HRF exact / ±1 step, all voxels", "… high-signal quarter", "PCs chosen", "`write_betas` s",
+               "rerun s"], rows,
+              ["{}", "{}", "{:.3f}", "{:.3f}", "{:.3f}", "{:.3f}", "{}", "{}", "{}", "{:.0f}", "{:.2f}"],
+              note=accuracy_note(rows))
 
 
 # ------------------------------------------------------------------ synthetic NSD session
@@ -172,6 +183,17 @@ def _dense_ols_all_hrfs(runs, designs):
     return best
 
 
+def betas_note(n_vox: int, n_trials: int, whole_brain: int = WHOLE_BRAIN) -> str:
+    """The whole fit's memory in words: the kept betas here, and input + betas at ``whole_brain`` voxels."""
+    betas = 4 * n_trials * 4  # models A-D, float32, per voxel
+    inp = 12 * 226 * 4  # the session's float32 series per voxel
+    return (f"Timed with `tracemalloc` on. The four models' betas (4 × {n_trials} × 4 B per voxel) are "
+            f"{betas * n_vox / MB:.0f} MiB of the peak; the rest is one chunk's working set. At {whole_brain:,} "
+            f"voxels (a whole-brain grid) the input is {inp * whole_brain / GiB:.1f} GiB and the betas of all four "
+            f"models {betas * whole_brain / GiB:.1f} GiB (`keep_betas=(\"D\",)` keeps one: "
+            f"{betas / 4 * whole_brain / GiB:.1f} GiB), plus one chunk's working set.")
+
+
 def speed(run, n_vox: int, n_peer: int, chunks, repeats: int):
     """Whole fits (seconds over repeats, traced peak) and models A+B against the dense-OLS peer."""
     runs, designs = nsd_session(n_vox)
@@ -188,9 +210,9 @@ def speed(run, n_vox: int, n_peer: int, chunks, repeats: int):
                      max(peaks)])
         print(rows[-1])
     run.table("whole_fit", f"Whole fit, synthetic NSD-size session (12 runs × 226 volumes at TR 4/3 s, 750 trials, "
-              f"{n_vox:,} voxels, float32; the input is {inp:.0f} MB)",
-              ["run", "seconds", "s per 1,000 voxels (median)", "peak traced memory beyond the input MB"],
-              rows, ["{}", "{:.1f}", "{:.2f}", "{:.0f}"])
+              f"{n_vox:,} voxels, float32; the input is {inp:.0f} MiB)",
+              ["run", "seconds", "s per 1,000 voxels (median)", "peak traced memory beyond the input MiB"],
+              rows, ["{}", "{:.1f}", "{:.2f}", "{:.0f}"], note=betas_note(n_vox, sum(d.n_trials for d in designs)))
     sub = [y[:, :n_peer].copy() for y in runs]
     ours = lambda: GLMSingle(tr=NSD_TR, glmdenoise=False, fracridge=False, keep_betas=("B",),  # noqa: E731
                              verbose=False).fit(sub, designs)
@@ -249,11 +271,14 @@ def ridge(run, n_vox: int, repeats: int):
              lambda: np.moveaxis(fracridge.fracridge(xfull, yfull, fr_sorted, jit=False)[0], 1, 0))]
     st, out = run.compare(peer, ours, repeats)
     ref = out[ours[0][0]]
+    peaks = {name: _peak(fn)[2] for name, fn in [peer, *ours]}  # one more call each, traced, untimed
     rows = [[name, st[name]["seconds"], st[name].get("ratio"),
-             float(np.abs(out[name] - ref).max() / np.abs(ref).max())] for name in [peer[0]] + [o[0] for o in ours]]
+             float(np.abs(out[name] - ref).max() / np.abs(ref).max()), peaks[name]]
+            for name in [peer[0]] + [o[0] for o in ours]]
     run.table("ridge_step", f"The ridge step for one HRF group of {n_vox:,} voxels, 20 fractions, NSD session size "
               "(2,712 × 750 design)", ["method", "seconds", "speed-up vs GLMsingle's pattern",
-                                       "max rel. diff to nsdlib's blocks"], rows, ["{}", "{:.2f}", "{:.1f}×", "{:.0e}"])
+                                       "max rel. diff to nsdlib's blocks", "peak traced MiB"], rows,
+              ["{}", "{:.2f}", "{:.1f}×", "{:.0e}", "{:.0f}"])
 
 
 def main(argv=None):
@@ -261,7 +286,7 @@ def main(argv=None):
     ap.add_argument("--part", nargs="+", default=["accuracy", "speed", "ridge"], choices=["accuracy", "speed", "ridge"])
     ap.add_argument("--root", default=None, help="mini-NSD root (default size, seed 0); generated if absent")
     ap.add_argument("--subjects", nargs="+", type=int, default=[1, 2, 5, 7])
-    ap.add_argument("--sessions", type=int, default=None, help="first N sessions per subject (default all)")
+    ap.add_argument("--sessions", type=int, default=0, help="first N sessions per subject (default 0: all)")
     ap.add_argument("--voxels", type=int, default=15000, help="voxels of the synthetic NSD-size session")
     ap.add_argument("--peer-voxels", type=int, default=1000, help="voxels for the dense-OLS peer")
     ap.add_argument("--chunk-size", type=int, nargs="+", default=[20000, 5000], help="GLMSingle chunk sizes to time")
@@ -269,11 +294,13 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    _header()
-    if "accuracy" in args.part:
-        accuracy(args.root, args.subjects, args.sessions)
-    if {"speed", "ridge"} & set(args.part):  # under the protocol: benchmarks/results/glm.json
-        run = Session("glm", "benchmarks/bench_glm.py", argv=list(argv) if argv else None, versions=("fracridge",))
+    argv = list(argv) if argv is not None else None
+    if "accuracy" in args.part:  # benchmarks/results/glm_accuracy.json
+        run = Session("glm_accuracy", "benchmarks/bench_glm.py", argv=argv)
+        accuracy(run, args.root, args.subjects, args.sessions)
+        run.write(args.out)
+    if {"speed", "ridge"} & set(args.part):  # benchmarks/results/glm.json
+        run = Session("glm", "benchmarks/bench_glm.py", argv=argv, versions=("fracridge",))
         if "speed" in args.part:
             speed(run, args.voxels, args.peer_voxels, args.chunk_size, args.repeats)
         if "ridge" in args.part:

@@ -1,41 +1,44 @@
 """Speed and memory of nsdlib.metrics against Brain-Diffuser's per-image evaluation.
 
-Three measurements, each nsdlib's batched code against a named peer in this process:
+Three measurements, each nsdlib's batched code against a named peer in this process, under the
+benchmark protocol (``_protocol.py``: one thread, ``--repeats`` interleaved repeats, median ratio
+and its range, load recorded):
 
 1. Pixel metrics (PixCorr, SSIM in Brain-Diffuser's column mode and true 2-D SSIM) for
-   ``--n`` image pairs at ``--size`` (default 982 at 425 x 425, NSD's test set):
-   :class:`nsdlib.metrics.ImageEvaluator` (one pass, scipy filters in float64, batches
-   of 16) against the peer "per-image loop": Brain-Diffuser's loop, one image at a time
-   with ``np.corrcoef`` and ``skimage.metrics.structural_similarity``. Results are
-   checked equal (max abs difference printed).
-2. 2-way identification over ``--n`` images with ``--dims`` features (default 43,264,
-   AlexNet(5)): :func:`nsdlib.metrics.two_way_identification` (float32) and the
-   streaming form the evaluator uses (ground truth kept, reconstructions in batches of
-   32), against the peer "Brain-Diffuser pairwise_corr_all": ``np.corrcoef`` on the
+   ``--n-pixel`` image pairs at ``--size`` (default 64 at 425 x 425, NSD's image size; both
+   sides cost the same per image at any count, so a fraction of NSD's 982 test images keeps
+   the run short): :class:`nsdlib.metrics.ImageEvaluator` (one pass, scipy filters in float64,
+   batches of 16) against the peer "per-image loop": Brain-Diffuser's loop, one image at a time
+   with ``np.corrcoef`` and ``skimage.metrics.structural_similarity``. Results are checked
+   equal (max abs difference recorded).
+2. 2-way identification over ``--n`` images (default 982, NSD's test set) with ``--dims``
+   features (default 43,264, AlexNet(5)): :func:`nsdlib.metrics.two_way_identification`
+   (float32) and the streaming form the evaluator uses (ground truth kept, reconstructions in
+   batches of 32), against the peer "Brain-Diffuser pairwise_corr_all": ``np.corrcoef`` on the
    stacked float64 features, then the strict comparison.
 3. Feature extraction: AlexNet (random weights: timing only, never a metric) on ``--n-feat``
    images, batches of 32 against one image at a time.
 
 Peak memory is the process's resident set size sampled every 5 ms by a thread (psutil),
-minus its value just before the call: it includes torch's buffers, which ``tracemalloc``
-does not see. The inputs (two uint8 image sets, 1.06 GB at the default scale) exist before
-every call and are not counted.
+minus its value just before the call, the largest over the repeats: it includes torch's
+buffers, which ``tracemalloc`` does not see. The inputs (two uint8 image sets; the feature
+arrays) exist before every call and are not counted.
 
-Run: ``.venv/bin/python benchmarks/bench_metrics.py [--n 982] [--size 425] [--dims 43264]``.
+Writes ``benchmarks/results/metrics.json``. Run: ``.venv/bin/python benchmarks/bench_metrics.py
+[--n-pixel 64] [--size 425] [--n 982] [--dims 43264] [--n-feat 32]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
-import platform
 import threading
 import time
 
 import numpy as np
 import psutil
 import torch
+from _protocol import Session
 
 from nsdlib import features
 from nsdlib import metrics as M
@@ -119,68 +122,106 @@ def ours_streaming(gt, rec, batch=32):
     return float(np.mean(counts / (len(gt) - 1)))
 
 
+def measured(peaks: dict, label: str, fn):
+    """``(label, fn)`` for :meth:`Session.compare`, recording each call's peak memory above its start (MB)."""
+    def call():
+        with PeakRSS() as m:
+            out = fn()
+        peaks.setdefault(label, []).append(m.extra_mb)
+        return out
+    return label, call
+
+
+def _row(what, ours, peer, st, peaks, agreement) -> list:
+    return [what, ours, st[ours]["seconds"], max(peaks[ours]), peer, st[peer]["seconds"], max(peaks[peer]),
+            st[ours]["ratio"], max(peaks[peer]) / max(max(peaks[ours]), 1.0), agreement]
+
+
+def bench_pixel(run: Session, n: int, size: int, repeats: int) -> list:
+    gt = images(n, size, 0)
+    rec = np.clip(0.6 * gt + 0.4 * images(n, size, 1), 0, 255).astype(np.uint8)  # correlated pairs
+    peaks: dict = {}
+    peer, ours = "Brain-Diffuser's per-image loop (`np.corrcoef`, `skimage` SSIM twice)", \
+        "`ImageEvaluator`, one pass, batches of 16"
+    st, out = run.compare(measured(peaks, peer, lambda: peer_pixel_loop(gt, rec)),
+                          [measured(peaks, ours, lambda: ours_pixel(gt, rec))], repeats)
+    diff = max(float(np.max(np.abs(x - y))) for x, y in zip(out[ours], out[peer]))
+    return [_row(f"PixCorr + column SSIM + 2-D SSIM, {n} pairs at {size} × {size}", ours, peer, st, peaks,
+                 f"max abs. difference {diff:.1e}")]
+
+
+def bench_ident(run: Session, n: int, dims: int, repeats: int) -> list:
+    rng = np.random.default_rng(0)
+    gt = rng.standard_normal((n, dims), dtype=np.float32)
+    # a weak shared signal, so that the score is well below 1 and the three must agree on it
+    rec = (0.003 * gt + rng.standard_normal((n, dims), dtype=np.float32)).astype(np.float32)
+    peaks: dict = {}
+    peer = "Brain-Diffuser's `pairwise_corr_all` (`np.corrcoef` on stacked float64 features)"
+    stream, full = ("streaming (ground truth kept, reconstructions in batches of 32)",
+                    "`two_way_identification` on full arrays")
+    st, out = run.compare(measured(peaks, peer, lambda: float(peer_identification(gt, rec))),
+                          [measured(peaks, stream, lambda: ours_streaming(gt, rec)),
+                           measured(peaks, full, lambda: float(M.two_way_identification(gt, rec).mean()))], repeats)
+    what = f"2-way identification, {n} images × {dims:,} features"
+    return [_row(what, label, peer, st, peaks, f"score {out[label]:.4f} (peer {out[peer]:.4f})")
+            for label in (stream, full)]
+
+
+def bench_features(run: Session, n: int, size: int, repeats: int) -> list:
+    ims = images(n, size, 2)
+    net = features.alexnet_network(pretrained=False)  # random weights: timing only
+    net.features(ims[:2])  # warm-up
+    peaks: dict = {}
+    peer, ours = "one image at a time", "batches of 32"
+
+    def batched():
+        for s in range(0, len(ims), 32):
+            net.features(ims[s:s + 32])
+
+    def single():
+        for i in range(len(ims)):
+            net.features(ims[i:i + 1])
+
+    st, _ = run.compare(measured(peaks, peer, single), [measured(peaks, ours, batched)], repeats)
+    return [_row(f"AlexNet features, {n} images {size} → 224 (random weights: timing only)", ours, peer, st, peaks,
+                 "—")]
+
+
+def ident_note(n: int, dims: int, n_test: int = 982, dims_alexnet2: int = 139_968) -> str:
+    """What identification keeps: the ground truth's standardised features, here and for AlexNet(2) at NSD's size."""
+    return (f"Identification keeps the ground truth's standardised features ({n} × {dims:,} float32: "
+            f"{4 * n * dims / MB:.0f} MiB here; {4 * n_test * dims_alexnet2 / MB:.0f} MiB for AlexNet(2)'s "
+            f"{dims_alexnet2:,} features at {n_test} images) plus one {n} × 32 block of correlations at a time; the "
+            "pixel metrics' memory is bounded by the batch (16 images in float64), not by the number of images.")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n", type=int, default=982)
+    ap.add_argument("--n-pixel", type=int, default=64, help="image pairs for the pixel metrics")
     ap.add_argument("--size", type=int, default=425)
+    ap.add_argument("--n", type=int, default=982, help="images for identification")
     ap.add_argument("--dims", type=int, default=43264)
-    ap.add_argument("--n-feat", type=int, default=64)
+    ap.add_argument("--n-feat", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip", nargs="*", default=[], choices=["pixel", "ident", "features"])
+    ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
-    print(f"# bench_metrics  {_dt.date.today()}  {platform.machine()} {psutil.cpu_count()} cores "
-          f"{psutil.virtual_memory().total / 2**30:.0f} GiB  torch {torch.__version__}  load {psutil.getloadavg()}")
-
+    run = Session("metrics", "benchmarks/bench_metrics.py", argv=argv, versions=("scikit-image",))
+    torch.set_num_threads(1)
+    rows = []
     if "pixel" not in args.skip:
-        gt = images(args.n, args.size, 0)
-        rec = images(args.n, args.size, 1)
-        rec = np.clip(0.6 * gt + 0.4 * rec, 0, 255).astype(np.uint8)  # correlated pairs
-        print(f"\n## pixel metrics: {args.n} pairs at {args.size}x{args.size} (PixCorr + column SSIM + 2-D SSIM)")
-        with PeakRSS() as a:
-            ours = ours_pixel(gt, rec)
-        with PeakRSS() as b:
-            peer = peer_pixel_loop(gt, rec)
-        diff = max(float(np.max(np.abs(x - y))) for x, y in zip(ours, peer))
-        print(f"nsdlib batched     {a.seconds:8.1f} s   peak +{a.extra_mb:7.0f} MB")
-        print(f"per-image loop     {b.seconds:8.1f} s   peak +{b.extra_mb:7.0f} MB")
-        print(f"speed ratio (loop / nsdlib): {b.seconds / a.seconds:.2f}x   max |difference| {diff:.1e}")
-        print(f"means: PixCorr {ours[0].mean():.4f}  SSIM columns {ours[1].mean():.4f}  SSIM 2-D {ours[2].mean():.4f}")
-        del gt, rec
-
+        rows += bench_pixel(run, args.n_pixel, args.size, args.repeats)
     if "ident" not in args.skip:
-        rng = np.random.default_rng(0)
-        gt = rng.standard_normal((args.n, args.dims), dtype=np.float32)
-        # a weak shared signal, so that the score is well below 1 and the three must agree on it
-        rec = (0.003 * gt + rng.standard_normal((args.n, args.dims), dtype=np.float32)).astype(np.float32)
-        print(f"\n## 2-way identification: {args.n} images x {args.dims} features")
-        with PeakRSS() as a:
-            one = float(M.two_way_identification(gt, rec).mean())
-        with PeakRSS() as s:
-            stream = ours_streaming(gt, rec)
-        with PeakRSS() as b:
-            peer = float(peer_identification(gt, rec))
-        print(f"nsdlib one-shot    {a.seconds:8.2f} s   peak +{a.extra_mb:7.0f} MB   score {one:.4f}")
-        print(f"nsdlib streaming   {s.seconds:8.2f} s   peak +{s.extra_mb:7.0f} MB   score {stream:.4f}")
-        print(f"BD pairwise_corr   {b.seconds:8.2f} s   peak +{b.extra_mb:7.0f} MB   score {peer:.4f}")
-        print(f"speed ratio (BD / nsdlib streaming): {b.seconds / s.seconds:.2f}x   "
-              f"memory ratio: {b.extra_mb / max(s.extra_mb, 1):.1f}x")
-        del gt, rec
-
+        rows += bench_ident(run, args.n, args.dims, args.repeats)
     if "features" not in args.skip:
-        ims = images(args.n_feat, args.size, 2)
-        net = features.alexnet_network(pretrained=False)  # random weights: timing only
-        print(f"\n## AlexNet feature extraction (random weights, timing only): {args.n_feat} images "
-              f"{args.size} -> 224")
-        net.features(ims[:2])  # warm-up
-        with PeakRSS() as a:
-            for s in range(0, len(ims), 32):
-                net.features(ims[s:s + 32])
-        with PeakRSS() as b:
-            for i in range(len(ims)):
-                net.features(ims[i:i + 1])
-        print(f"batches of 32      {a.seconds:8.2f} s   peak +{a.extra_mb:7.0f} MB")
-        print(f"one at a time      {b.seconds:8.2f} s   peak +{b.extra_mb:7.0f} MB")
-        print(f"speed ratio (one at a time / batched): {b.seconds / a.seconds:.2f}x")
+        rows += bench_features(run, args.n_feat, args.size, args.repeats)
+    run.table("metrics", "nsdlib's metrics against Brain-Diffuser's evaluation (seconds: median and range over the "
+              "repeats; peak resident memory above the call's start, largest over the repeats)",
+              ["what (scale)", "nsdlib", "nsdlib s", "nsdlib peak MiB", "peer", "peer s", "peer peak MiB",
+               "nsdlib speed-up", "peer / nsdlib memory", "agreement"], rows,
+              ["{}", "{}", "{:.2f}", "{:.0f}", "{}", "{:.2f}", "{:.0f}", "{:.1f}×", "{:.1f}×", "{}"],
+              note=ident_note(args.n, args.dims))
+    run.write(args.out)
 
 
 if __name__ == "__main__":

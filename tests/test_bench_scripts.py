@@ -1,5 +1,6 @@
 """The benchmark scripts' own arithmetic, at tiny scale (nothing is timed, no peer is needed):
-bench_ridge's memory model, bench_glmsingle's simulation and score, bench_book's profile summary."""
+bench_ridge's memory model, bench_glmsingle's simulation and score, bench_book's profile summary,
+bench_glm's table rows and notes, bench_regressors' epoch extrapolation, bench_metrics' rows."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ def _load(name):
 ridge = _load("bench_ridge")
 glms = _load("bench_glmsingle")
 book = _load("bench_book")
+glm_bench = _load("bench_glm")
+regs = _load("bench_regressors")
+mets = _load("bench_metrics")
 
 
 def test_ridge_memory_model_known_values():
@@ -78,3 +82,47 @@ def test_book_profile_summary_and_records(tmp_path):
         (store / f).write_text("")
     assert book.remove_artifacts(tmp_path, {("metrics", "k1")}) == 2
     assert sorted(p.name for p in store.iterdir()) == ["k2.npz"]
+
+
+def test_glm_accuracy_row_and_note_known_values():
+    acc = {"A": 0.7, "B": 0.8, "C": 0.85, "D": 0.9}
+    rec = {"exact": 0.4, "within1": 0.75, "exact_high": 0.7, "within1_high": 0.99}
+    row = glm_bench.accuracy_row(1, 10, acc, rec, [5, 4, 5], 26.0, 0.04)
+    assert row == [1, 10, 0.7, 0.8, 0.85, 0.9, "0.40 / 0.75", "0.70 / 0.99", "4–5", 26.0, 0.04]
+    other = glm_bench.accuracy_row(2, 10, {**acc, "D": 0.92}, {**rec, "within1_high": 0.91}, [4], 20.0, 0.02)
+    note = glm_bench.accuracy_note([row, other])
+    assert note.startswith("D beats B by 0.10–0.12 over the subjects")
+    assert "for 91–99 % of the high-signal voxels" in note
+
+
+def test_glm_betas_note_arithmetic():
+    note = glm_bench.betas_note(n_vox=2 ** 20 // 12000, n_trials=750, whole_brain=2 ** 30 // 12000)
+    # 4 models x 750 trials x 4 B = 12,000 B per voxel: 87 voxels -> 1 MiB, 89,478 voxels -> 1.0 GiB
+    assert "are 1 MiB of the peak" in note
+    assert "the betas of all four models 1.0 GiB" in note and "keeps one: 0.2 GiB" in note
+    assert f"the input is {12 * 226 * 4 * (2 ** 30 // 12000) / 2 ** 30:.1f} GiB" in note
+
+
+def test_regressors_epoch_extrapolation_known_values():
+    assert regs.split(8859) == (7973, 886, 125)  # NSD subject 1: 125 batches of 64 and 886 validation rows
+    assert regs.split(100) == (90, 10, 2)
+    assert regs.epoch_seconds(1.0, 0.01, 8859) == pytest.approx(125 + 8.86)
+    note = regs.train_note(gru_epoch=72.0, gru_other_mib=170.4)
+    assert "beyond its parameters, gradients and AdamW state is 170 MiB" in note
+    assert "50 epochs of `stage1.regressor_options` for NSD take 1.0 hours" in note
+
+
+def test_metrics_rows_and_identification_agree_with_the_peer():
+    rng = np.random.default_rng(0)
+    gt = rng.standard_normal((40, 30)).astype(np.float32)
+    rec = (0.5 * gt + rng.standard_normal((40, 30))).astype(np.float32)
+    assert mets.ours_streaming(gt, rec, batch=7) == pytest.approx(mets.peer_identification(gt, rec), abs=1e-12)
+    assert mets.ours_streaming(gt, gt) == pytest.approx(1.0)  # each image is its own best match
+    st = {"ours": {"seconds": 1.0, "ratio": 4.0}, "peer": {"seconds": 4.0}}
+    row = mets._row("w", "ours", "peer", st, {"ours": [10.0, 20.0], "peer": [100.0, 80.0]}, "ok")
+    assert row == ["w", "ours", 1.0, 20.0, "peer", 4.0, 100.0, 4.0, 5.0, "ok"]
+    peaks = {}
+    label, call = mets.measured(peaks, "x", lambda: 7)
+    assert label == "x" and call() == 7 and len(peaks["x"]) == 1
+    note = mets.ident_note(982, 43264, dims_alexnet2=139_968)
+    assert f"{4 * 982 * 43264 / 2 ** 20:.0f} MiB here" in note and f"{4 * 982 * 139968 / 2 ** 20:.0f} MiB" in note
