@@ -9,7 +9,8 @@ Three parts (``--part accuracy speed ridge``, default all):
    the per-voxel correlation over trials; model B's HRF against the true one (±1 library
    step) for all voxels and the quarter with the highest true-signal / thermal-noise ratio.
    The wall time of ``write_betas`` per subject (fit, int16 NIfTI written, cached) and of a
-   rerun (every session cached) are recorded too. Writes ``benchmarks/results/glm_accuracy.json``.
+   rerun (every session cached) are recorded too (betas already written under ``--root`` are not
+   written again). Writes ``benchmarks/results/glm_accuracy.json``.
 2. **Speed and peak memory of a whole fit** on a synthetic session of NSD's size: 12 runs of
    226 volumes at TR 4/3 s, 750 trials (250 images x 3), ``--voxels`` voxels (half
    responsive, random library HRFs, thermal and shared noise). Peer in the same process:
@@ -64,7 +65,7 @@ def accuracy_row(subject: int, n_sessions: int, acc: dict, rec: dict, pcs, secs:
     """One row of the accuracy table: median r per model, model B's HRF recovery, PCs, seconds."""
     return [subject, n_sessions, acc["A"], acc["B"], acc["C"], acc["D"],
             f"{rec['exact']:.2f} / {rec['within1']:.2f}", f"{rec['exact_high']:.2f} / {rec['within1_high']:.2f}",
-            f"{min(pcs)}–{max(pcs)}", secs, rerun]
+            f"{min(pcs)}–{max(pcs)}" if min(pcs) < max(pcs) else f"{min(pcs)}", secs, rerun]
 
 
 def accuracy_note(rows) -> str:

@@ -91,6 +91,7 @@ def test_glm_accuracy_row_and_note_known_values():
     assert row == [1, 10, 0.7, 0.8, 0.85, 0.9, "0.40 / 0.75", "0.70 / 0.99", "4–5", 26.0, 0.04]
     other = glm_bench.accuracy_row(2, 10, {**acc, "D": 0.92}, {**rec, "within1_high": 0.91}, [4], 20.0, 0.02)
     note = glm_bench.accuracy_note([row, other])
+    assert other[8] == "4"  # one number when every session chose the same
     assert note.startswith("D beats B by 0.10–0.12 over the subjects")
     assert "for 91–99 % of the high-signal voxels" in note
 
