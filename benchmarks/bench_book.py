@@ -19,6 +19,9 @@ Three parts:
    (a chapter's events are those between the previous chapter's ``.done.json`` and its own);
    with ``--workdir`` alone, a first, fully cached pass of chapters 00 up to the last one
    profiled, logged the same way. A chapter's own artifacts are those no earlier chapter touched.
+   ``--profile 04 08 09 --attach DIR`` profiles them in a build running in ``DIR`` instead (start
+   it beside ``--make-book DIR``): py-spy attaches to each chapter's notebook kernel as the runner
+   starts it and samples it, without pausing it, until it ends; nothing is recomputed.
    The profile names the nsdlib functions (innermost nsdlib frame of each sample) and the
    leaf frames that take the most samples. Written to ``benchmarks/results/book_profile.json``.
 
@@ -278,6 +281,45 @@ def profile(chapter: str, workdir: Path, runs: Path, spy: str, rate: int, scratc
     return {"seconds": secs, **summarise(raw)}
 
 
+def _kernel_of(runner_pid: int) -> int | None:
+    """The pid of the notebook kernel a runner process started (a child running ipykernel), or None."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == runner_pid and b"ipykernel" in cmd:
+            return int(stat.parent.name)
+    return None
+
+
+def attach(run_dir: Path, chapter: str, spy: str, rate: int, scratch: Path, poll: float = 2.0) -> dict:
+    """Profile ``chapter`` in a book build as it runs: wait for its kernel, sample it until it exits.
+
+    The runner names a chapter's notebook ``.<chapter>.running-<runner pid>.ipynb`` while it runs;
+    the chapter's kernel is that runner's child. py-spy samples it without pausing it
+    (``--nonblocking``), so the build is not slowed beyond py-spy's own small share of a core.
+    """
+    while True:
+        if (run_dir / f"{chapter}.done.json").exists():
+            raise SystemExit(f"{chapter} finished before it could be attached to; start --attach earlier")
+        running = sorted(run_dir.glob(f".{chapter}.running-*.ipynb"))
+        kernel = _kernel_of(int(running[0].name.split("running-")[1].split(".")[0])) if running else None
+        if kernel is not None:
+            break
+        time.sleep(poll)
+    raw = scratch / f"{chapter}.raw.txt"
+    subprocess.run([spy, "record", "--pid", str(kernel), "--nonblocking", "--rate", str(rate), "--format", "raw",
+                    "--output", str(raw)], check=True, capture_output=True)
+    done = run_dir / f"{chapter}.done.json"
+    for _ in range(600):  # the runner writes the record just after the kernel ends
+        if done.exists():
+            break
+        time.sleep(1)
+    return {"seconds": float(json.loads(done.read_text())["seconds"]), **summarise(raw)}
+
+
 def _fmt(pairs) -> str:
     return "; ".join(f"`{k}` {v:.0%}" for k, v in pairs)
 
@@ -289,6 +331,8 @@ def main():
     ap.add_argument("--build", type=Path, default=None, help="a build made by --make-book: its time, size, chapters")
     ap.add_argument("--run", type=Path, default=None, help="run directory (*.done.json); default BUILD/" + str(RUN_DIR))
     ap.add_argument("--workdir", type=Path, default=None, help="a cached artifact store to copy")
+    ap.add_argument("--attach", type=Path, default=None,
+                    help="with --profile: sample these chapters in a book build running in this folder")
     ap.add_argument("--profile", nargs="*", default=[])
     ap.add_argument("--py-spy", default=os.environ.get("PY_SPY", shutil.which("py-spy") or "/tmp/spy/bin/py-spy"))
     ap.add_argument("--rate", type=int, default=20, help="py-spy samples per second")
@@ -299,12 +343,17 @@ def main():
         print(json.dumps(make_book(a.make_book), indent=1))
     if a.check_book is not None:
         print(json.dumps(check_book(a.check_book)["check_book"], indent=1))
-    if a.profile:
+    if a.profile and a.attach is not None:
+        run = Session("book_profile", "benchmarks/bench_book.py", threads="threads as make book sets them")
+        attach_tables(run, a.attach / RUN_DIR, a.profile, a.py_spy, a.rate, a.scratch)
+        run.write(a.out)
+    elif a.profile:
         workdir = a.workdir or (a.build / "work" if a.build is not None else None)
         if workdir is None:
             raise SystemExit("--profile needs --build (a book build) or --workdir (a cached artifact store); "
                              "it is copied, not changed")
-        run = Session("book_profile", "benchmarks/bench_book.py", threads="threads as the runner sets them")
+        threads = f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} for the runner and its kernel"
+        run = Session("book_profile", "benchmarks/bench_book.py", threads=threads)
         run_dir = a.run or (a.build / RUN_DIR if a.build is not None else None)
         profile_tables(run, workdir, a.profile, a.py_spy, a.rate, a.scratch, run_dir)
         run.write(a.out)
@@ -318,6 +367,21 @@ def main():
             run.table("chapters", f"The runner's seconds per chapter ({a.run})", ["chapter", "seconds"], rows,
                       ["{}", "{:.0f}"])
         run.write(a.out)
+
+
+def attach_tables(run: Session, run_dir: Path, chapters, spy: str, rate: int, scratch: Path) -> None:
+    """Profile ``chapters`` of a running book build (:func:`attach`): the "profile" table."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for ch in _chapter_names(chapters):
+        res = attach(run_dir, ch, spy, rate, scratch)
+        run.values[ch] = res
+        rows.append([ch, res["seconds"], res["samples"], _fmt(res["nsdlib"]), _fmt(res["leaf"])])
+        print(f"{ch}: {res['seconds']:.0f} s in the build; {rows[-1][3]}", flush=True)
+    run.table("profile", "The slowest chapters profiled in the book build itself (py-spy attached to each "
+              "chapter's notebook kernel, sampling without pausing it)",
+              ["chapter", "seconds (the runner's record)", "samples", "innermost nsdlib function: share of samples",
+               "leaf frame: share of samples"], rows, ["{}", "{:.0f}", "{}", "{}", "{}"])
 
 
 def profile_tables(run: Session, workdir: Path, chapters, spy: str, rate: int, scratch: Path,

@@ -188,7 +188,7 @@ def main():
     if not Path(cfg.run_dir).is_dir():
         raise SystemExit(f"{cfg.run_dir} not found: {a.build} holds no book build's artifact store")
     before = len(_store_events(cfg))
-    run = Session("book_results", "benchmarks/bench_book_results.py", argv=["--build", "BUILD"],
+    run = Session("book_results", "benchmarks/bench_book_results.py",
                   threads="read from the book run's artifacts (nothing timed here)")
     timing = a.build / "book_timing.json"
     run.values["build"] = json.loads(timing.read_text()) if timing.exists() else None

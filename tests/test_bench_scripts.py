@@ -8,6 +8,7 @@ import datetime
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -180,3 +181,13 @@ def test_book_chapters_artifacts_from_the_build_log(tmp_path):
                            for t, n, k in events))
     touched = book.touched_in_build(tmp_path, run_dir, ["00_a", "04_b"])
     assert touched == {"00_a": {("x", "k1"), ("y", "k2")}, "04_b": {("x", "k1"), ("z", "k3")}}
+
+
+def test_book_attach_finds_the_runners_kernel():
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(30)", "ipykernel_launcher"])
+    try:
+        assert book._kernel_of(os.getpid()) == child.pid
+        assert book._kernel_of(child.pid) is None  # it started no kernel
+    finally:
+        child.kill()
+        child.wait()
