@@ -300,24 +300,29 @@ def attach(run_dir: Path, chapter: str, spy: str, rate: int, scratch: Path, poll
     The runner names a chapter's notebook ``.<chapter>.running-<runner pid>.ipynb`` while it runs;
     the chapter's kernel is that runner's child. py-spy samples it without pausing it
     (``--nonblocking``), so the build is not slowed beyond py-spy's own small share of a core.
+    A profile already recorded in ``scratch`` (``<chapter>.raw.txt``) is summarised, not recorded
+    again: stopping py-spy (SIGINT) while a chapter runs keeps the part sampled so far, whose
+    ``seconds`` are then None (the chapter had not ended).
     """
-    while True:
-        if (run_dir / f"{chapter}.done.json").exists():
-            raise SystemExit(f"{chapter} finished before it could be attached to; start --attach earlier")
-        running = sorted(run_dir.glob(f".{chapter}.running-*.ipynb"))
-        kernel = _kernel_of(int(running[0].name.split("running-")[1].split(".")[0])) if running else None
-        if kernel is not None:
-            break
-        time.sleep(poll)
     raw = scratch / f"{chapter}.raw.txt"
-    subprocess.run([spy, "record", "--pid", str(kernel), "--nonblocking", "--rate", str(rate), "--format", "raw",
-                    "--output", str(raw)], check=True, capture_output=True)
     done = run_dir / f"{chapter}.done.json"
-    for _ in range(600):  # the runner writes the record just after the kernel ends
-        if done.exists():
-            break
-        time.sleep(1)
-    return {"seconds": float(json.loads(done.read_text())["seconds"]), **summarise(raw)}
+    if not raw.exists():
+        while True:
+            if done.exists():
+                raise SystemExit(f"{chapter} finished before it could be attached to; start --attach earlier")
+            running = sorted(run_dir.glob(f".{chapter}.running-*.ipynb"))
+            kernel = _kernel_of(int(running[0].name.split("running-")[1].split(".")[0])) if running else None
+            if kernel is not None:
+                break
+            time.sleep(poll)
+        subprocess.run([spy, "record", "--pid", str(kernel), "--nonblocking", "--rate", str(rate), "--format", "raw",
+                        "--output", str(raw)], check=True, capture_output=True)
+        for _ in range(60):  # the runner writes the record just after the kernel ends
+            if done.exists():
+                break
+            time.sleep(1)
+    seconds = float(json.loads(done.read_text())["seconds"]) if done.exists() else None
+    return {"seconds": seconds, **summarise(raw)}
 
 
 def _fmt(pairs) -> str:
@@ -377,9 +382,10 @@ def attach_tables(run: Session, run_dir: Path, chapters, spy: str, rate: int, sc
         res = attach(run_dir, ch, spy, rate, scratch)
         run.values[ch] = res
         rows.append([ch, res["seconds"], res["samples"], _fmt(res["nsdlib"]), _fmt(res["leaf"])])
-        print(f"{ch}: {res['seconds']:.0f} s in the build; {rows[-1][3]}", flush=True)
+        print(f"{ch}: {res['seconds']} s in the build; {rows[-1][3]}", flush=True)
     run.table("profile", "The slowest chapters profiled in the book build itself (py-spy attached to each "
-              "chapter's notebook kernel, sampling without pausing it)",
+              "chapter's notebook kernel, sampling without pausing it; seconds '—': stopped before the chapter "
+              "ended, the profile covers the part that ran)",
               ["chapter", "seconds (the runner's record)", "samples", "innermost nsdlib function: share of samples",
                "leaf frame: share of samples"], rows, ["{}", "{:.0f}", "{}", "{}", "{}"])
 

@@ -191,3 +191,12 @@ def test_book_attach_finds_the_runners_kernel():
     finally:
         child.kill()
         child.wait()
+
+
+def test_book_attach_summarises_a_profile_already_recorded(tmp_path):
+    (tmp_path / "04_x.raw.txt").write_text("run (/r/nsdlib/regressors.py:5);gru (/t/rnn.py:1) 4\n")
+    res = book.attach(tmp_path, "04_x", "no-py-spy-needed", 20, tmp_path)
+    assert res["seconds"] is None and res["samples"] == 4  # the chapter had not ended: no record
+    assert res["nsdlib"] == [["nsdlib.regressors.run", 1.0]]
+    (tmp_path / "04_x.done.json").write_text(json.dumps({"seconds": 99.0}))
+    assert book.attach(tmp_path, "04_x", "no-py-spy-needed", 20, tmp_path)["seconds"] == 99.0
