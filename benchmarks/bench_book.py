@@ -53,6 +53,7 @@ from pathlib import Path
 from _protocol import Session
 
 ROOT = Path(__file__).resolve().parents[1]
+_NSDLIB = re.compile(r"(^|/)nsdlib/")  # py-spy shortens paths: "nsdlib/x.py" or "/site/nsdlib/x.py"
 _FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
@@ -264,7 +265,7 @@ def summarise(raw: Path, top: int = 3) -> dict:
         total += n
         if frames:
             leaf[f"{frames[-1]['func']} ({Path(frames[-1]['file']).name})"] += n
-        ours = [f for f in frames if "/nsdlib/" in f["file"]]
+        ours = [f for f in frames if _NSDLIB.search(f["file"])]
         key = f"nsdlib.{Path(ours[-1]['file']).stem}.{ours[-1]['func']}" if ours else "(outside nsdlib)"
         inner[key] += n
     share = lambda c: [[k, v / max(total, 1)] for k, v in c.most_common(top)]  # noqa: E731
@@ -368,7 +369,7 @@ def main():
             build_tables(run, a.build, a.run)
         else:
             rows = chapter_times(a.run)
-            rows.append(["all chapters", sum(r[1] for r in rows)])
+            rows.append(["all chapters recorded", sum(r[1] for r in rows)])
             run.table("chapters", f"The runner's seconds per chapter ({a.run})", ["chapter", "seconds"], rows,
                       ["{}", "{:.0f}"])
         run.write(a.out)

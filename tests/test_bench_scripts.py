@@ -194,7 +194,7 @@ def test_book_attach_finds_the_runners_kernel():
 
 
 def test_book_attach_summarises_a_profile_already_recorded(tmp_path):
-    (tmp_path / "04_x.raw.txt").write_text("run (/r/nsdlib/regressors.py:5);gru (/t/rnn.py:1) 4\n")
+    (tmp_path / "04_x.raw.txt").write_text("run (nsdlib/regressors.py:5);gru (torch/rnn.py:1) 4\n")  # short paths
     res = book.attach(tmp_path, "04_x", "no-py-spy-needed", 20, tmp_path)
     assert res["seconds"] is None and res["samples"] == 4  # the chapter had not ended: no record
     assert res["nsdlib"] == [["nsdlib.regressors.run", 1.0]]
