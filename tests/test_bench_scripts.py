@@ -1,11 +1,15 @@
 """The benchmark scripts' own arithmetic, at tiny scale (nothing is timed, no peer is needed):
-bench_ridge's memory model, bench_glmsingle's simulation and score, bench_book's profile summary,
-bench_glm's table rows and notes, bench_regressors' epoch extrapolation, bench_metrics' rows."""
+bench_ridge's memory model, bench_glmsingle's simulation and score, bench_book's profile summary and
+build records, bench_book_results' bars, bench_glm's table rows and notes, bench_regressors' epoch
+extrapolation, bench_metrics' rows."""
 
 from __future__ import annotations
 
+import datetime
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,6 +34,7 @@ book = _load("bench_book")
 glm_bench = _load("bench_glm")
 regs = _load("bench_regressors")
 mets = _load("bench_metrics")
+book_results = _load("bench_book_results")
 
 
 def test_ridge_memory_model_known_values():
@@ -127,3 +132,120 @@ def test_metrics_rows_and_identification_agree_with_the_peer():
     assert label == "x" and call() == 7 and len(peaks["x"]) == 1
     note = mets.ident_note(982, 43264, dims_alexnet2=139_968)
     assert f"{4 * 982 * 43264 / 2 ** 20:.0f} MiB here" in note and f"{4 * 982 * 139968 / 2 ** 20:.0f} MiB" in note
+
+
+def _fake_build(root):
+    """A book build folder as bench_book.py --make-book leaves it, at toy scale."""
+    html = root / "_build" / "html"
+    (html / "_images").mkdir(parents=True)
+    (html / "_images" / "a.png").write_bytes(b"x" * 5000)
+    (html / "10_explorer.html").write_bytes(b"x" * 9000)
+    (html / "index.html").write_bytes(b"x" * 10)
+    run_dir = root / book.RUN_DIR
+    run_dir.mkdir(parents=True)
+    for name, secs in (("00_a", 10.0), ("04_b", 30.0)):
+        (run_dir / f"{name}.done.json").write_text(json.dumps({"seconds": secs}))
+    timing = {"commit": "abc1234", "started": "2026-12-06 18:05 UTC", "timed_by": "test",
+              "make_book": {"seconds": 100.0, "rc": 0, "load_start": 1.0, "load_end": 3.0,
+                            "load_samples": [1.0, 5.0, 2.0]},
+              "check_book": {"seconds": 50.0, "rc": 1, "load_start": 2.0, "load_end": 2.5, "load_samples": [2.0]}}
+    (root / book.TIMING).write_text(json.dumps(timing))
+    (root / book.CHECK_LOG).write_text("x.html: a bar below 100 %\ncheck-book: 27 pages, 1 problems\n")
+
+
+def test_book_build_tables_from_records(tmp_path):
+    _fake_build(tmp_path)
+    run = book.Session("unit_book", "tests", argv=[], threads="runner")
+    book.build_tables(run, tmp_path)
+    tabs = {t["key"]: t for t in run.tables}
+    assert tabs["chapters"]["rows"] == [["00_a", 10.0], ["04_b", 30.0], ["all chapters", 40.0],
+                                        [tabs["chapters"]["rows"][3][0], 60.0]]
+    build = tabs["build"]["rows"]
+    assert build[0][:5] == ["make book", 100.0, "1 min 40 s", 1.0, 3.0]
+    assert build[0][5] == {"median": 2.0, "min": 1.0, "max": 5.0, "n": 3}
+    assert build[1][0] == "make check-book" and build[1][1] == 50.0
+    assert tabs["check"]["rows"] == [[27, 1, "x.html: a bar below 100 %"]]
+    size = dict(tabs["size"]["rows"])
+    assert "largest page (10_explorer.html)" in size and "figures (_images)" in size
+    assert size["the built book (_build/html)"] >= size["figures (_images)"] > 0
+
+
+def test_book_check_report_reads_the_last_summary():
+    assert book.check_report("check-book: 3 pages, 0 problems\n") == {"pages": 3, "problems": 0, "lines": []}
+    with pytest.raises(ValueError, match="no 'check-book"):
+        book.check_report("Traceback\n")
+
+
+def _fake_book_numbers():
+    latent = [["ridge 15", 0.5, 1.0, 0.5], ["gru 15", 0.3, 1.0, 0.3], ["ridge 31", 0.48, 1.0, 0.48],
+              ["gru 31", 0.4, 1.0, 0.4]]
+    def attrs(c, s, p):  # (accuracy, chance, ratio) with chance 0.1
+        return {"colour": (c / 10, 0.1, c), "shape": (s / 10, 0.1, s), "position": (p / 10, 0.1, p)}
+
+    scenes = [("VDVAE ceiling, 31 blocks", attrs(9.0, 2.0, 4.0)), ("first guess, gru 31", attrs(3.0, 1.0, 1.5)),
+              ("stage 2, predicted CLIP", attrs(3.0, 1.0, 1.0)), ("stage 2, true CLIP (ceiling)", attrs(4.0, 3.0, 1.0))]
+    own = {m: 0.5 for m in book_results.METRICS} | {"ssim": 0.8, "clip": 0.9, "swav": None}
+    rows = {("gru", 15, "none"): own, ("gru", 15, "256"): {**own, "ssim": 0.6}}
+    return latent, scenes, rows
+
+
+def test_book_results_bars_are_computed_from_the_numbers():
+    latent, scenes, rows = _fake_book_numbers()
+    table, vals = book_results.bars_table(latent, scenes, rows)
+    met = {r[0]: r[3] for r in table}
+    assert len(table) == len(book_results.BARS)
+    assert vals["latent ratio, gru 31"] == 0.4 and met["GRU-31 test latent MSE (z units) / training mean's"] == "yes"
+    assert met["VDVAE ceiling, 31 blocks: main object's colour / position"] == "yes"
+    assert met["GRU-31 first guesses: colour / position"] == "**no**"  # position 1.5x < 2x
+    assert vals["ssim change at 256"] == pytest.approx(-0.25)
+    assert met["SSIM at noise amplitude 256: change from no noise (GRU-15)"] == "yes"
+    assert vals["columns computed"] == 7 and met["metric columns computed on the default run (of eight)"] == "**no**"
+    assert table[0][1] == "0.400 / 1.000 = **0.40** (gru-15 0.30; ridge-31 0.48)"
+    assert table[1][1] == "0.90 (**9.0×**) / 0.40 (**4.0×**)"
+    assert book_results.bar_met([0.7], "<=", 0.7) and not book_results.bar_met([3.0, 2.9], ">=", 3.0)
+    with pytest.raises(ValueError, match="'<=' or '>='"):
+        book_results.bar_met([1.0], "<", 2.0)
+
+
+def test_book_results_read_chapter_08s_printed_seconds(tmp_path):
+    nb = {"cells": [{"cell_type": "code", "outputs": [{"name": "stdout", "text": ["x\n"]}]},
+                    {"cell_type": "code", "outputs": [{"text": ["both placements scored in 118 s (the first"]}]}]}
+    (tmp_path / "08.ipynb").write_text(json.dumps(nb))
+    assert book_results.placements_seconds(tmp_path / "08.ipynb") == 118.0
+    assert book_results.placements_seconds(tmp_path / "missing.ipynb") is None
+
+
+def test_book_chapters_artifacts_from_the_build_log(tmp_path):
+    run_dir = tmp_path / "runs"
+    run_dir.mkdir()
+    log = tmp_path / "mini" / "subj01" / "store.log"
+    log.parent.mkdir(parents=True)
+    t0 = 1_800_000_000  # a chapter's events lie after the previous chapter's record, up to its own
+    for ch, end in (("00_a", t0 + 10), ("04_b", t0 + 20)):
+        (run_dir / f"{ch}.done.json").write_text("{}")
+        os.utime(run_dir / f"{ch}.done.json", (end, end))
+    stamp = lambda t: datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat(timespec="seconds")  # noqa: E731
+    events = [(t0 + 2, "x", "k1"), (t0 + 10, "y", "k2"), (t0 + 15, "x", "k1"), (t0 + 19, "z", "k3")]
+    log.write_text("".join(json.dumps({"time": stamp(t), "event": "reused", "name": n, "key": k}) + "\n"
+                           for t, n, k in events))
+    touched = book.touched_in_build(tmp_path, run_dir, ["00_a", "04_b"])
+    assert touched == {"00_a": {("x", "k1"), ("y", "k2")}, "04_b": {("x", "k1"), ("z", "k3")}}
+
+
+def test_book_attach_finds_the_runners_kernel():
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(30)", "ipykernel_launcher"])
+    try:
+        assert book._kernel_of(os.getpid()) == child.pid
+        assert book._kernel_of(child.pid) is None  # it started no kernel
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_book_attach_summarises_a_profile_already_recorded(tmp_path):
+    (tmp_path / "04_x.raw.txt").write_text("run (nsdlib/regressors.py:5);gru (torch/rnn.py:1) 4\n")  # short paths
+    res = book.attach(tmp_path, "04_x", "no-py-spy-needed", 20, tmp_path)
+    assert res["seconds"] is None and res["samples"] == 4  # the chapter had not ended: no record
+    assert res["nsdlib"] == [["nsdlib.regressors.run", 1.0]]
+    (tmp_path / "04_x.done.json").write_text(json.dumps({"seconds": 99.0}))
+    assert book.attach(tmp_path, "04_x", "no-py-spy-needed", 20, tmp_path)["seconds"] == 99.0
