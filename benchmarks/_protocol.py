@@ -178,3 +178,31 @@ class Session:
         print(f"wrote {path} (load average {self.meta['load_start']} at start, {self.meta['load_end']} at end"
               f"{', loaded' if self.meta['loaded'] else ''})")
         return path
+
+
+def cpu_timed(entries, store: dict) -> list:
+    """``(label, fn)`` entries whose calls also append their process CPU seconds to ``store[label]``.
+
+    Hand the result to :meth:`Session.compare`; then :func:`cpu_stats` summarises ``store`` the
+    way ``compare`` summarises wall-clock time. Process CPU time (``time.process_time``: every
+    thread of this process) is the steadier figure when other work shares the machine.
+    """
+    def wrap(label, fn):
+        def timed():
+            c0 = time.process_time()
+            out = fn()
+            store.setdefault(label, []).append(time.process_time() - c0)
+            return out
+        return timed
+    return [(label, wrap(label, fn)) for label, fn in entries]
+
+
+def cpu_stats(store: dict, peer: str, warmup: bool = False) -> dict:
+    """``{label: {"seconds": spread, "ratio": spread of peer/ours}}`` of CPU seconds gathered by
+    :func:`cpu_timed` (the first call of each dropped when ``compare`` warmed up)."""
+    times = {label: ts[1:] if warmup else ts for label, ts in store.items()}
+    out = {peer: {"seconds": spread(times[peer])}}
+    for label, ts in times.items():
+        if label != peer:
+            out[label] = {"seconds": spread(ts), "ratio": spread([p / o for p, o in zip(times[peer], ts)])}
+    return out

@@ -1,10 +1,11 @@
 """Stage 2 speed: seconds per image of nsdlib's dual-guided image-to-image, against diffusers.
 
-Workload: the mini size (64 x 64 images, latents 16 x 16, CLIP width 64) with the small
-randomly initialised components that stand in for the mini model zoo's (same classes as
-Versatile Diffusion: AutoencoderKL, UNet2DConditionModel, UNetFlatConditionModel's
-transformers, DualTransformer2DModel mixing). Settings of the paper: strength 0.75 of 50
-DDIM steps (37 run), guidance 7.5, text weight 0.4.
+Workload: the mini size (64 x 64 images, CLIP width 64) with the mini model zoo's diffusion
+architecture, randomly initialised (:func:`nsdlib.mini.zoo.mini_diffusion_components`: the f8
+autoencoder, so 8 x 8 latents, and the zoo's schedule; same classes as Versatile Diffusion:
+AutoencoderKL, UNet2DConditionModel, UNetFlatConditionModel's transformers,
+DualTransformer2DModel mixing); the cost of a step does not depend on the weights. Settings of
+the paper: strength 0.75 of 50 DDIM steps (37 run), guidance 7.5, text weight 0.4.
 
 Peers, timed in the same process on the same components:
 
@@ -16,39 +17,35 @@ Peers, timed in the same process on the same components:
   already converted by ``nsdlib.diffusion.make_dual_guided``; everything else is its code.
 - **the VAE round trip** alone (what strength 0 costs): the floor of any stage 2.
 
+Under the benchmark protocol (``_protocol.py``): one thread, every timing repeated ``--repeats``
+times (at least 3) with the peer and ours interleaved, the median seconds per image and the
+median ratio (diffusers / ours, so above 1 means nsdlib is faster) with its range, the load
+before and after; wall-clock and process CPU time (the steadier figure on a shared machine).
+Writes ``benchmarks/results/diffusion.json``; ``make bench-report`` puts its table into RESULTS.md.
+
 Usage::
 
-    .venv/bin/python benchmarks/bench_diffusion.py [--images 4] [--repeats 3] [--threads 1] [--device cpu]
-
-Prints a table and one line to paste into benchmarks/RESULTS.md. Timings are the best of
-``--repeats`` runs (a busy shared machine only ever slows a run down).
+    .venv/bin/python benchmarks/bench_diffusion.py [--images 4] [--repeats 3] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
-import os
-import platform
-import time
 
 import numpy as np
 import torch
+from _protocol import Session, cpu_stats, cpu_timed
+
+LABELS = {"peer": "diffusers `VersatileDiffusionDualGuidedPipeline` (peer)",
+          "batch": "nsdlib `DualGuidedDiffusion.reconstruct`, all images per UNet call",
+          "one": "nsdlib, one image per UNet call",
+          "vae": "nsdlib, VAE round trip only (strength 0)"}
 
 
-def _best(fn, repeats: int) -> tuple[float, float]:
-    """Best wall-clock and best process CPU time of ``repeats`` runs, in seconds."""
-    wall = cpu = float("inf")
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        wall, cpu = min(wall, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
-    return wall, cpu
+def per_image(stats: dict, n: int) -> dict:
+    """A protocol spread of seconds for ``n`` images as seconds per image (``n`` repeats kept)."""
+    return {k: (v / n if k != "n" else v) for k, v in stats.items()}
 
 
 def _diffusers_pipeline(emb, comps, scheduler, device):
@@ -76,26 +73,27 @@ def _diffusers_pipeline(emb, comps, scheduler, device):
     return pipe.to(device)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
     from PIL import Image
 
     from nsdlib.clip import random_clip
-    from nsdlib.diffusion import DualGuidedDiffusion, random_components
+    from nsdlib.diffusion import DualGuidedDiffusion
+    from nsdlib.mini.zoo import mini_diffusion_components
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--size", type=int, default=64, help="image side (mini: 64)")
+    ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    run = Session("diffusion", "benchmarks/bench_diffusion.py", argv=argv, versions=("diffusers", "transformers"))
     device = torch.device(args.device)
     n, steps, strength, guidance, text_weight = args.images, 50, 0.75, 7.5, 0.4
     n_run = int(steps * strength)
 
     emb = random_clip(image_size=64, device=device)
-    comps = random_components(cross_attention_dim=emb.dim, image_size=args.size)
+    comps = mini_diffusion_components(emb.dim, image_size=args.size)
     ours = DualGuidedDiffusion(**copy.deepcopy(comps), device=device, unet_dtype=torch.float32)
     rng = np.random.default_rng(0)
     first = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)  # mini first guesses are 32 px
@@ -105,16 +103,10 @@ def main(argv=None) -> None:
     vision = emb.vision(stimuli, progress=False)
     u_text, u_vision = emb.unconditional()
 
-    def run_ours():
-        ours.reconstruct(first, text, vision, u_text, u_vision, strength=strength, num_steps=steps,
-                         guidance_scale=guidance, text_weight=text_weight, batch_size=n, progress=False)
-
-    def run_ours_one_by_one():
-        ours.reconstruct(first, text, vision, u_text, u_vision, strength=strength, num_steps=steps,
-                         guidance_scale=guidance, text_weight=text_weight, batch_size=1, progress=False)
-
-    def run_vae():
-        ours.vae_round_trip(first)
+    def run_ours(batch_size):
+        return lambda: ours.reconstruct(first, text, vision, u_text, u_vision, strength=strength, num_steps=steps,
+                                        guidance_scale=guidance, text_weight=text_weight, batch_size=batch_size,
+                                        progress=False)
 
     pipe = _diffusers_pipeline(emb, copy.deepcopy(comps), ours.scheduler(), device)
     pil = [Image.fromarray(s) for s in stimuli]
@@ -125,25 +117,25 @@ def main(argv=None) -> None:
             pipe(prompt=captions, image=pil, text_to_image_strength=text_weight, height=args.size, width=args.size,
                  num_inference_steps=n_run, guidance_scale=guidance, generator=gens, output_type="np")
 
-    run_ours()  # warm-up (first calls allocate)
-    run_peer()
-    t = {"nsdlib (batch of all)": _best(run_ours, args.repeats),
-         "nsdlib (one image per call)": _best(run_ours_one_by_one, args.repeats),
-         "diffusers VersatileDiffusionDualGuidedPipeline": _best(run_peer, args.repeats),
-         "VAE round trip only": _best(run_vae, args.repeats)}
-    peer = t["diffusers VersatileDiffusionDualGuidedPipeline"]
-    ours_t = t["nsdlib (batch of all)"]
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"{n} images, {args.size} px, {n_run} of {steps} DDIM steps, guidance {guidance}, device {device}, "
-          f"{args.threads} thread(s); best of {args.repeats}; load average {load}")
-    print(f"{'':50s} {'wall s/img':>10s} {'CPU s/img':>10s} {'wall vs diffusers':>18s}")
-    for k, (w, c) in t.items():
-        print(f"{k:50s} {w / n:10.3f} {c / n:10.3f} {w / peer[0]:17.2f}x")
-    print(f"\nRESULTS: {dt.date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} cores, load {load}, "
-          f"{device}, {args.threads} thread(s), {n} images at {args.size} px: nsdlib {ours_t[0] / n:.3f} s/image "
-          f"wall ({ours_t[1] / n:.3f} CPU), diffusers pipeline {peer[0] / n:.3f} wall ({peer[1] / n:.3f} CPU), "
-          f"ratio {ours_t[0] / peer[0]:.2f}; one image per call {t['nsdlib (one image per call)'][0] / n:.3f}; "
-          f"VAE round trip {t['VAE round trip only'][0] / n:.4f}")
+    cpu: dict = {}
+    entries = cpu_timed([(LABELS["peer"], run_peer), (LABELS["batch"], run_ours(n)), (LABELS["one"], run_ours(1)),
+                         (LABELS["vae"], lambda: ours.vae_round_trip(first))], cpu)
+    stats, _ = run.compare(entries[0], entries[1:], repeats=args.repeats, warmup=True)
+    cstats = cpu_stats(cpu, LABELS["peer"], warmup=True)
+    rows = [[LABELS[k], per_image(stats[LABELS[k]]["seconds"], n), stats[LABELS[k]].get("ratio"),
+             per_image(cstats[LABELS[k]]["seconds"], n), cstats[LABELS[k]].get("ratio")]
+            for k in ("peer", "batch", "one", "vae")]
+    run.values.update(images=n, size=args.size, steps_run=n_run, device=str(device))
+    run.table("stage2", f"Stage 2 at the mini size: {n} images of {args.size} px, {n_run} of {steps} DDIM steps, "
+              f"guidance {guidance}, text weight {text_weight}, device {device} (median and range over the repeats; "
+              "ratios > 1: faster than the peer)",
+              ["what", "wall s / image", "diffusers / this, wall", "CPU s / image", "diffusers / this, CPU"],
+              rows, ["{}", "{:.3f}", "{:.2f}×", "{:.3f}", "{:.2f}×"])
+    for r in rows:
+        print(r)
+    run.write(args.out)
+    return {"stats": stats, "rows": rows}
+
 
 if __name__ == "__main__":
     main()

@@ -70,9 +70,17 @@ Run: ``.venv/bin/python benchmarks/bench_gpu_subject.py [--device auto] [--scale
 [--fit 24 12] [--out gpu_subject.json]`` (``--scale auto``: full on CUDA, tiny on the CPU, so
 that ``make bench`` on a CPU machine stays short).
 
+``--check-direct`` (the default at ``--scale tiny``): after the estimate, run every stage's whole
+pass too, in the same process, and tabulate the estimate against it (small scales only). On the
+CPU the libraries get one thread unless ``--threads`` says otherwise.
+
 Unlike the other benchmarks, this one prints absolute estimates, not ratios against a peer:
-the question it answers is a planning one (how long, how much memory), and its check is the
-test's comparison of the extrapolation with direct whole passes.
+the question it answers is a planning one (how long, how much memory), and there is no peer
+(nothing else runs this pipeline); its check is the comparison of the extrapolation with direct
+whole passes (``--check-direct``). Under the benchmark protocol (``_protocol.py``) it records the
+date, machine, threads, versions and load, and writes its tables to
+``benchmarks/results/gpu_subject_<device>[_fit].json`` (``--results`` chooses the folder) for
+``make bench-report``; ``--out`` also writes the whole record (every piece, every rung).
 """
 
 from __future__ import annotations
@@ -92,6 +100,7 @@ import warnings
 import numpy as np
 import psutil
 import torch
+from _protocol import Session
 from threadpoolctl import threadpool_limits
 
 GiB = float(1 << 30)
@@ -766,6 +775,11 @@ def main(argv=None) -> dict:
                     help="timings of a piece shorter than 1 s; the median is kept")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch and BLAS CPU threads (default: the libraries' own)")
+    ap.add_argument("--check-direct", action=argparse.BooleanOptionalAction, default=None,
+                    help="also time every stage's whole pass and compare the estimate with it (small scales only; "
+                    "default: on at the tiny scale)")
+    ap.add_argument("--results", default=None,
+                    help="folder of the protocol's results file (default benchmarks/results)")
     args = ap.parse_args(argv)
     if args.device == "auto":
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -781,6 +795,10 @@ def main(argv=None) -> dict:
         scale = -1.0
     if not 0 < scale <= 1:
         raise SystemExit(f"--scale must be auto, full, tiny or a fraction in (0, 1]; found {args.scale}")
+    if args.threads is None and dev.type == "cpu":  # the protocol's one thread (on a GPU: the libraries' own)
+        args.threads = 1
+    if args.check_direct is None:  # `make bench` on a CPU machine: the tiny run and its check
+        args.check_direct = scale == TINY and not args.direct and not args.fit
     if args.threads:
         torch.set_num_threads(args.threads)
     D = dims(scale)
@@ -796,19 +814,18 @@ def main(argv=None) -> dict:
     vcfg = vdvae_config(scale)
     data = {"X": X, "X_test": X[:D["n_test"]].copy(), "vdvae_config": vcfg,
             "Y15": rng.standard_normal((D["n_train"], n_latents(vcfg, 15)), dtype=np.float32)}
-    results = []
     # --threads also limits numpy's BLAS pool (the GLM, the ridges): idle BLAS threads spinning on a busy
     # machine would count in the process CPU time the tiny-scale check compares
     blas = threadpool_limits(limits=args.threads, user_api="blas") if args.threads else contextlib.nullcontext()
+    threads = args.threads or "the libraries' own thread counts (not set)"
+    run = Session(f"gpu_subject_{dev.type}" + ("_fit" if args.fit else "") + ("_direct" if args.direct else ""),
+                  "benchmarks/bench_gpu_subject.py", argv=argv, threads=threads,
+                  versions=("diffusers", "transformers", "torchvision"))
     with blas:
-        for stage in build_stages(D, scale, dev, data, args.stages):
-            t0 = time.perf_counter()
-            r = run_stage(stage, direct=args.direct, budgets=list(args.fit), repeats=args.repeats)
-            r["wall_s"] = time.perf_counter() - t0
-            results.append(r)
-            err = r["default"].get("error")
-            what = f"ERROR {err}" if err else "{:10.1f} s per subject".format(r["subject_s"])
-            print(f"  {stage.name:13s} {what}  ({r['wall_s']:.1f} s to measure)", flush=True)
+        results = _run_stages(D, scale, dev, data, args.stages, direct=args.direct, budgets=list(args.fit),
+                              repeats=args.repeats)
+        direct = (_run_stages(D, scale, dev, data, args.stages, direct=True, budgets=[], repeats=args.repeats)
+                  if args.check_direct else None)
     total = sum(r.get("subject_s", 0.0) for r in results)
     out = {"schema": "nsdlib.bench_gpu_subject/1", "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(),
            "device": str(dev), "card": card, "torch": torch.__version__, "scale": scale, "dims": D,
@@ -816,11 +833,78 @@ def main(argv=None) -> dict:
            "script_wall_s": time.perf_counter() - t_start,
            "memory": ("CUDA: torch.cuda.max_memory_allocated over the stage; host: peak RSS rise (psutil, 5 ms)"
                       if dev.type == "cuda" else "peak RSS rise over the stage (psutil, sampled every 5 ms)")}
+    if direct is not None:
+        out["check_direct"] = direct
     print_table(out)
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(out, fh, indent=1, default=str)
+    record(run, out)
+    run.write(args.results)
     return out
+
+
+def _run_stages(D, scale, dev, data, names, *, direct: bool, budgets: list, repeats: int) -> list:
+    results = []
+    for stage in build_stages(D, scale, dev, data, names):
+        t0 = time.perf_counter()
+        r = run_stage(stage, direct=direct, budgets=budgets, repeats=repeats)
+        r["wall_s"] = time.perf_counter() - t0
+        results.append(r)
+        err = r["default"].get("error")
+        what = f"ERROR {err}" if err else "{:10.1f} s per subject".format(r["subject_s"])
+        print(f"  {stage.name:13s} {what}  ({r['wall_s']:.1f} s to measure)", flush=True)
+    return results
+
+
+def stage_rows(out: dict) -> list:
+    """The protocol table of one run: a row per stage and the whole subject (errors kept as text)."""
+    rows = []
+    for r in out["stages"]:
+        if "error" in r["default"]:
+            rows.append([r["stage"], r["count"], f"error: {r['default']['error']}", None, None, None])
+            continue
+        rows.append([r["stage"], r["count"], r["pass_s"], r["subject_s"], r["peak_cuda_gib"], r["peak_rss_rise_gib"]])
+    rows.append(["**whole subject**", "", None, out["subject_s"], None, None])
+    return rows
+
+
+def direct_rows(out: dict) -> list:
+    """Each stage's estimate of one whole pass against the whole pass timed (wall and process CPU seconds)."""
+    by_stage = {r["stage"]: r for r in out["check_direct"] if "error" not in r["default"]}
+    rows = []
+    for r in out["stages"]:
+        d = by_stage.get(r["stage"])
+        if d is None or "error" in r["default"]:
+            continue
+        rows.append([r["stage"], r["pass_s"], d["pass_s"], r["pass_s"] / d["pass_s"], r["pass_cpu_s"],
+                     d["pass_cpu_s"], r["pass_cpu_s"] / d["pass_cpu_s"]])
+    est = sum(r["pass_s"] * r["passes"] for r in out["stages"] if r["stage"] in by_stage)
+    dire = sum(by_stage[r["stage"]]["pass_s"] * r["passes"] for r in out["stages"] if r["stage"] in by_stage)
+    rows.append(["**whole subject** (passes × one pass)", est, dire, est / dire, None, None, None])
+    return rows
+
+
+def record(run: Session, out: dict) -> None:
+    """The run's tables (and headline values) in the protocol's results file."""
+    where = f"{out['card']} ({out['device']}), scale {out['scale']:g}" + (", whole passes" if out["direct"] else "")
+    run.values.update(card=out["card"], device=out["device"], scale=out["scale"], subject_s=out["subject_s"],
+                      subject_h=out["subject_s"] / 3600, script_wall_s=out["script_wall_s"], dims=out["dims"])
+    run.table("stages", f"One subject, stage by stage, on {where} (absolute estimates for planning; no peer)",
+              ["stage", "count (one subject)", "one pass s", "subject s", "peak CUDA GiB", "peak RSS rise GiB"],
+              stage_rows(out), ["{}", "{}", "{:.2f}", "{:.1f}", "{:.2f}", "{:.2f}"],
+              note=f"The script took {out['script_wall_s']:.0f} s (wall clock) to measure all this.")
+    if "check_direct" in out:
+        run.table("direct", f"The estimate against direct whole passes, same process ({where})",
+                  ["stage", "estimate s", "whole pass s", "estimate / whole", "estimate CPU s", "whole pass CPU s",
+                   "estimate / whole, CPU"], direct_rows(out),
+                  ["{}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.2f}"])
+    fits = [(r["stage"], g, c) for r in out["stages"] for g, c in r.get("fit_settings", {}).get("chosen", {}).items()]
+    if fits:
+        run.table("fit", f"The first setting under each memory budget ({where})",
+                  ["stage", "budget GiB", "setting", "fits", "time vs the default"],
+                  [[st, float(g), json.dumps(c["setting"]), "yes" if c["fits"] else "no (the most frugal rung)",
+                    c.get("time_vs_default")] for st, g, c in fits], ["{}", "{:g}", "{}", "{}", "{:.2f}×"])
 
 
 def print_table(out: dict) -> None:

@@ -9,46 +9,48 @@ For each size ("small", then "default"):
   NIfTI, ``h5py`` for ``imgBrick`` (same chunks), ``scipy.io.savemat`` for the design,
   ``numpy.savez`` / ``json`` / file copy for the rest. Reading the arrays back is not timed.
 
-The ratio says how much the simulation costs on top of the unavoidable I/O. Times are wall
-clock and process CPU time (``time.process_time``: all threads of this process; the better
-figure when other work shares the machine) in this one process; a second pass measures the
-peak traced memory (``tracemalloc``: numpy and Python buffers; HDF5's and zlib's C buffers are
-not traced) of both.
+The ratio says how much the simulation costs on top of the unavoidable I/O. Under the benchmark
+protocol (``_protocol.py``: one thread, ``--repeats`` repeats with generate and the peer
+interleaved, median and range, load recorded): wall-clock and process CPU time
+(``time.process_time``: the steadier figure when other work shares the machine). Each timed call
+first removes its previous output (both sides alike; a fraction of a second against minutes), so
+that the disk holds at most one copy of each. Memory: the first generation (which makes the files
+the peer rewrites, untimed) runs under ``tracemalloc`` (numpy and Python buffers; HDF5's and zlib's
+C buffers are not traced), and so does one untimed pass of the peer's writes (its largest write).
+Writes ``benchmarks/results/mini.json``.
 
-Run: ``.venv/bin/python benchmarks/bench_mini.py [--sizes small default] [--no-memory]``.
+Run: ``.venv/bin/python benchmarks/bench_mini.py [--sizes small default] [--repeats 3] [--no-memory]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
 import json
-import platform
 import shutil
 import tempfile
-import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from _protocol import Session, cpu_stats, cpu_timed
 
 from nsdlib import mini, names
 
 MB = 1 << 20
 
 
-def peer_write(src: Path, dst: Path, trace: bool = False) -> dict:
-    """Write the arrays of every file under ``src`` again under ``dst``; time (and trace) the writes only."""
+def peer_writes(src: Path, dst: Path) -> list:
+    """The arrays of every file under ``src``, read into memory, each with the call that writes it
+    again under ``dst`` with the plain libraries: ``[(relative path, write(), out path)]``."""
     import h5py
     import nibabel as nib
     import scipy.io
 
-    seconds, cpu, peak, n_bytes = 0.0, 0.0, 0, 0
+    writes = []
     for path in sorted(p for p in src.rglob("*") if p.is_file()):
         rel = path.relative_to(src)
         out = dst / rel
-        out.parent.mkdir(parents=True, exist_ok=True)
         name = path.name
         if name.endswith(".nii.gz"):
             img = nib.load(path)
@@ -73,72 +75,96 @@ def peer_write(src: Path, dst: Path, trace: bool = False) -> dict:
             write = lambda out=out, data=data: out.write_text(json.dumps(data))
         else:
             write = lambda out=out, path=path: shutil.copyfile(path, out)
-        gc.collect()
-        if trace:
-            base = tracemalloc.get_traced_memory()[0]
-            tracemalloc.reset_peak()
-        t0, c0 = time.perf_counter(), time.process_time()
+        writes.append((rel, write, out))
+    return writes
+
+
+def run_writes(writes: list, dst: Path) -> int:
+    """Remove ``dst``, then run every write of :func:`peer_writes`; the bytes written."""
+    shutil.rmtree(dst, ignore_errors=True)
+    n_bytes = 0
+    for _, write, out in writes:
+        out.parent.mkdir(parents=True, exist_ok=True)
         write()
-        seconds += time.perf_counter() - t0
-        cpu += time.process_time() - c0
-        if trace:
-            peak = max(peak, tracemalloc.get_traced_memory()[1] - base)
         n_bytes += out.stat().st_size
-        data = None
-    return {"seconds": seconds, "cpu": cpu, "peak_mb": peak / MB, "bytes": n_bytes}
+    return n_bytes
 
 
-def bench(size: str, memory: bool = True) -> dict:
+def traced_peak_writes(writes: list, dst: Path) -> float:
+    """The largest traced allocation of any one write (MB), each measured above what was alive before it."""
+    shutil.rmtree(dst, ignore_errors=True)
+    peak = 0
+    tracemalloc.start()
+    for _, write, out in writes:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        write()
+        peak = max(peak, tracemalloc.get_traced_memory()[1] - base)
+    tracemalloc.stop()
+    shutil.rmtree(dst, ignore_errors=True)
+    return peak / MB
+
+
+def bench(run: Session, size: str, repeats: int, memory: bool = True) -> list:
+    """One row of the table for ``size``: counts, generate and peer seconds (wall and CPU), ratios, memory."""
     with tempfile.TemporaryDirectory(prefix="bench-mini-") as tmp:
         tmp = Path(tmp)
         gc.collect()
-        t0, c0 = time.perf_counter(), time.process_time()
-        root = mini.generate(tmp / "a", seed=0, size=size, progress=False)
-        gen_s, gen_cpu = time.perf_counter() - t0, time.process_time() - c0
-        peer = peer_write(root, tmp / "peer")
-        out = {"size": size, "generate_s": gen_s, "generate_cpu_s": gen_cpu, "write_only_s": peer["seconds"],
-               "write_only_cpu_s": peer["cpu"], "ratio": gen_s / peer["seconds"],
-               "disk_mb": sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / MB}
-        shutil.rmtree(tmp / "peer")
-        if memory:
-            gc.collect()
+        if memory:  # the first generation, traced, makes the files the peer rewrites
             tracemalloc.start()
-            mini.generate(tmp / "b", seed=0, size=size, progress=False)
-            out["generate_peak_mb"] = tracemalloc.get_traced_memory()[1] / MB
-            tracemalloc.stop()
-            shutil.rmtree(tmp / "b")
-            tracemalloc.start()
-            out["write_only_peak_mb"] = peer_write(root, tmp / "peer2", trace=True)["peak_mb"]
-            tracemalloc.stop()
+        root = mini.generate(tmp / "first", seed=0, size=size, progress=False)
+        gen_peak = tracemalloc.get_traced_memory()[1] / MB if memory else None
+        tracemalloc.stop()
+        disk_mb = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / MB
+        writes = peer_writes(root, tmp / "peer")
+        peer_peak = traced_peak_writes(writes, tmp / "peer") if memory else None
+
+        def generate():
+            shutil.rmtree(tmp / "ours", ignore_errors=True)
+            return mini.generate(tmp / "ours", seed=0, size=size, progress=False)
+
+        cpu: dict = {}
+        entries = cpu_timed([("write only", lambda: run_writes(writes, tmp / "peer")), ("generate", generate)], cpu)
+        stats, _ = run.compare(entries[0], entries[1:], repeats=repeats)
+        cstats = cpu_stats(cpu, "write only")
     spec = mini.spec_for(size)
-    out.update(images=spec.n_images, trials_per_subject=spec.n_trials, sessions=spec.n_sessions, runs=spec.n_runs,
-               volumes_per_run=spec.run_volumes, voxels={s: spec.voxels(s) for s in names.SUBJECTS})
-    return out
+    run.values[size] = dict(images=spec.n_images, trials_per_subject=spec.n_trials, sessions=spec.n_sessions,
+                            runs=spec.n_runs, volumes_per_run=spec.run_volumes,
+                            voxels={s: spec.voxels(s) for s in names.SUBJECTS})
+    return [size, spec.n_images, spec.n_trials, stats["generate"]["seconds"], cstats["generate"]["seconds"],
+            stats["write only"]["seconds"], cstats["write only"]["seconds"],
+            _inverse(stats["generate"]["ratio"]), _inverse(cstats["generate"]["ratio"]), gen_peak, peer_peak, disk_mb]
 
 
-def main(argv=None) -> int:
+def _inverse(ratio: dict) -> dict:
+    """A spread of ``peer / ours`` as one of ``ours / peer`` (what generating costs in writes)."""
+    return {"median": 1 / ratio["median"], "min": 1 / ratio["max"], "max": 1 / ratio["min"], "n": ratio["n"]}
+
+
+def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", default=["small", "default"], choices=["small", "default"])
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-memory", action="store_true", help="skip the traced-memory pass")
+    ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     args = ap.parse_args(argv)
-    import os
-
-    print(f"# mini-NSD generate vs write-only peer ({platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, {_dt.date.today()})")
-    print(f"load average before: {os.getloadavg()[0]:.1f}")
-    print("| size | images | trials/subject | generate wall (CPU) s | write only wall (CPU) s | ratio wall (CPU) "
-          "| generate peak (MB) | write-only peak (MB) | disk (MB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    run = Session("mini", "benchmarks/bench_mini.py", argv=argv, versions=("h5py",))
+    rows = []
     for size in args.sizes:
-        r = bench(size, memory=not args.no_memory)
-        print(f"| {size} | {r['images']} | {r['trials_per_subject']} | {r['generate_s']:.1f} "
-              f"({r['generate_cpu_s']:.1f}) | {r['write_only_s']:.1f} ({r['write_only_cpu_s']:.1f}) | "
-              f"{r['ratio']:.1f}x ({r['generate_cpu_s'] / r['write_only_cpu_s']:.1f}x) | "
-              f"{r.get('generate_peak_mb', float('nan')):.0f} | {r.get('write_only_peak_mb', float('nan')):.0f} | "
-              f"{r['disk_mb']:.0f} |", flush=True)
-    print(f"load average after: {os.getloadavg()[0]:.1f}")
-    return 0
+        rows.append(bench(run, size, args.repeats, memory=not args.no_memory))
+        print(rows[-1], flush=True)
+    run.table("generate", "`nsdlib.mini.generate` against writing the same arrays with the plain libraries "
+              "(seconds: median and range over the repeats)",
+              ["size", "images", "trials per subject", "`generate` wall s", "`generate` CPU s",
+               "write-only peer wall s", "write-only peer CPU s", "generate / peer, wall", "generate / peer, CPU",
+               "`generate` peak MB", "peer peak MB", "disk MB"], rows,
+              ["{}", "{:,}", "{:,}", "{:.1f}", "{:.1f}", "{:.1f}", "{:.1f}", "{:.1f}×", "{:.1f}×", "{:.0f}", "{:.0f}",
+               "{:.0f}"])
+    run.write(args.out)
+    return {"rows": rows}
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main() and 0)

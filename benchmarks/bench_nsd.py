@@ -13,19 +13,24 @@ sessions by
   trials kept (n_trials, n_voxels) float32 until all sessions are read (the common recipe).
 
 Peak memory is Python's ``tracemalloc`` peak (numpy and gzip buffers are traced) during each
-call, in this one process. The output (train + test averages) grows with the number of images
-seen; ``peak - output`` is the loader's working set, the number that must stay flat.
+call, in this one process, once per method and session count (memory does not depend on the
+load). The output (train + test averages) grows with the number of images seen;
+``peak - output`` is the loader's working set, the number that must stay flat. Every method
+must return the same matrices (the largest difference is recorded).
 
-Run: ``.venv/bin/python benchmarks/bench_nsd.py [--scale 0.125] [--sessions 2 4 8]``.
+Time, under the benchmark protocol (``_protocol.py``: one thread, ``--repeats`` interleaved
+repeats, median and range, load recorded), untraced, at ``--time-sessions`` sessions: each peer's
+seconds over nsdlib's, per repeat. A last table applies the measured working set to subject 1's
+full shapes (arithmetic, not measured). Writes ``benchmarks/results/nsd.json``.
+
+Run: ``.venv/bin/python benchmarks/bench_nsd.py [--scale 0.125] [--sessions 1 2 4] [--time-sessions 2]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -33,6 +38,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from _protocol import Session, spread
 
 from nsdlib import nsd
 
@@ -40,7 +46,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _synthetic_nsd import write_synthetic_nsd  # noqa: E402  (the tests' tree writer, not library code)
 
 NSD_GRID = (81, 104, 83)  # subject 1, 1.8 mm
+NSD_FULL = dict(sessions=37, trials=750, voxels=15_724, images=9_841)  # subject 1: 8,859 train + 982 test images
 MB = 1 << 20
+GB = 1e9
+PEERS = ("nibabel, all sessions at once", "nibabel, session by session")
 
 
 def peer_all_at_once(root: Path, subject: int, sessions: int) -> dict:
@@ -92,12 +101,6 @@ def _average_and_zscore(mat: dict, subject: int, trials: np.ndarray) -> dict:
     return {k: (v - mu) / sd for k, v in out.items()}
 
 
-def nib_version() -> str:
-    import nibabel
-
-    return nibabel.__version__
-
-
 def measure(fn, *args, **kw) -> tuple[float, float, object]:
     """(peak traced MB, seconds, result) of one call."""
     gc.collect()
@@ -111,19 +114,42 @@ def measure(fn, *args, **kw) -> tuple[float, float, object]:
     return peak / MB, sec, out
 
 
-def main(argv=None) -> None:
+def ratio_spread(peer_raw, ours_raw) -> dict:
+    """The protocol's spread of per-repeat ratios ``peer / ours`` (interleaved repeats, same order)."""
+    if len(peer_raw) != len(ours_raw):
+        raise ValueError(f"ratios need as many peer as own timings; found {len(peer_raw)} and {len(ours_raw)}")
+    return spread([p / o for p, o in zip(peer_raw, ours_raw)])
+
+
+def full_scale_rows(working_mb: float) -> list:
+    """Subject 1's full shapes (1.8 mm grid, 37 sessions of 750 trials, 15,724 voxels, 9,841 images):
+    what each method holds at its peak, in GB, nsdlib's working set being ``working_mb`` (measured)."""
+    session = np.prod(NSD_GRID) * NSD_FULL["trials"] * 2  # int16
+    trials = NSD_FULL["sessions"] * NSD_FULL["trials"] * NSD_FULL["voxels"] * 4  # masked float32 trials
+    output = NSD_FULL["images"] * NSD_FULL["voxels"] * 4
+    return [[PEERS[0], "every session in one int16 array", NSD_FULL["sessions"] * session / GB],
+            [PEERS[1], "one whole session + every masked float32 trial", (session + trials) / GB],
+            ["nsdlib `prepare_subject`", "its float32 output + the measured working set",
+             (output + working_mb * MB) / GB]]
+
+
+def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=0.125, help="fraction of NSD's voxel grid (default 1/8)")
-    ap.add_argument("--sessions", type=int, nargs="+", default=[2, 4, 8])
+    ap.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4], help="session counts of the memory table")
+    ap.add_argument("--time-sessions", type=int, default=2, help="session count of the timed comparison")
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--trials", type=int, default=750, help="trials per session (NSD: 750)")
     ap.add_argument("--chunk-mb", type=float, default=32.0, help="nsdlib's read buffer")
     ap.add_argument("--root", default=None,
                     help="where to write the synthetic tree, kept and reused by later runs (default: a temp folder)")
+    ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     args = ap.parse_args(argv)
+    run = Session("nsd", "benchmarks/bench_nsd.py", argv=argv)
 
     f = args.scale ** (1 / 3)
     grid = tuple(max(4, int(round(g * f))) for g in NSD_GRID)
-    n_max = max(args.sessions)
+    n_max = max(*args.sessions, args.time_sessions)
     tmp = tempfile.TemporaryDirectory(prefix="bench-nsd-") if args.root is None else None
     root = Path(args.root or tmp.name)
     t0 = time.perf_counter()
@@ -135,43 +161,58 @@ def main(argv=None) -> None:
                             n_per_subject=10000, n_images=73000, roi_fraction=15724 / np.prod(NSD_GRID),
                             with_stimuli=False, seed=0)
         stamp.write_text(wanted)
-    write_s = time.perf_counter() - t0
     session_mb = np.prod(grid) * args.trials * 2 / MB
     gz_mb = (root / layout.betas_file(1, 1)).stat().st_size / MB
-    print(f"synthetic NSD tree: grid {grid} ({np.prod(grid):,} voxels, {args.scale:g} of NSD's), "
-          f"{args.trials} trials/session, one session = {session_mb:.0f} MB int16 ({gz_mb:.0f} MB .nii.gz); "
-          f"written in {write_s:.0f} s")
+    print(f"synthetic NSD tree: grid {grid}, one session = {session_mb:.0f} MB int16 ({gz_mb:.0f} MB .nii.gz); "
+          f"written in {time.perf_counter() - t0:.0f} s")
+    run.values.update(grid=list(grid), voxels_in_grid=int(np.prod(grid)), session_mb=float(session_mb),
+                      session_gz_mb=float(gz_mb), trials_per_session=args.trials)
+
+    def ours(n):
+        return nsd.prepare_subject(layout, 1, n, chunk_mb=args.chunk_mb, progress=False)
 
     # warm-up, untraced: imports and one-time allocations are not charged to the first row
-    nsd.prepare_subject(layout, 1, 1, chunk_mb=args.chunk_mb, progress=False)
+    ours(1)
     peer_all_at_once(root, 1, 1)
     peer_session_by_session(root, 1, 1)
-    rows = []
+    rows, worst_diff, working = [], 0.0, []
     for n in args.sessions:
-        peak, sec, d = measure(nsd.prepare_subject, layout, 1, n, chunk_mb=args.chunk_mb, progress=False)
+        peak, _, d = measure(ours, n)
         out_mb = (d.train_betas.nbytes + d.test_betas.nbytes) / MB
-        p1, s1, r1 = measure(peer_all_at_once, root, 1, n)
-        p2, s2, r2 = measure(peer_session_by_session, root, 1, n)
-        np.testing.assert_allclose(r1["train"], d.train_betas, atol=1e-4)  # same answer
-        np.testing.assert_allclose(r2["test"], d.test_betas, atol=1e-4)
-        rows.append((n, d.info["n_trials"], d.n_voxels, out_mb, peak, sec, p1, s1, p2, s2))
+        p1, _, r1 = measure(peer_all_at_once, root, 1, n)
+        p2, _, r2 = measure(peer_session_by_session, root, 1, n)
+        for r in (r1, r2):
+            worst_diff = max(worst_diff, *(float(np.abs(r[k] - getattr(d, f"{k}_betas")).max()) for k in r))
+        working.append(peak - out_mb)
+        rows.append([n, d.info["n_trials"], d.n_voxels, out_mb, peak, peak - out_mb, p1, p1 / peak, p2, p2 / peak])
+        print("memory", rows[-1], flush=True)
         del d, r1, r2
+    if worst_diff > 1e-4:
+        raise AssertionError(f"the peers' matrices should equal nsdlib's to 1e-4; found a difference of {worst_diff}")
+    run.values["max_abs_difference"] = worst_diff
+    run.table("memory", f"Peak traced memory of preparing subject 1 (grid {' × '.join(map(str, grid))}, "
+              f"{session_mb:.0f} MB of int16 per session)",
+              ["sessions", "trials", "voxels", "output MB", "nsdlib peak MB", "nsdlib peak − output MB",
+               f"{PEERS[0]}: peak MB", "× nsdlib", f"{PEERS[1]}: peak MB", "× nsdlib"], rows,
+              ["{}", "{:,}", "{:,}", "{:.1f}", "{:.1f}", "{:.1f}", "{:.0f}", "{:.1f}×", "{:.0f}", "{:.1f}×"])
 
-    head = ("| sessions | trials | voxels | output MB | nsdlib peak MB | nsdlib peak - output MB | nsdlib s "
-            "| nibabel all-at-once peak MB | ratio | s | nibabel per-session peak MB | ratio | s |")
-    print(head)
-    print("|" + "---|" * 13)
-    for n, tr, nv, out_mb, peak, sec, p1, s1, p2, s2 in rows:
-        print(f"| {n} | {tr:,} | {nv:,} | {out_mb:.1f} | {peak:.1f} | {peak - out_mb:.1f} | {sec:.1f} "
-              f"| {p1:.0f} | {p1 / peak:.1f}x | {s1:.1f} | {p2:.0f} | {p2 / peak:.1f}x | {s2:.1f} |")
-    import psutil
-
-    ram = psutil.virtual_memory().total / 2**30
-    print(f"\nmachine: {platform.machine()}, {psutil.cpu_count()} CPUs, {ram:.0f} GiB RAM, "
-          f"python {platform.python_version()}, numpy {np.__version__}, nibabel {nib_version()}; "
-          f"{_dt.date.today().isoformat()}")
+    n = args.time_sessions
+    stats, _ = run.compare((PEERS[0], lambda: peer_all_at_once(root, 1, n)),
+                           [("nsdlib", lambda: ours(n)), (PEERS[1], lambda: peer_session_by_session(root, 1, n))],
+                           repeats=args.repeats)
+    ours_raw = stats["nsdlib"]["raw"]
+    run.table("speed", f"Seconds to prepare {n} sessions (untraced; median and range over the repeats)",
+              ["method", "seconds", "this / nsdlib"],
+              [["nsdlib `prepare_subject`", stats["nsdlib"]["seconds"], None]]
+              + [[p, stats[p]["seconds"], ratio_spread(stats[p]["raw"], ours_raw)] for p in PEERS],
+              ["{}", "{:.1f}", "{:.2f}×"])
+    run.table("full_scale", "At subject 1's full shapes (arithmetic from the shapes, not measured; nsdlib's working "
+              f"set: the largest measured above, {max(working):.0f} MB)", ["method", "what it holds", "GB"],
+              full_scale_rows(max(working)), ["{}", "{}", "{:.2f}"])
+    run.write(args.out)
     if tmp is not None:
         tmp.cleanup()
+    return {"rows": rows, "stats": stats}
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ pytestmark = pytest.mark.slow  # two whole runs of the script: about a minute on
 
 @pytest.fixture(scope="module")
 def bench():
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))  # the script imports _protocol as its neighbour
     spec = importlib.util.spec_from_file_location("bench_gpu_subject", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -31,13 +34,15 @@ def bench():
 @pytest.fixture(scope="module")
 def runs(bench, tmp_path_factory):
     threads = torch.get_num_threads()
-    out = tmp_path_factory.mktemp("bench") / "tiny.json"
-    try:
-        est = bench.main(["--scale", "tiny", "--device", "cpu", "--threads", "1", "--out", str(out)])
-        direct = bench.main(["--scale", "tiny", "--device", "cpu", "--threads", "1", "--direct"])
+    folder = tmp_path_factory.mktemp("bench")
+    out = folder / "tiny.json"
+    try:  # at the tiny scale the script also times every whole pass (--check-direct)
+        est = bench.main(["--scale", "tiny", "--device", "cpu", "--threads", "1", "--out", str(out),
+                          "--results", str(folder)])
     finally:
         torch.set_num_threads(threads)
-    return est, direct, json.loads(out.read_text())
+    protocol = json.loads((folder / "gpu_subject_cpu.json").read_text())
+    return est, est["check_direct"], json.loads(out.read_text()), protocol
 
 
 def test_full_scale_counts_are_nsds(bench):
@@ -53,7 +58,7 @@ def test_full_scale_counts_are_nsds(bench):
 
 
 def test_json_schema(runs, bench):
-    est, _, written = runs
+    est, _, written, _ = runs
     assert written["schema"] == "nsdlib.bench_gpu_subject/1"
     assert written["device"] == "cpu" and written["scale"] == bench.TINY and written["direct"] is False
     for key in ("date_utc", "card", "torch", "dims", "budgets_gib", "stages", "subject_s", "script_wall_s", "memory"):
@@ -76,9 +81,8 @@ def test_json_schema(runs, bench):
 def test_the_estimate_is_its_two_pieces_line_and_the_direct_run_times_whole_passes(runs, bench):
     # How close the estimate comes to a direct run is a timing, so it is measured by the benchmark
     # itself (benchmarks/RESULTS.md), never asserted here: on a loaded machine it drifts.
-    est, direct, _ = runs
-    assert direct["direct"] is True
-    by_stage = {s["stage"]: s for s in direct["stages"]}
+    est, direct, _, protocol = runs
+    by_stage = {s["stage"]: s for s in direct}
     for s in est["stages"]:
         d = by_stage[s["stage"]]
         assert d["pieces"][0][0] == s["units_per_pass"]  # the direct run did the whole pass
@@ -89,13 +93,20 @@ def test_the_estimate_is_its_two_pieces_line_and_the_direct_run_times_whole_pass
         assert s["pass_cpu_s"] == pytest.approx(bench._linear(ka, ca, kb, cb, K)[0])
         a, b = s["fit"]["fixed_s"], s["fit"]["per_unit_s"]
         assert a >= 0 and b >= 0 and s["pass_s"] == pytest.approx(a + b * K)
+    # the protocol's file: the stages' table and the check's ratios, one thread, the load recorded
+    assert protocol["meta"]["threads"] == 1 and "load_end" in protocol["meta"]
+    tables = {t["key"]: t for t in protocol["tables"]}
+    assert [r[0] for r in tables["stages"]["rows"]] == [*bench.STAGES, "**whole subject**"]
+    for row in tables["direct"]["rows"][:-1]:
+        d, s = by_stage[row[0]], next(x for x in est["stages"] if x["stage"] == row[0])
+        assert row[3] == pytest.approx(s["pass_s"] / d["pass_s"])
 
 
-def test_fit_picks_smaller_settings_for_a_smaller_budget(bench):
+def test_fit_picks_smaller_settings_for_a_smaller_budget(bench, tmp_path):
     threads = torch.get_num_threads()
     try:
         out = bench.main(["--scale", "tiny", "--device", "cpu", "--threads", "1", "--fit", "1000", "1e-9",
-                          "--stages", "glm", "ridge_text", "vdvae_decode"])
+                          "--stages", "glm", "ridge_text", "vdvae_decode", "--results", str(tmp_path)])
     finally:
         torch.set_num_threads(threads)
     assert out["budgets_gib"] == [1000.0, 1e-9]
