@@ -68,7 +68,7 @@ def chapter_times(run_dir: Path) -> list:
 TIMING = "book_timing.json"  # the record --make-book writes in the build folder
 CHECK_LOG = "check-book.log"  # make check-book's output, beside it
 RUN_DIR = Path("runs") / "mini" / "subj01"  # where make book's runner writes its records
-_CHECK_LINE = re.compile(r"^check-book: (?P<pages>\d+) pages, (?P<problems>\d+) problems$", re.M)
+_CHECK_LINE = re.compile(r"^check-book: (?P<pages>\d+) pages, (?P<problems>\d+) problems\b.*$", re.M)
 
 
 def _load_sampler(samples: list, every: float = 30.0):
