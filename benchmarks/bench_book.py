@@ -88,8 +88,11 @@ def _timed_make(target: str, build: Path, log: Path) -> dict:
     samples: list = []
     stop = _load_sampler(samples)
     t0 = time.time()
+    # the clone's own code, not whatever PYTHONPATH points this script at: the chapters import nsdlib
+    # from the build's environment, as in a fresh clone
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     with open(log, "w") as fh:
-        rc = subprocess.run(["make", target], cwd=build, stdout=fh, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(["make", target], cwd=build, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
     secs = time.time() - t0
     stop()
     return {"seconds": secs, "rc": rc, "load_start": samples[0], "load_end": round(os.getloadavg()[0], 2),
