@@ -35,6 +35,12 @@ glm_bench = _load("bench_glm")
 regs = _load("bench_regressors")
 mets = _load("bench_metrics")
 book_results = _load("bench_book_results")
+diffusion = _load("bench_diffusion")
+nsd_bench = _load("bench_nsd")
+mini_bench = _load("bench_mini")
+minimodels = _load("bench_minimodels")
+gpu = _load("bench_gpu_subject")
+protocol = _load("_protocol")
 
 
 def test_ridge_memory_model_known_values():
@@ -249,15 +255,6 @@ def test_book_attach_summarises_a_profile_already_recorded(tmp_path):
     assert res["nsdlib"] == [["nsdlib.regressors.run", 1.0]]
     (tmp_path / "04_x.done.json").write_text(json.dumps({"seconds": 99.0}))
     assert book.attach(tmp_path, "04_x", "no-py-spy-needed", 20, tmp_path)["seconds"] == 99.0
-
-
-# ------------------------------------------------------------- engineer B's scripts (issue #27)
-diffusion = _load("bench_diffusion")
-nsd_bench = _load("bench_nsd")
-mini_bench = _load("bench_mini")
-minimodels = _load("bench_minimodels")
-gpu = _load("bench_gpu_subject")
-protocol = _load("_protocol")
 
 
 def test_cpu_timed_records_each_call_and_cpu_stats_pairs_repeats():
