@@ -10,6 +10,8 @@ One :class:`Session` per script run:
 - the 1-minute load average is recorded at the start and at the end; a run whose load at the
   start exceeds :data:`LOAD_LIMIT` is flagged ``loaded`` (its seconds are upper bounds for a
   quiet machine; its ratios compare runs made under the same load, interleaved);
+- memory is measured in a fresh child process per case: :func:`reset_peak_rss` and
+  :func:`peak_rss` there, :func:`child_json` here;
 - :meth:`Session.write` writes the results atomically as ``benchmarks/results/<name>.json``,
   with the date, the machine, the thread count and the versions of the libraries involved.
 
@@ -23,7 +25,9 @@ import importlib.metadata
 import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -205,4 +209,46 @@ def cpu_stats(store: dict, peer: str, warmup: bool = False) -> dict:
     for label, ts in times.items():
         if label != peer:
             out[label] = {"seconds": spread(ts), "ratio": spread([p / o for p, o in zip(times[peer], ts)])}
+    return out
+
+
+# ----------------------------------------------------------------------------- memory
+def reset_peak_rss() -> bool:
+    """Reset the kernel's count of this process's peak resident memory (``/proc/self/clear_refs``).
+
+    Returns False where it cannot be reset (no ``/proc``, no permission): a later
+    :func:`peak_rss` then includes everything since the process started.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory since the last :func:`reset_peak_rss` (``VmHWM``), bytes;
+    without ``/proc``, the peak since the start (``ru_maxrss``)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def child_json(cmd, env=None) -> dict:
+    """Run a memory child (a script's ``--child`` mode) and read the JSON object it prints last.
+
+    A child that reports ``"reset": false`` could not reset the peak counter, so its peak would
+    include building its data: that is refused rather than recorded.
+    """
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    if out.get("reset") is False:
+        raise RuntimeError("the kernel's peak-RSS counter could not be reset (/proc/self/clear_refs): "
+                           "the measurement would include building the data")
     return out

@@ -38,7 +38,6 @@ import argparse
 import importlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ import warnings
 
 import numpy as np
 import psutil
-from _protocol import Session, single_thread, spread
+from _protocol import Session, child_json, peak_rss, reset_peak_rss, single_thread, spread
 from scipy.stats import gamma
 
 from nsdlib.glm import GLMSingle, TrialDesign
@@ -181,23 +180,19 @@ def child_memory(which: str, n_vox: int, path, chunk_size: int = 20000) -> None:
     single_thread()
     runs, designs, onehot, _, _ = simulate(n_vox)
     GLM_single = load_glmsingle(path)[0] if which == "glmsingle" else None
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
+    reset = reset_peak_rss()
     base = psutil.Process().memory_info().rss
     if which == "glmsingle":
         fit_peer(GLM_single, runs, onehot)
     else:
         fit_ours(runs, designs, chunk_size=chunk_size)
-    with open("/proc/self/status") as fh:
-        peak = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:"))
-    print(json.dumps({"extra": peak - base, "input": sum(y.nbytes for y in runs)}))
+    print(json.dumps({"extra": peak_rss() - base, "input": sum(y.nbytes for y in runs), "reset": reset}))
 
 
 def measure_memory(which: str, n_vox: int, path, chunk_size: int = 20000) -> dict:
     cmd = [sys.executable, __file__, "--child", which, str(n_vox), str(chunk_size)]
     cmd += ["--glmsingle", str(path)] if path else []
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return child_json(cmd)
 
 
 def chunked_memory(counts, chunk_size: int, whole_brain: int, out) -> None:

@@ -37,7 +37,6 @@ import argparse
 import gc
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ import time
 import numpy as np
 import psutil
 import torch
-from _protocol import Session, spread
+from _protocol import Session, child_json, peak_rss, reset_peak_rss, spread
 from report import cell
 from torch import nn
 
@@ -80,23 +79,6 @@ def make_data(n: int, p: int, t: int):
     X = rng.standard_normal((n, p), dtype=np.float32)
     Y = rng.standard_normal((n, t), dtype=np.float32)
     return X, Y, (Y.mean(0), Y.std(0) + 1e-6)
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _sync(dev):
@@ -150,24 +132,19 @@ def child_memory(name: str, n: int, p: int, t: int, device: str) -> None:
     dev = torch.device(device)
     X, Y, stats = make_data(n, p, t)
     gc.collect()
-    reset = _reset_peak()
+    reset = reset_peak_rss()
     base = psutil.Process().memory_info().rss
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     tr = Trainer(name, X, Y, stats, dev)
     tr.timed(2)
-    peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else _peak_rss() - base
+    peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else peak_rss() - base
     print(json.dumps({"peak": peak, "reset": reset or dev.type == "cuda", "params": count_parameters(tr.model)}))
 
 
 def measure_memory(name: str, n: int, p: int, t: int, device: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", name, str(n), str(p), str(t), device]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ.copy())
-    m = json.loads(res.stdout.strip().splitlines()[-1])
-    if not m["reset"]:
-        raise RuntimeError("the kernel's peak-RSS counter could not be reset (/proc/self/clear_refs): "
-                           "the measurement would include building the data")
-    return m
+    return child_json([sys.executable, __file__, "--child", name, str(n), str(p), str(t), device],
+                      env=os.environ.copy())
 
 
 def _epochs(splits, n) -> list:

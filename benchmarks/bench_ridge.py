@@ -34,15 +34,13 @@ import argparse
 import ctypes
 import json
 import os
-import resource
-import subprocess
 import sys
 import warnings
 
 import numpy as np
 import psutil
 import torch
-from _protocol import Session, single_thread
+from _protocol import Session, child_json, peak_rss, reset_peak_rss, single_thread
 from sklearn.linear_model import Ridge as SkRidge
 
 from nsdlib.ridge import Ridge, ridge_predict
@@ -238,15 +236,6 @@ def model_bytes(kind, n, p, t, m, n_alphas=10, k=5):
     return max(4 * n * p + 8 * n * n + folds + max(36 * n_tr * n_tr, 40 * n * n + B), factor, stream)
 
 
-def _peak_rss() -> int:
-    """The process's peak resident memory (VmHWM), bytes."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def child_memory(kind, n, p, tokens, n_test):
     """In a fresh interpreter: peak resident memory of one call minus that just before it
     (the kernel's peak counter is reset just before the call, ``/proc/self/clear_refs``)."""
@@ -255,12 +244,7 @@ def child_memory(kind, n, p, tokens, n_test):
     X, Y, Z = make_data(n, p, tokens, n_test)
     ridge_predict(X[:50, :60], Y[:50, :1, :4], Z[:2, :60], ALPHA, device="cpu", verbose=False)  # warm-up
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # what building the data freed goes back to the system
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        reset = True
-    except OSError:
-        reset = False
+    reset = reset_peak_rss()
     base = psutil.Process().memory_info().rss
     if kind == "predict":
         ridge_predict(X, Y, Z, ALPHA, device="cpu", verbose=False)
@@ -270,16 +254,12 @@ def child_memory(kind, n, p, tokens, n_test):
         Ridge(ALPHA, device="cpu", verbose=False).fit(X, Y).predict(Z)
     else:
         ridge_predict(X, Y, Z, alphas=ALPHAS, cv=5, device="cpu", verbose=False)
-    print(json.dumps({"base": base, "peak": _peak_rss(), "reset": reset}))
+    print(json.dumps({"base": base, "peak": peak_rss(), "reset": reset}))
 
 
 def measure_memory(kind, n, p, tokens, n_test):
     cmd = [sys.executable, __file__, "--child", kind, str(n), str(p), str(tokens), str(n_test)]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, **CHILD_ENV})
-    m = json.loads(res.stdout.strip().splitlines()[-1])
-    if not m["reset"]:
-        raise RuntimeError("the kernel's peak-RSS counter could not be reset (/proc/self/clear_refs): "
-                           "the measurement would include building the data")
+    m = child_json(cmd, env={**os.environ, **CHILD_ENV})
     return m["peak"] - m["base"], model_bytes(kind, n, p, tokens * DIM, n_test)
 
 

@@ -8,14 +8,13 @@ to a direct run of every whole pass is a timing, measured by the benchmark (benc
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from _bench_scripts import load_bench
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu_subject.py"
 pytestmark = pytest.mark.slow  # two whole runs of the script: about a minute on the shared 2-core machine
@@ -23,12 +22,7 @@ pytestmark = pytest.mark.slow  # two whole runs of the script: about a minute on
 
 @pytest.fixture(scope="module")
 def bench():
-    if str(SCRIPT.parent) not in sys.path:
-        sys.path.insert(0, str(SCRIPT.parent))  # the script imports _protocol as its neighbour
-    spec = importlib.util.spec_from_file_location("bench_gpu_subject", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("bench_gpu_subject")
 
 
 @pytest.fixture(scope="module")

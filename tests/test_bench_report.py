@@ -3,26 +3,14 @@ benchmarks/results/*.json, and the protocol's bookkeeping (no benchmark is run, 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
+from _bench_scripts import BENCH, load_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-report = _load("report")
-protocol = _load("_protocol")
+report = load_bench("report")
+protocol = load_bench("_protocol")
 
 
 def test_results_md_is_generated_from_the_results_files():
@@ -85,3 +73,24 @@ def test_spread_is_median_and_range():
     assert protocol.spread([3.0, 1.0, 2.0, 10.0]) == {"median": 2.5, "min": 1.0, "max": 10.0, "n": 4}
     with pytest.raises(ValueError, match="at least one value"):
         protocol.spread([])
+
+
+def test_peak_memory_counts_what_a_child_touched_after_the_reset():
+    # in a fresh child, as the benchmarks measure: in this process, garbage of earlier tests freed
+    # while the block is allocated would lower the resident memory the peak is compared with
+    code = (f"import sys, json; sys.path.insert(0, {str(BENCH)!r}); import numpy as np, _protocol as p\n"
+            "reset = p.reset_peak_rss(); before = p.peak_rss()\n"
+            "block = np.ones(64 << 20, dtype=np.uint8)\n"
+            "print(json.dumps({'reset': reset, 'extra': p.peak_rss() - before}))")
+    try:
+        out = protocol.child_json([sys.executable, "-c", code])
+    except RuntimeError:
+        pytest.skip("the peak-RSS counter cannot be reset here (/proc/self/clear_refs)")
+    assert (60 << 20) <= out["extra"] < (80 << 20)  # the 64 MiB block, touched page by page
+
+
+def test_a_memory_child_whose_counter_was_not_reset_is_refused():
+    code = "import json; print('noise'); print(json.dumps({'peak': 5, 'reset': %s}))"
+    assert protocol.child_json([sys.executable, "-c", code % "True"]) == {"peak": 5, "reset": True}
+    with pytest.raises(RuntimeError, match="could not be reset"):
+        protocol.child_json([sys.executable, "-c", code % "False"])

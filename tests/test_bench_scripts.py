@@ -1,46 +1,38 @@
 """The benchmark scripts' own arithmetic, at tiny scale (nothing is timed, no peer is needed):
 bench_ridge's memory model, bench_glmsingle's simulation and score, bench_book's profile summary and
 build records, bench_book_results' bars, bench_glm's table rows and notes, bench_regressors' epoch
-extrapolation, bench_metrics' rows."""
+extrapolation, bench_metrics' rows, bench_optimizer's shapes and the two optimisers' agreement."""
 
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from _bench_scripts import load_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from nsdlib.mini.zoo import mini_vdvae_config
+from nsdlib.vdvae import n_latents
 
-
-def _load(name):
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))  # the scripts import _protocol as their neighbour
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ridge = _load("bench_ridge")
-glms = _load("bench_glmsingle")
-book = _load("bench_book")
-glm_bench = _load("bench_glm")
-regs = _load("bench_regressors")
-mets = _load("bench_metrics")
-book_results = _load("bench_book_results")
-diffusion = _load("bench_diffusion")
-nsd_bench = _load("bench_nsd")
-mini_bench = _load("bench_mini")
-minimodels = _load("bench_minimodels")
-gpu = _load("bench_gpu_subject")
-protocol = _load("_protocol")
+ridge = load_bench("bench_ridge")
+glms = load_bench("bench_glmsingle")
+book = load_bench("bench_book")
+glm_bench = load_bench("bench_glm")
+regs = load_bench("bench_regressors")
+mets = load_bench("bench_metrics")
+book_results = load_bench("bench_book_results")
+diffusion = load_bench("bench_diffusion")
+nsd_bench = load_bench("bench_nsd")
+mini_bench = load_bench("bench_mini")
+minimodels = load_bench("bench_minimodels")
+gpu = load_bench("bench_gpu_subject")
+optim = load_bench("bench_optimizer")
+protocol = load_bench("_protocol")
 
 
 def test_ridge_memory_model_known_values():
@@ -359,3 +351,11 @@ def test_gpu_subject_tables_from_a_record(tmp_path):
     gpu.record(run, out)
     assert [t["key"] for t in run.tables] == ["stages", "direct"] and run.values["subject_h"] == 20.0 / 3600
     assert json.loads(run.write(tmp_path).read_text())["tables"][1]["rows"][0][3] == 0.5
+
+
+def test_optimizer_bench_shapes_and_the_two_optimisers_agree():
+    assert optim.shape("nsd") == (15_724, 13_344)
+    assert optim.shape("mini") == (1_572, n_latents(mini_vdvae_config(), 31))
+    assert optim.max_difference(torch.zeros(2, 3), torch.tensor([[0.0, 1.0, 0.0], [-2.0, 0.0, 0.0]])) == 2.0
+    diff, spread_ = optim.agreement(24, 12, steps=3)  # default and fused AdamW, same weights and batches
+    assert 0 <= diff < 1e-3 * spread_

@@ -12,6 +12,7 @@ from pathlib import Path
 import jupytext
 import nbformat
 import pytest
+from _notebooks import run_chain_once_more_after_a_timeout
 
 from nsdlib.config import RunConfig
 from nsdlib.runner import list_notebooks, run_chain
@@ -43,11 +44,16 @@ def test_chapter_shape(chapter):
     assert headings[-1] == "## What this shows", f"{chapter}: the last section is {headings[-1]!r}"
 
 
+#: Seconds a quick chapter's cell may run: the slowest takes under a minute on 2 loaded cores.
+QUICK_CELL_TIMEOUT = 600
+
+
 @pytest.fixture(scope="session")
 def quick_chain(tmp_path_factory):
     root = tmp_path_factory.mktemp("chain")
     cfg = RunConfig(workdir=root / "work", quick=True, device="cpu")
-    result = run_chain(cfg, book_root=BOOK, runs_root=root / "runs")
+    result = run_chain_once_more_after_a_timeout(cfg, cell_timeout=QUICK_CELL_TIMEOUT, book_root=BOOK,
+                                                  runs_root=root / "runs")
     return cfg, root / "runs", result
 
 

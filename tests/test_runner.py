@@ -5,7 +5,7 @@ import os
 
 import nbformat
 import pytest
-from _notebooks import cell, chapter
+from _notebooks import cell, chapter, run_chain_once_more_after_a_timeout
 
 from nsdlib import runner
 from nsdlib.cli import main
@@ -174,3 +174,25 @@ def test_launch_buttons_show_only_with_their_addresses(monkeypatch):
     both = runner._launch_settings({"repository": {"url": ""}})
     assert both["repository"]["url"] == "https://github.com/o/r"
     assert both["launch_buttons"]["jupyterhub_url"] == "https://hub.example.org"
+
+
+def test_a_chapter_that_hangs_once_is_run_once_more_and_the_chain_goes_on(tmp_path):
+    nb = tmp_path / "notebooks"
+    nb.mkdir()
+    marker = tmp_path / "hung-once"
+    hang_once = cell(f"import pathlib, time\nm = pathlib.Path({str(marker)!r})\n"
+                     "if not m.exists():\n    m.touch()\n    time.sleep(300)")
+    (nb / "01_compute.md").write_text(chapter("Compute", SETUP, STORE) + COMPUTE)
+    (nb / "02_hangs.md").write_text(chapter("Hangs", SETUP, STORE) + hang_once)
+    (nb / "03_after.md").write_text(chapter("After", SETUP, STORE) + COMPUTE)
+    cfg = RunConfig(workdir=tmp_path / "work")
+    result = run_chain_once_more_after_a_timeout(cfg, cell_timeout=20, notebooks_dir=nb, runs_root=tmp_path / "runs")
+    assert marker.exists() and result.ok
+    assert [(r.name, r.status) for r in result.results] == [("01_compute", "done"), ("02_hangs", "done"),
+                                                             ("03_after", "done")]
+
+
+def test_a_chapter_that_fails_is_not_run_again(chapters, tmp_path):
+    result = run_chain_once_more_after_a_timeout(RunConfig(workdir=tmp_path / "work"), cell_timeout=60,
+                                                 notebooks_dir=chapters, runs_root=tmp_path / "runs")
+    assert [(r.name, r.status) for r in result.results] == [("01_compute", "done"), ("02_fail", "failed")]

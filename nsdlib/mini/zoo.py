@@ -495,7 +495,7 @@ class Recipe:
     vdvae_kl: KLWarmup = KLWarmup()
 
 
-#: Sized to about 45 minutes on 2 quiet cores (benchmarks/RESULTS.md has the measured seconds): the
+#: Sized to about 52 minutes on 2 quiet cores (modelled in benchmarks/RESULTS.md, "Mini models"): the
 #: VDVAE in one process, the CLIP then the diffusion autoencoder and UNet in another, one
 #: thread each. The VDVAE warms up the KL of its blocks up to 8 x 8 (the first 30 of its 37)
 #: from 0.1 to 1 over steps 1500-3500 and ends on the plain ELBO; batches of 8 learn more per
