@@ -131,8 +131,8 @@ def main(argv=None):
     rows, agree = [], []
     for name in a.shapes:
         rows += measure(run, name, a.steps, a.repeats)
-        n_in, n_out = shape(name)
-        agree.append([name, run.values[name]["parameters"], a.steps, *agreement(n_in, n_out, a.steps)])
+        v = run.values[name]
+        agree.append([name, v["parameters"], a.steps, *agreement(v["inputs"], v["outputs"], a.steps)])
     run.table("steps", f"AdamW on the GRU network, batch {BATCH}, one thread: CPU seconds per step, PyTorch's "
               "default (for-loop) AdamW as the peer, and peer / fused (process CPU time; wall time beside)",
               ["shape", "timed", "default s", "fused s", "default / fused (CPU)", "default / fused (wall)"],

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from _bench_scripts import load_bench
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu_subject.py"
 pytestmark = pytest.mark.slow  # two whole runs of the script: about a minute on the shared 2-core machine
 
 
