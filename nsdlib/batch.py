@@ -210,7 +210,8 @@ def run_subject(spec: dict) -> dict:
 
     This is what a worker process or a Slurm job executes. ``spec`` holds ``params`` (a
     :class:`RunConfig` dict), ``batch_id``, ``notebooks`` (a selection or ``None``),
-    ``notebooks_dir``, ``runs_root`` and ``resume``.
+    ``notebooks_dir``, ``runs_root``, ``resume`` and, optionally, ``cell_timeout`` and
+    ``timeout_retries`` (:func:`nsdlib.runner.run_chain`'s).
 
     Returns
     -------
@@ -227,12 +228,14 @@ def run_subject(spec: dict) -> dict:
         cfg = RunConfig.from_params(spec["params"])
         out_dir = runs_dir(cfg, spec.get("runs_root"))
         result = run_chain(cfg, spec.get("notebooks"), notebooks_dir=Path(spec["notebooks_dir"]),
-                           runs_root=spec.get("runs_root"), resume=spec.get("resume", True))
+                           runs_root=spec.get("runs_root"), resume=spec.get("resume", True),
+                           cell_timeout=spec.get("cell_timeout", 3600), timeout_retries=spec.get("timeout_retries", 0))
         failed = result.failed
         report.update(ok=result.ok, failed_notebook=failed.name if failed else None,
                       error=failed.error if failed else None,
                       notebooks=[{"name": r.name, "status": r.status, "seconds": round(r.seconds, 1),
-                                  "error": r.error, "output": str(r.output)} for r in result.results])
+                                  "error": r.error, "attempts": r.attempts, "output": str(r.output)}
+                                 for r in result.results])
     except Exception as exc:  # a chain that could not start is this subject's failure, not the batch's
         report.update(ok=False, failed_notebook=None, error=f"{type(exc).__name__}: {exc}", notebooks=[],
                       traceback=traceback.format_exc())
@@ -464,14 +467,14 @@ class _Batch:
 
 
 def _prepare(base_params, subjects, executor, notebooks, notebooks_dir: Path, root: Path, resume: bool,
-             cwd: Path | None) -> _Batch:
+             cwd: Path | None, chain: dict | None = None) -> _Batch:
     """Validate every subject and the notebook selection; lay out the batch's folders, specs and state."""
     cfgs = _subject_configs(base_params, subjects)
     first = next(iter(cfgs.values()))
     select_notebooks(notebooks, notebooks_dir)  # a bad selection fails here, not in every worker
     batch_id = f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     specs = {s: {"batch_id": batch_id, "params": c.params(), "notebooks": notebooks,
-                 "notebooks_dir": str(notebooks_dir), "runs_root": str(root), "resume": resume}
+                 "notebooks_dir": str(notebooks_dir), "runs_root": str(root), "resume": resume, **(chain or {})}
              for s, c in cfgs.items()}
     state = {"batch_id": batch_id, "dataset": first.dataset, "executor": executor, "created": _now(),
              "notebooks": notebooks, "notebooks_dir": str(notebooks_dir), "runs_root": str(root),
@@ -529,6 +532,8 @@ def run_batch(
     notebooks_dir: str | os.PathLike | None = None,
     runs_root: str | os.PathLike | None = None,
     resume: bool = True,
+    cell_timeout: int = 3600,
+    timeout_retries: int = 0,
     partition: str | None = None,
     time_min: int = 720,
     mem_gb: float = 64,
@@ -556,7 +561,7 @@ def run_batch(
         Local executor: most subjects at once (default: one per GPU group, or 1 without GPUs).
     gpus_per_job : int, optional
         GPUs per subject. Default: 1 where GPUs are visible (local) or on Slurm, else 0.
-    notebooks, notebooks_dir, runs_root, resume
+    notebooks, notebooks_dir, runs_root, resume, cell_timeout, timeout_retries
         As for :func:`nsdlib.runner.run_chain`.
     partition, time_min, mem_gb, cpus_per_job
         Slurm resources per subject (``time_min`` in minutes, ``mem_gb`` in GiB).
@@ -581,8 +586,12 @@ def run_batch(
         raise ConfigError(f"--detach needs --executor slurm; the {executor} executor runs in this session")
     nb_dir, root = (p.resolve() for p in book_folders(book_root, notebooks_dir, runs_root, who="a batch",
                                                        error=ConfigError))
+    if int(cell_timeout) < 1 or int(timeout_retries) < 0:
+        raise ConfigError(f"--cell-timeout must be at least 1 (seconds) and --timeout-retries at least 0; found "
+                          f"{cell_timeout} and {timeout_retries}")
     batch = _prepare(base_params, subjects, executor, notebooks, nb_dir, root, resume,
-                     Path(book_root).resolve() if book_root is not None else None)
+                     Path(book_root).resolve() if book_root is not None else None,
+                     {"cell_timeout": int(cell_timeout), "timeout_retries": int(timeout_retries)})
     if executor == "local":
         outcomes = _launch_local(batch, jobs, gpus_per_job, gpus, progress)
     else:

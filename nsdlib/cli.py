@@ -69,7 +69,7 @@ def _cmd_run(args) -> int:
     cfg = _config(args)
     result = run_chain(cfg, args.notebooks, book_root=book, notebooks_dir=_path(args.notebooks_dir),
                        runs_root=_path(args.runs), resume=not args.no_resume, log_output=args.verbose,
-                       wait=args.wait)
+                       cell_timeout=args.cell_timeout, timeout_retries=args.timeout_retries, wait=args.wait)
     print(result.summary())
     return 0 if result.ok else 1
 
@@ -190,7 +190,8 @@ def _cmd_batch(args) -> int:
             params[key] = getattr(args, key)
     result = run_batch(params, args.subjects, book_root=book, executor=args.executor, jobs=args.jobs,
                        gpus_per_job=args.gpus_per_job, notebooks=args.notebooks, notebooks_dir=args.notebooks_dir,
-                       runs_root=args.runs, resume=not args.no_resume, partition=args.partition, time_min=args.time,
+                       runs_root=args.runs, resume=not args.no_resume, cell_timeout=args.cell_timeout,
+                       timeout_retries=args.timeout_retries, partition=args.partition, time_min=args.time,
                        mem_gb=args.mem_gb, cpus_per_job=args.cpus_per_job, detach=args.detach)
     print(result.summary())
     if not result.finished:
@@ -198,6 +199,13 @@ def _cmd_batch(args) -> int:
               + (f" --runs {args.runs}" if args.runs else ""))
         return 0
     return result.exit_code()
+
+
+def _timeout_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cell-timeout", type=int, default=3600, metavar="SECONDS",
+                   help="seconds one notebook cell may run before its chapter fails (default 3600)")
+    p.add_argument("--timeout-retries", type=int, default=0, metavar="N",
+                   help="run a chapter whose cell timed out up to N more times (default 0)")
 
 
 def _book_arg(p: argparse.ArgumentParser) -> None:
@@ -243,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another run of the same run directory to finish (default 0: "
                         "refuse at once, naming it; -1 waits for ever)")
+    _timeout_args(p)
     _book_arg(p)
     p.set_defaults(func=_cmd_run)
 
@@ -319,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-job", type=int, default=8, help="CPU cores per job (slurm)")
     p.add_argument("--detach", action="store_true", help="submit and return (slurm); check with --status")
     p.add_argument("--runs", default=None, help="where executed notebooks go (default: <book root>/runs)")
+    _timeout_args(p)
     _book_arg(p)
     p.set_defaults(func=_cmd_batch)
     return ap

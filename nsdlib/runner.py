@@ -114,6 +114,8 @@ class NotebookResult:
     output: Path
     seconds: float = 0.0
     error: str | None = None
+    timed_out: bool = False  # a cell ran past the cell timeout
+    attempts: int = 1  # executions of this chapter in this chain (more than one after a timed-out cell)
 
 
 @dataclasses.dataclass
@@ -134,7 +136,7 @@ class ChainResult:
     def summary(self) -> str:
         head = f"dataset={self.config.dataset} subject={self.config.subject}"
         lines = [f"{r.name}: {r.status}" + (f" ({r.seconds:.0f} s)" if r.status == "done" else "")
-                 for r in self.results]
+                 + (f", after {r.attempts} attempts" if r.attempts > 1 else "") for r in self.results]
         if self.failed:
             lines.append(f"FAILED at {self.failed.name}: {self.failed.error}\n  see {self.failed.output}")
         return head + "\n" + "\n".join("  " + s for s in lines)
@@ -230,6 +232,7 @@ def _execute(md: Path, out_dir: Path, params: dict, *, kernel_name: str, cwd: Pa
     """Convert one MyST chapter and execute it with papermill into ``out_dir`` (a failure keeps its partial copy)."""
     import jupytext  # deferred: the notebook machinery is needed only to execute chapters
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError
 
     name = md.stem
     out = out_dir / f"{name}.ipynb"
@@ -249,7 +252,7 @@ def _execute(md: Path, out_dir: Path, params: dict, *, kernel_name: str, cwd: Pa
         if partial.exists():
             os.replace(partial, failed)
         return NotebookResult(name, "failed", failed, (_dt.datetime.now() - start).total_seconds(),
-                              _error_text(exc))
+                              _error_text(exc), timed_out=isinstance(exc, CellTimeoutError))
     finally:
         src.unlink(missing_ok=True)
     os.replace(partial, out)
@@ -269,6 +272,7 @@ def run_chain(
     cwd: Path | None = None,
     log_output: bool = False,
     cell_timeout: int = 3600,
+    timeout_retries: int = 0,
     wait: float = 0.0,
 ) -> ChainResult:
     """Execute the selected chapter notebooks for one run, in order.
@@ -292,10 +296,19 @@ def run_chain(
         of this chain had to run.
     cell_timeout : int
         Seconds one cell may run before the notebook fails (sized for CPU runs).
+    timeout_retries : int
+        How many more times a chapter whose cell timed out is executed before the chain
+        stops there (default 0). A kernel that sat idle while papermill waited for a reply
+        that never came has been seen in CI; with a cell timeout sized to the chapters, one
+        retry turns such a hang into minutes lost instead of a failed chain. A chapter that
+        fails with an error is never run again.
     wait : float
         Seconds to wait for another chain holding this run directory's lock (:func:`run_lock`);
         0 (default) refuses at once with :class:`RunLockedError` naming the holder.
     """
+    if int(cell_timeout) < 1 or int(timeout_retries) < 0:
+        raise RunnerError(f"the cell timeout must be at least 1 s and the timeout retries at least 0; found "
+                          f"cell_timeout={cell_timeout}, timeout_retries={timeout_retries}")
     notebooks_dir, runs_root = book_folders(book_root, notebooks_dir, runs_root)
     selected = select_notebooks(notebooks, notebooks_dir)
     out_dir = writable_folder(runs_dir(cfg, runs_root), "the run directory (under --runs)")
@@ -313,8 +326,12 @@ def run_chain(
                 continue
             done_marker.unlink(missing_ok=True)
             ran_one = True
-            result = _execute(md, out_dir, params, kernel_name=kernel_name, cwd=cwd or md.parent,
-                              log_output=log_output, cell_timeout=cell_timeout)
+            for attempt in range(1, int(timeout_retries) + 2):
+                result = _execute(md, out_dir, params, kernel_name=kernel_name, cwd=cwd or md.parent,
+                                  log_output=log_output, cell_timeout=int(cell_timeout))
+                result.attempts = attempt
+                if not result.timed_out:
+                    break
             results.append(result)
             if result.status == "failed":
                 break

@@ -1,8 +1,6 @@
 """Tiny MyST chapters for tests of the runner and of batches: the real chapters' front matter
-and `parameters` cell, followed by code cells of the test's choosing; and the notebook tests'
-chain runner, which runs a chapter whose cell timed out once more."""
-
-from nsdlib.runner import ChainResult, run_chain
+and `parameters` cell, followed by code cells of the test's choosing.
+"""
 
 FRONT = """---
 jupytext:
@@ -47,21 +45,3 @@ def chapter(title: str, setup: str, *cells: str) -> str:
              "regressor=regressor,\n                device=device, seed=seed, workdir=workdir, nsd_root=nsd_root, "
              "quick=quick)")
     return FRONT.format(title=title) + cell(build) + "".join(cells)
-
-
-def run_chain_once_more_after_a_timeout(cfg, *, cell_timeout: int, **kwargs) -> ChainResult:
-    """:func:`nsdlib.runner.run_chain`; if a cell timed out, the chain again from that chapter, once.
-
-    Twice in full CI runs a kernel sat idle while papermill waited for a reply that never came
-    (chapter 10's widget cell): with the runner's default timeout of an hour that cost an hour,
-    then a failure. With a short ``cell_timeout`` such a hang fails in minutes, and the second
-    chain resumes from that chapter (the ones before it are complete, so they are not run
-    again). The result lists every chapter as it ended: the first chain's done ones, then the
-    second's.
-    """
-    first = run_chain(cfg, cell_timeout=cell_timeout, **kwargs)
-    if first.failed is None or "timed out" not in (first.failed.error or ""):
-        return first
-    again = run_chain(cfg, cell_timeout=cell_timeout, **kwargs)
-    done = [r for r in first.results if r.status == "done"]
-    return ChainResult(cfg, done + [r for r in again.results if r.status != "skipped"])

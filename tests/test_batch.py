@@ -116,6 +116,8 @@ def test_bad_batch_input_fails_before_anything_runs(tmp_path, chapters):
         run_batch({"workdir": str(tmp_path)}, [1, "3"], notebooks_dir=chapters, runs_root=tmp_path / "r")
     with pytest.raises(ConfigError, match="--detach needs --executor slurm"):
         run_batch({"workdir": str(tmp_path)}, [1], detach=True, notebooks_dir=chapters, runs_root=tmp_path / "r")
+    with pytest.raises(ConfigError, match="--timeout-retries at least 0; found 3600 and -1"):
+        run_batch({"workdir": str(tmp_path)}, [1], timeout_retries=-1, notebooks_dir=chapters, runs_root=tmp_path / "r")
     assert not (tmp_path / "r").exists()
 
 
@@ -170,12 +172,31 @@ def test_slurm_path_through_submitit_debug_executor(tmp_path, chapters):
     w.mkdir()
     (w / "fail_subj05").write_text("")
     result = run_batch({"workdir": str(w), "device": "cpu"}, [1, 5], executor="debug", gpus_per_job=0,
-                       notebooks="02", notebooks_dir=chapters, runs_root=runs, progress=False)
+                       notebooks="02", notebooks_dir=chapters, runs_root=runs, cell_timeout=600, timeout_retries=1,
+                       progress=False)
     by = {o.subject: o for o in result.outcomes}
+    chain = json.loads((runs / "mini" / "subj01" / "chain.json").read_text())
+    assert [(n["name"], n["attempts"]) for n in chain["notebooks"]] == [("02_results", 1)]
     assert by[1].status == "ok" and by[1].job_id.startswith("DEBUG_")
     assert by[5].status == "failed" and by[5].notebook == "02_results"
     assert "injected failure for subject 5" in by[5].error
     assert result.exit_code() == 1 and result.report is not None
+
+
+@pytest.mark.slow
+def test_a_batch_passes_its_cell_timeout_and_retries_to_each_subjects_chain(tmp_path, chapters):
+    # a chapter that hangs on its first execution: a batch job times it out and runs it once more
+    (tmp_path / "w").mkdir()
+    hang_once = ("\n```{code-cell} ipython3\nimport time\nm = Path(cfg.workdir) / 'hung-once'\n"
+                 "if not m.exists():\n    m.touch()\n    time.sleep(300)\n```\n")
+    (chapters / "01_prepare.md").write_text(chapter("Prepare", SETUP) + hang_once)
+    result = run_batch({"workdir": str(tmp_path / "w"), "device": "cpu"}, [1], executor="debug", gpus_per_job=0,
+                       notebooks_dir=chapters, runs_root=tmp_path / "runs", cell_timeout=15, timeout_retries=1,
+                       progress=False)
+    assert result.ok, result.summary()
+    chain = json.loads((tmp_path / "runs" / "mini" / "subj01" / "chain.json").read_text())
+    assert [(n["name"], n["status"], n["attempts"]) for n in chain["notebooks"]] == [
+        ("01_prepare", "done", 2), ("02_results", "done", 1)]
 
 
 @pytest.mark.slow

@@ -12,7 +12,6 @@ from pathlib import Path
 import jupytext
 import nbformat
 import pytest
-from _notebooks import run_chain_once_more_after_a_timeout
 
 from nsdlib.config import RunConfig
 from nsdlib.runner import list_notebooks, run_chain
@@ -52,8 +51,8 @@ QUICK_CELL_TIMEOUT = 600
 def quick_chain(tmp_path_factory):
     root = tmp_path_factory.mktemp("chain")
     cfg = RunConfig(workdir=root / "work", quick=True, device="cpu")
-    result = run_chain_once_more_after_a_timeout(cfg, cell_timeout=QUICK_CELL_TIMEOUT, book_root=BOOK,
-                                                  runs_root=root / "runs")
+    result = run_chain(cfg, cell_timeout=QUICK_CELL_TIMEOUT, timeout_retries=1, book_root=BOOK,
+                       runs_root=root / "runs")
     return cfg, root / "runs", result
 
 

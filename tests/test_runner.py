@@ -5,7 +5,7 @@ import os
 
 import nbformat
 import pytest
-from _notebooks import cell, chapter, run_chain_once_more_after_a_timeout
+from _notebooks import cell, chapter
 
 from nsdlib import runner
 from nsdlib.cli import main
@@ -102,6 +102,9 @@ def test_cli_reports_bad_parameters(capsys, tmp_path):
     assert "subject must be 1, 2, 5 or 7; found '3'" in capsys.readouterr().err
     assert main(["run", "--param", "n_layers", "--workdir", str(tmp_path)]) == 2
     assert "--param takes key=value" in capsys.readouterr().err
+    assert main(["run", "--timeout-retries", "-1", "--workdir", str(tmp_path), "--notebooks-dir", str(tmp_path),
+                 "--runs", str(tmp_path / "runs")]) == 2
+    assert "timeout retries at least 0; found cell_timeout=3600, timeout_retries=-1" in capsys.readouterr().err
 
 
 def test_a_chain_needs_a_book_root_or_both_folders(tmp_path):
@@ -186,13 +189,28 @@ def test_a_chapter_that_hangs_once_is_run_once_more_and_the_chain_goes_on(tmp_pa
     (nb / "02_hangs.md").write_text(chapter("Hangs", SETUP, STORE) + hang_once)
     (nb / "03_after.md").write_text(chapter("After", SETUP, STORE) + COMPUTE)
     cfg = RunConfig(workdir=tmp_path / "work")
-    result = run_chain_once_more_after_a_timeout(cfg, cell_timeout=20, notebooks_dir=nb, runs_root=tmp_path / "runs")
+    result = run_chain(cfg, cell_timeout=20, timeout_retries=1, notebooks_dir=nb, runs_root=tmp_path / "runs")
     assert marker.exists() and result.ok
-    assert [(r.name, r.status) for r in result.results] == [("01_compute", "done"), ("02_hangs", "done"),
-                                                             ("03_after", "done")]
+    assert [(r.name, r.status, r.attempts) for r in result.results] == [
+        ("01_compute", "done", 1), ("02_hangs", "done", 2), ("03_after", "done", 1)]
+    assert "02_hangs: done" in result.summary() and "after 2 attempts" in result.summary()
+
+
+def test_without_retries_a_hung_chapter_fails_as_timed_out(tmp_path):
+    nb = tmp_path / "notebooks"
+    nb.mkdir()
+    (nb / "01_hangs.md").write_text(chapter("Hangs", SETUP, STORE) + cell("import time\ntime.sleep(300)"))
+    result = run_chain(RunConfig(workdir=tmp_path / "work"), cell_timeout=10, notebooks_dir=nb,
+                       runs_root=tmp_path / "runs")
+    assert not result.ok and result.failed.timed_out and result.failed.attempts == 1
+    assert "CellTimeoutError" in result.failed.error
+    with pytest.raises(RunnerError, match="cell timeout must be at least 1 s.*found cell_timeout=0"):
+        run_chain(RunConfig(workdir=tmp_path / "work"), cell_timeout=0, notebooks_dir=nb, runs_root=tmp_path / "runs")
 
 
 def test_a_chapter_that_fails_is_not_run_again(chapters, tmp_path):
-    result = run_chain_once_more_after_a_timeout(RunConfig(workdir=tmp_path / "work"), cell_timeout=60,
-                                                 notebooks_dir=chapters, runs_root=tmp_path / "runs")
-    assert [(r.name, r.status) for r in result.results] == [("01_compute", "done"), ("02_fail", "failed")]
+    result = run_chain(RunConfig(workdir=tmp_path / "work"), cell_timeout=60, timeout_retries=1,
+                       notebooks_dir=chapters, runs_root=tmp_path / "runs")
+    assert [(r.name, r.status, r.attempts) for r in result.results] == [("01_compute", "done", 1),
+                                                                        ("02_fail", "failed", 1)]
+    assert not result.failed.timed_out
