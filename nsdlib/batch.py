@@ -42,7 +42,7 @@ from .config import ConfigError, RunConfig, writable_folder
 from .guard import reading
 from .pipeline.results import ResultsFormatError
 from .report.cross_subject import collect_results, collect_timings, write_report
-from .runner import book_folders, run_chain, runs_dir, select_notebooks
+from .runner import book_folders, check_timeouts, run_chain, runs_dir, select_notebooks
 from .store import atomic_write
 
 __all__ = [
@@ -586,9 +586,7 @@ def run_batch(
         raise ConfigError(f"--detach needs --executor slurm; the {executor} executor runs in this session")
     nb_dir, root = (p.resolve() for p in book_folders(book_root, notebooks_dir, runs_root, who="a batch",
                                                        error=ConfigError))
-    if int(cell_timeout) < 1 or int(timeout_retries) < 0:
-        raise ConfigError(f"--cell-timeout must be at least 1 (seconds) and --timeout-retries at least 0; found "
-                          f"{cell_timeout} and {timeout_retries}")
+    check_timeouts(cell_timeout, timeout_retries)  # a bad value fails here, not in every worker
     batch = _prepare(base_params, subjects, executor, notebooks, nb_dir, root, resume,
                      Path(book_root).resolve() if book_root is not None else None,
                      {"cell_timeout": int(cell_timeout), "timeout_retries": int(timeout_retries)})

@@ -39,6 +39,7 @@ __all__ = [
     "RunLockedError",
     "RunnerError",
     "build_book",
+    "check_timeouts",
     "list_notebooks",
     "run_chain",
     "select_notebooks",
@@ -148,6 +149,13 @@ def list_notebooks(notebooks_dir: Path) -> list[Path]:
     if not nbs:
         raise RunnerError(f"no chapter notebooks (NN_name.md) found in {notebooks_dir}")
     return nbs
+
+
+def check_timeouts(cell_timeout: int, timeout_retries: int) -> None:
+    """:class:`RunnerError` unless a chain's cell timeout is at least 1 s and its timeout retries at least 0."""
+    if int(cell_timeout) < 1 or int(timeout_retries) < 0:
+        raise RunnerError(f"--cell-timeout must be at least 1 (seconds) and --timeout-retries at least 0; found "
+                          f"cell_timeout={cell_timeout}, timeout_retries={timeout_retries}")
 
 
 def select_notebooks(spec: str | None, notebooks_dir: Path) -> list[Path]:
@@ -306,9 +314,7 @@ def run_chain(
         Seconds to wait for another chain holding this run directory's lock (:func:`run_lock`);
         0 (default) refuses at once with :class:`RunLockedError` naming the holder.
     """
-    if int(cell_timeout) < 1 or int(timeout_retries) < 0:
-        raise RunnerError(f"the cell timeout must be at least 1 s and the timeout retries at least 0; found "
-                          f"cell_timeout={cell_timeout}, timeout_retries={timeout_retries}")
+    check_timeouts(cell_timeout, timeout_retries)
     notebooks_dir, runs_root = book_folders(book_root, notebooks_dir, runs_root)
     selected = select_notebooks(notebooks, notebooks_dir)
     out_dir = writable_folder(runs_dir(cfg, runs_root), "the run directory (under --runs)")

@@ -15,6 +15,7 @@ from nsdlib.cli import main
 from nsdlib.config import ConfigError
 from nsdlib.pipeline.results import ResultsFormatError
 from nsdlib.report.cross_subject import report_rows
+from nsdlib.runner import RunnerError
 
 SETUP = "import json, os\nfrom pathlib import Path"
 
@@ -116,7 +117,7 @@ def test_bad_batch_input_fails_before_anything_runs(tmp_path, chapters):
         run_batch({"workdir": str(tmp_path)}, [1, "3"], notebooks_dir=chapters, runs_root=tmp_path / "r")
     with pytest.raises(ConfigError, match="--detach needs --executor slurm"):
         run_batch({"workdir": str(tmp_path)}, [1], detach=True, notebooks_dir=chapters, runs_root=tmp_path / "r")
-    with pytest.raises(ConfigError, match="--timeout-retries at least 0; found 3600 and -1"):
+    with pytest.raises(RunnerError, match="--timeout-retries at least 0; found cell_timeout=3600, timeout_retries=-1"):
         run_batch({"workdir": str(tmp_path)}, [1], timeout_retries=-1, notebooks_dir=chapters, runs_root=tmp_path / "r")
     assert not (tmp_path / "r").exists()
 

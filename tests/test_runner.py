@@ -104,7 +104,7 @@ def test_cli_reports_bad_parameters(capsys, tmp_path):
     assert "--param takes key=value" in capsys.readouterr().err
     assert main(["run", "--timeout-retries", "-1", "--workdir", str(tmp_path), "--notebooks-dir", str(tmp_path),
                  "--runs", str(tmp_path / "runs")]) == 2
-    assert "timeout retries at least 0; found cell_timeout=3600, timeout_retries=-1" in capsys.readouterr().err
+    assert "--timeout-retries at least 0; found cell_timeout=3600, timeout_retries=-1" in capsys.readouterr().err
 
 
 def test_a_chain_needs_a_book_root_or_both_folders(tmp_path):
@@ -204,7 +204,7 @@ def test_without_retries_a_hung_chapter_fails_as_timed_out(tmp_path):
                        runs_root=tmp_path / "runs")
     assert not result.ok and result.failed.timed_out and result.failed.attempts == 1
     assert "CellTimeoutError" in result.failed.error
-    with pytest.raises(RunnerError, match="cell timeout must be at least 1 s.*found cell_timeout=0"):
+    with pytest.raises(RunnerError, match=r"--cell-timeout must be at least 1 \(seconds\).*found cell_timeout=0"):
         run_chain(RunConfig(workdir=tmp_path / "work"), cell_timeout=0, notebooks_dir=nb, runs_root=tmp_path / "runs")
 
 
