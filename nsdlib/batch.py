@@ -217,7 +217,9 @@ def run_subject(spec: dict) -> dict:
     -------
     dict
         What ``chain.json`` holds: ``ok``, ``subject``, ``notebooks`` (name, status,
-        seconds, error), ``failed_notebook``, ``error`` and provenance (host, GPUs, times).
+        seconds of the last attempt, error, attempts, and ``lost_seconds``: those of earlier
+        attempts whose cells timed out), ``failed_notebook``, ``error`` and provenance (host,
+        GPUs, times).
     """
     started = _now()
     report: dict = {"batch_id": spec.get("batch_id"), "subject": spec["params"].get("subject"),
@@ -234,7 +236,8 @@ def run_subject(spec: dict) -> dict:
         report.update(ok=result.ok, failed_notebook=failed.name if failed else None,
                       error=failed.error if failed else None,
                       notebooks=[{"name": r.name, "status": r.status, "seconds": round(r.seconds, 1),
-                                  "error": r.error, "attempts": r.attempts, "output": str(r.output)}
+                                  "error": r.error, "attempts": r.attempts,
+                                  "lost_seconds": round(r.lost_seconds, 1), "output": str(r.output)}
                                  for r in result.results])
     except Exception as exc:  # a chain that could not start is this subject's failure, not the batch's
         report.update(ok=False, failed_notebook=None, error=f"{type(exc).__name__}: {exc}", notebooks=[],

@@ -117,6 +117,7 @@ class NotebookResult:
     error: str | None = None
     timed_out: bool = False  # a cell ran past the cell timeout
     attempts: int = 1  # executions of this chapter in this chain (more than one after a timed-out cell)
+    lost_seconds: float = 0.0  # seconds of the earlier attempts, whose cells timed out (``seconds`` is the last one's)
 
 
 @dataclasses.dataclass
@@ -137,7 +138,8 @@ class ChainResult:
     def summary(self) -> str:
         head = f"dataset={self.config.dataset} subject={self.config.subject}"
         lines = [f"{r.name}: {r.status}" + (f" ({r.seconds:.0f} s)" if r.status == "done" else "")
-                 + (f", after {r.attempts} attempts" if r.attempts > 1 else "") for r in self.results]
+                 + (f", after {r.attempts} attempts ({r.lost_seconds:.0f} s lost to timed-out cells)"
+                    if r.attempts > 1 else "") for r in self.results]
         if self.failed:
             lines.append(f"FAILED at {self.failed.name}: {self.failed.error}\n  see {self.failed.output}")
         return head + "\n" + "\n".join("  " + s for s in lines)
@@ -332,12 +334,14 @@ def run_chain(
                 continue
             done_marker.unlink(missing_ok=True)
             ran_one = True
+            lost = 0.0
             for attempt in range(1, int(timeout_retries) + 2):
                 result = _execute(md, out_dir, params, kernel_name=kernel_name, cwd=cwd or md.parent,
                                   log_output=log_output, cell_timeout=int(cell_timeout))
-                result.attempts = attempt
+                result.attempts, result.lost_seconds = attempt, lost
                 if not result.timed_out:
                     break
+                lost += result.seconds
             results.append(result)
             if result.status == "failed":
                 break

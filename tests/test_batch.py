@@ -198,6 +198,7 @@ def test_a_batch_passes_its_cell_timeout_and_retries_to_each_subjects_chain(tmp_
     chain = json.loads((tmp_path / "runs" / "mini" / "subj01" / "chain.json").read_text())
     assert [(n["name"], n["status"], n["attempts"]) for n in chain["notebooks"]] == [
         ("01_prepare", "done", 2), ("02_results", "done", 1)]
+    assert chain["notebooks"][0]["lost_seconds"] >= 15 and chain["notebooks"][1]["lost_seconds"] == 0
 
 
 @pytest.mark.slow

@@ -194,6 +194,9 @@ def test_a_chapter_that_hangs_once_is_run_once_more_and_the_chain_goes_on(tmp_pa
     assert [(r.name, r.status, r.attempts) for r in result.results] == [
         ("01_compute", "done", 1), ("02_hangs", "done", 2), ("03_after", "done", 1)]
     assert "02_hangs: done" in result.summary() and "after 2 attempts" in result.summary()
+    lost = {r.name: r.lost_seconds for r in result.results}
+    assert lost["02_hangs"] >= 20 and lost["01_compute"] == lost["03_after"] == 0, lost
+    assert f"({lost['02_hangs']:.0f} s lost to timed-out cells)" in result.summary()
 
 
 def test_without_retries_a_hung_chapter_fails_as_timed_out(tmp_path):
